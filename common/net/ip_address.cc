@@ -8,13 +8,17 @@
 #include <absl/strings/str_cat.h>
 
 namespace ebpfcni {
+namespace {
+// Debian's abseil is built with its own string_view type, not std::string_view.
+absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+}  // namespace
 
 absl::StatusOr<IpAddress> IpAddress::Parse(std::string_view text) {
   std::string s(text);
   uint8_t buf[16];
   if (inet_pton(AF_INET, s.c_str(), buf) == 1) return FromV4Bytes(buf);
   if (inet_pton(AF_INET6, s.c_str(), buf) == 1) return FromV6Bytes(buf);
-  return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not an IPv4 or IPv6 address"));
+  return absl::InvalidArgumentError(absl::StrCat("\"", AV(text), "\" is not an IPv4 or IPv6 address"));
 }
 
 IpAddress IpAddress::FromV4Bytes(const uint8_t bytes[4]) {
@@ -58,16 +62,16 @@ absl::StatusOr<IpPrefix> IpPrefix::Parse(std::string_view text, bool allow_bare_
   std::string_view addr_text = text.substr(0, slash);
   auto address = IpAddress::Parse(addr_text);
   if (!address.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not a CIDR prefix: ", address.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("\"", AV(text), "\" is not a CIDR prefix: ", address.status().message()));
   }
   int length = address->max_prefix_length();
   if (slash == std::string_view::npos) {
     if (!allow_bare_address) {
-      return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not a CIDR prefix: missing \"/length\""));
+      return absl::InvalidArgumentError(absl::StrCat("\"", AV(text), "\" is not a CIDR prefix: missing \"/length\""));
     }
-  } else if (!absl::SimpleAtoi(text.substr(slash + 1), &length) || length < 0 ||
+  } else if (!absl::SimpleAtoi(AV(text.substr(slash + 1)), &length) || length < 0 ||
              length > address->max_prefix_length()) {
-    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" has an invalid prefix length (0..",
+    return absl::InvalidArgumentError(absl::StrCat("\"", AV(text), "\" has an invalid prefix length (0..",
                                                    address->max_prefix_length(), ")"));
   }
   return IpPrefix(*address, length);

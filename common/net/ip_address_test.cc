@@ -42,7 +42,8 @@ TEST(IpPrefixTest, NetworkLastContains) {
 TEST(IpPrefixTest, Ipv6) {
   auto p = IpPrefix::Parse("fd00:10:244::/64");
   ASSERT_TRUE(p.ok());
-  EXPECT_EQ(p->Last().ToString(), "fd00:10:244:0:ffff:ffff:ffff:ffff"  // RFC 5952: one zero group is not compressed);
+  // RFC 5952: a single zero group is not compressed to "::".
+  EXPECT_EQ(p->Last().ToString(), "fd00:10:244:0:ffff:ffff:ffff:ffff");
   EXPECT_EQ(p->SizeSaturated(), UINT64_MAX);
 }
 

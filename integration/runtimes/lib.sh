@@ -57,10 +57,17 @@ rt_run_cleanups() {
       rt_log "cleanup step failed (see $RT_WORK/cleanup.log): ${RT_CLEANUPS[i]}"
   done
   if ((status == 0 && RT_FAILURES > 0)); then status=1; fi
-  if ((status == 0)) && [[ ${RT_KEEP_WORK:-0} != 1 ]]; then
+  # Never rm -rf through a mount a failed clean-up left behind.
+  awk -v w="$RT_WORK/" 'index($2, w) == 1 {print $2}' /proc/self/mounts | sort -r |
+    while read -r mnt; do umount -l "$mnt" || true; done
+  if [[ ${RT_KEEP_WORK:-0} == 1 ]]; then
+    rt_log "work dir kept (RT_KEEP_WORK=1): $RT_WORK"
+  elif ((status == 0)); then
     rm -rf "$RT_WORK"
   else
-    rt_log "work dir kept for inspection: $RT_WORK"
+    # Keep only the logs of a failed run (images and root filesystems go).
+    find "$RT_WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' -exec rm -rf {} +
+    rt_log "logs of the failed run kept in $RT_WORK"
   fi
   exit "$status"
 }
@@ -241,6 +248,15 @@ rt_expect_no_pod_leftovers() {
   links=$(rt_host_links_with_prefix "$RT_IFACE_PREFIX" | grep -v "^${RT_BRIDGE:-__none__}\$" || true)
   rt_expect "no host interface named $RT_IFACE_PREFIX* left" test -z "$links"
   [[ -n $links ]] && rt_log "left over: $links"
+  if [[ -d $RT_WORK/host-local/$RT_NET_NAME ]]; then
+    # host-local keeps one file per allocated address; DEL removes it.
+    local held
+    held=$(ls "$RT_WORK/host-local/$RT_NET_NAME" | grep -E '^[0-9a-f.:]+$' || true)
+    rt_expect "host-local holds no address (found: ${held:-none})" test -z "$held"
+  fi
+  local cached
+  cached=$(ls /var/lib/cni/results 2>/dev/null | grep "^$RT_NET_NAME-" || true)
+  rt_expect "libcni result cache holds nothing for $RT_NET_NAME" test -z "$cached"
   if [[ -n ${RT_PROBE:-} ]]; then
     local allocations endpoints
     allocations=$("$RT_PROBE" allocations "$RT_RUN_DIR/ipam.sock" | jq '.allocations | length')

@@ -1,0 +1,122 @@
+#pragma once
+// The IPAM state: which attachment holds which address, kept in SQLite so it
+// survives restarts and kill -9.
+//
+// Guarantees:
+//  - No address has two holders: UNIQUE(pool, address) is enforced by the
+//    database, not only by this code.
+//  - Every acknowledged change is on disk: WAL journal with synchronous=FULL
+//    fsyncs the WAL on each commit, so a commit that returned survives a
+//    process kill and a power loss. (synchronous=NORMAL would survive kill -9
+//    but could lose the last commits on power loss, after the pod was
+//    already given the address, which could later lead to two holders.)
+//  - An allocation is all-or-nothing across pools: one BEGIN IMMEDIATE
+//    transaction per call.
+// The store is safe to call from many threads: calls are serialized.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <absl/base/thread_annotations.h>
+#include <absl/status/status.h>
+#include <absl/status/statusor.h>
+#include <absl/synchronization/mutex.h>
+
+#include "common/net/ip_address.h"
+#include "services/ipam/pool.h"
+#include "services/ipam/sqlite_db.h"
+
+namespace ebpfcni::ipam {
+
+// One CNI attachment: a container's interface.
+struct AttachmentKey {
+  std::string container_id;
+  std::string interface_name;
+
+  auto operator<=>(const AttachmentKey&) const = default;
+};
+
+// One address held by an attachment, with what the pod needs to use it.
+// Recorded as handed out, so it stays meaningful if the pool is later
+// reconfigured.
+struct Assignment {
+  std::string pool;
+  IpAddress address;
+  int pool_prefix_length = 0;
+  IpAddress gateway;
+
+  bool operator==(const Assignment&) const = default;
+};
+
+struct AllocationRecord {
+  AttachmentKey attachment;
+  std::vector<Assignment> assignments;
+  std::string pod_namespace;
+  std::string pod_name;
+  int64_t created_unix_ms = 0;
+};
+
+struct AllocateResult {
+  std::vector<Assignment> assignments;
+  // True when the attachment already held an address in every pool.
+  bool already_allocated = false;
+};
+
+struct PoolUsage {
+  const Pool* pool;
+  // Addresses of this pool currently held (only those inside its CIDR).
+  uint64_t allocated = 0;
+};
+
+class AllocationStore {
+ public:
+  // Current schema version (PRAGMA user_version).
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens or creates the database at db_path (its directory is created if
+  // missing). Needs at least one pool and distinct pool names. Allocations
+  // left over from an earlier configuration that fall outside the current
+  // pools are kept (with a warning) until released.
+  static absl::StatusOr<std::unique_ptr<AllocationStore>> Open(const std::string& db_path,
+                                                               std::vector<Pool> pools);
+
+  // Gives the attachment one address from every pool, or returns what it
+  // already holds. Next-fit: the search starts after the address the pool
+  // handed out last, so a just-released address is not reused at once.
+  // RESOURCE_EXHAUSTED naming the pool when one pool is full; nothing is
+  // allocated then.
+  absl::StatusOr<AllocateResult> Allocate(const AttachmentKey& attachment, const std::string& pod_namespace,
+                                          const std::string& pod_name);
+  // Frees everything the attachment holds and returns it (empty when it held
+  // nothing).
+  absl::StatusOr<std::vector<Assignment>> Release(const AttachmentKey& attachment);
+  // All allocations, or only those of one container when container_id is set.
+  absl::StatusOr<std::vector<AllocationRecord>> List(const std::optional<std::string>& container_id);
+  // Frees every attachment not in `valid` and returns what was freed.
+  absl::StatusOr<std::vector<AllocationRecord>> GarbageCollect(const std::vector<AttachmentKey>& valid);
+  absl::StatusOr<std::vector<PoolUsage>> Usage();
+
+  const std::vector<Pool>& pools() const { return pools_; }
+
+ private:
+  AllocationStore(std::unique_ptr<SqliteDatabase> db, std::vector<Pool> pools)
+      : db_(std::move(db)), pools_(std::move(pools)) {}
+
+  absl::Status Initialize();
+  absl::Status WarnAboutForeignAllocations() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<AllocationRecord>> ListLocked(const std::optional<std::string>& container_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<Assignment>> HeldBy(const AttachmentKey& attachment)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Picks a free address of the pool; must run inside a transaction.
+  absl::StatusOr<IpAddress> FindFreeAddress(const Pool& pool) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status DeleteAttachment(const AttachmentKey& attachment) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  std::unique_ptr<SqliteDatabase> db_ ABSL_GUARDED_BY(mu_);
+  const std::vector<Pool> pools_;
+};
+
+}  // namespace ebpfcni::ipam

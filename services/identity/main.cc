@@ -1,32 +1,81 @@
 // ebpf-cni-identity: security identities for label sets.
 //
-// Foundation stage: the process runs like every other service (unix socket,
-// reflection, grpc.health.v1) so deployments and health checks are in place;
-// the IdentityService methods are the generated defaults, which answer
-// UNIMPLEMENTED.
+// Single node (default): one process over the embedded SQLite store under
+// --state_dir. Every RPC of ebpfcni.identity.v1 except WatchIpCache (which
+// needs the cluster-state source) is served.
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
 #include <absl/flags/flag.h>
 #include <absl/flags/parse.h>
 #include <absl/flags/usage.h>
+#include <absl/strings/str_split.h>
+#include <absl/time/time.h>
 #include <spdlog/spdlog.h>
 
 #include "common/service/service_flags.h"
-#include "ebpfcni/identity/v1/identity.grpc.pb.h"
+#include "services/identity/identity_service.h"
+#include "services/identity/reserved_identities.h"
+#include "services/identity/sqlite_identity_store.h"
 
-ABSL_FLAG(std::string, state_dir, "/var/lib/ebpf-cni", "Directory for the embedded identity store");
-
-namespace {
-class IdentityService final : public ebpfcni::identity::v1::IdentityService::Service {};
-}  // namespace
+ABSL_FLAG(std::string, state_dir, "/var/lib/ebpf-cni", "Directory of the embedded identity store (identity.db)");
+ABSL_FLAG(absl::Duration, gc_grace, absl::Minutes(10),
+          "How long an identity without references is kept before it is deleted");
+ABSL_FLAG(absl::Duration, gc_interval, absl::Minutes(1), "How often unreferenced identities are collected");
+ABSL_FLAG(std::vector<std::string>, label_filter, {},
+          "Comma-separated label key patterns replacing the default filter; \"!re\" excludes, \"re\" includes");
 
 int main(int argc, char** argv) {
   ebpfcni::BlockTerminationSignals();
   absl::SetProgramUsageMessage("ebpf-cni identity service");
   absl::ParseCommandLine(argc, argv);
   ebpfcni::InitLogging("identity", ebpfcni::LogOptionsFromFlags());
+  using namespace ebpfcni::identity;
 
-  IdentityService identity;
+  auto patterns = absl::GetFlag(FLAGS_label_filter);
+  auto filter = patterns.empty() ? LabelFilter::Default() : LabelFilter::FromPatterns(patterns);
+  if (!filter.ok()) {
+    spdlog::critical("--label_filter: {}", filter.status().ToString());
+    return 2;
+  }
+  std::filesystem::path state_dir = absl::GetFlag(FLAGS_state_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir, ec);
+  if (ec) {
+    spdlog::critical("cannot create state directory {}: {}", state_dir.string(), ec.message());
+    return 1;
+  }
+  auto store = SqliteIdentityStore::Open((state_dir / "identity.db").string(),
+                                         {kFirstAllocatableIdentity, kLastAllocatableIdentity});
+  if (!store.ok()) {
+    spdlog::critical("cannot open identity store: {}", store.status().ToString());
+    return 1;
+  }
+  IdentityServiceImpl identity(**store, *filter);
+
+  std::mutex gc_mu;
+  std::condition_variable gc_cv;
+  bool stopping = false;
+  std::thread gc([&] {
+    std::unique_lock<std::mutex> lock(gc_mu);
+    while (!gc_cv.wait_for(lock, absl::ToChronoSeconds(absl::GetFlag(FLAGS_gc_interval)), [&] { return stopping; })) {
+      if (auto status = identity.CollectGarbage(absl::GetFlag(FLAGS_gc_grace)); !status.ok()) {
+        spdlog::warn("identity garbage collection failed: {}", status.ToString());
+      }
+    }
+  });
+
   auto status = ebpfcni::ServeUntilSignal(ebpfcni::ListenOptionsFromFlags("/run/ebpf-cni/identity.sock"),
                                           {{&identity, "ebpfcni.identity.v1.IdentityService"}});
+  identity.StopWatches();
+  {
+    std::lock_guard<std::mutex> lock(gc_mu);
+    stopping = true;
+  }
+  gc_cv.notify_all();
+  gc.join();
   if (!status.ok()) {
     spdlog::critical("identity service failed: {}", status.ToString());
     return 1;

@@ -1,0 +1,129 @@
+#include "services/identity/identity_service.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include <grpcpp/server_builder.h>
+#include <gtest/gtest.h>
+
+#include "services/identity/reserved_identities.h"
+#include "services/identity/sqlite_identity_store.h"
+
+namespace ebpfcni::identity {
+namespace {
+
+using v1::IdentityService;
+
+class IdentityServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("ebpfcni-idsvc-" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir_);
+    store_ = std::move(*SqliteIdentityStore::Open((dir_ / "identity.db").string(), {256, 65535}));
+    service_ = std::make_unique<IdentityServiceImpl>(*store_, LabelFilter::Default());
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    stub_ = IdentityService::NewStub(server_->InProcessChannel({}));
+  }
+  void TearDown() override {
+    service_->StopWatches();
+    server_->Shutdown();
+    std::filesystem::remove_all(dir_);
+  }
+
+  static v1::AllocateIdentityRequest Request(std::vector<std::pair<std::string, std::string>> labels,
+                                             std::string endpoint = "e1") {
+    v1::AllocateIdentityRequest request;
+    for (auto& [k, v] : labels) {
+      auto* l = request.add_labels();
+      l->set_key(k);
+      l->set_value(v);
+    }
+    request.mutable_owner()->set_node("node1");
+    request.mutable_owner()->set_endpoint(endpoint);
+    return request;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<SqliteIdentityStore> store_;
+  std::unique_ptr<IdentityServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<IdentityService::Stub> stub_;
+};
+
+TEST_F(IdentityServiceTest, PodsDifferingOnlyInTemplateHashShareAnIdentity) {
+  grpc::ClientContext c1, c2;
+  v1::AllocateIdentityResponse r1, r2;
+  ASSERT_TRUE(stub_->AllocateIdentity(&c1, Request({{"app", "web"}, {"pod-template-hash", "a1"},
+                                                    {"io.kubernetes.pod.namespace", "prod"}}, "p1"), &r1).ok());
+  ASSERT_TRUE(stub_->AllocateIdentity(&c2, Request({{"app", "web"}, {"pod-template-hash", "b2"},
+                                                    {"io.kubernetes.pod.namespace", "prod"}}, "p2"), &r2).ok());
+  EXPECT_EQ(r1.identity().id(), r2.identity().id());
+  EXPECT_TRUE(r1.newly_allocated());
+  EXPECT_FALSE(r2.newly_allocated());
+  EXPECT_GE(r1.identity().id(), kFirstAllocatableIdentity);
+}
+
+TEST_F(IdentityServiceTest, RejectsMissingOwnerAndBadLabels) {
+  grpc::ClientContext c1, c2;
+  v1::AllocateIdentityResponse r;
+  auto no_owner = Request({{"app", "web"}});
+  no_owner.clear_owner();
+  auto s = stub_->AllocateIdentity(&c1, no_owner, &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("owner"), std::string::npos);
+  s = stub_->AllocateIdentity(&c2, Request({{"app", "has space"}}), &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(IdentityServiceTest, ReservedIdentitiesHaveFixedNumbers) {
+  grpc::ClientContext c;
+  v1::GetIdentityRequest request;
+  request.set_id(static_cast<uint32_t>(ReservedIdentity::kWorld));
+  v1::GetIdentityResponse response;
+  ASSERT_TRUE(stub_->GetIdentity(&c, request, &response).ok());
+  EXPECT_TRUE(response.identity().reserved());
+  ASSERT_EQ(response.identity().labels_size(), 1);
+  EXPECT_EQ(response.identity().labels(0).key(), "world");
+
+  grpc::ClientContext c2;
+  v1::ListIdentitiesResponse list;
+  ASSERT_TRUE(stub_->ListIdentities(&c2, {}, &list).ok());
+  EXPECT_GE(list.identities_size(), 7);
+
+  grpc::ClientContext c3;
+  request.set_id(4242);
+  EXPECT_EQ(stub_->GetIdentity(&c3, request, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(IdentityServiceTest, WatchSendsSnapshotThenDeltas) {
+  grpc::ClientContext pre;
+  v1::AllocateIdentityResponse existing;
+  ASSERT_TRUE(stub_->AllocateIdentity(&pre, Request({{"app", "before"}}), &existing).ok());
+
+  grpc::ClientContext watch_ctx;
+  watch_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto reader = stub_->WatchIdentities(&watch_ctx, {});
+  v1::WatchIdentitiesResponse event;
+  bool saw_existing = false;
+  while (reader->Read(&event) && event.kind() != v1::CHANGE_KIND_SNAPSHOT_DONE) {
+    if (event.identity().id() == existing.identity().id()) saw_existing = true;
+  }
+  ASSERT_EQ(event.kind(), v1::CHANGE_KIND_SNAPSHOT_DONE);
+  EXPECT_TRUE(saw_existing);
+
+  grpc::ClientContext post;
+  v1::AllocateIdentityResponse added;
+  ASSERT_TRUE(stub_->AllocateIdentity(&post, Request({{"app", "after"}}), &added).ok());
+  ASSERT_TRUE(reader->Read(&event));
+  EXPECT_EQ(event.kind(), v1::CHANGE_KIND_UPSERT);
+  EXPECT_EQ(event.identity().id(), added.identity().id());
+  watch_ctx.TryCancel();
+  reader->Finish();
+}
+
+}  // namespace
+}  // namespace ebpfcni::identity

@@ -15,8 +15,10 @@
 /* Upper bound on endpoints (pods) on one node; sizes every per-endpoint map. */
 #define EBPFCNI_MAX_ENDPOINTS 65536
 
-/* Endpoint id 0 is never assigned: it means "not a known endpoint". */
+/* Endpoint id 0 is never assigned: it means "not a known endpoint". Ids
+ * stay within 16 bits so they can later be packed next to other fields. */
 #define EBPFCNI_ENDPOINT_ID_NONE 0
+#define EBPFCNI_MAX_ENDPOINT_ID 0xffff
 
 /* Value of the ifindex -> endpoint map (key: __u32 host-side ifindex).
  * A struct rather than a bare id so later fields (identity, flags) can be

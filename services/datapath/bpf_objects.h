@@ -1,0 +1,81 @@
+#pragma once
+// The datapath's loaded BPF objects (programs and maps of endpoint.bpf.c,
+// embedded as a libbpf skeleton) and typed access to their maps.
+//
+// With a pin directory, maps are pinned there by name and an existing pin is
+// reused on the next load, so the ifindex->endpoint map and the counters
+// survive a restart of the service; programs are pinned under <dir>/progs/
+// so the next run knows which program ids an earlier run attached.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <absl/status/status.h>
+#include <absl/status/statusor.h>
+
+struct endpoint_bpf;
+
+namespace ebpfcni::datapath {
+
+// Counters of one endpoint, summed over CPUs.
+struct EndpointCounters {
+  uint64_t from_pod_packets = 0;
+  uint64_t from_pod_bytes = 0;
+  uint64_t to_pod_packets = 0;
+  uint64_t to_pod_bytes = 0;
+};
+
+// Program ids, one per TC program.
+struct ProgramIds {
+  uint32_t from_container = 0;
+  uint32_t to_container = 0;
+};
+
+class BpfObjects {
+ public:
+  // Opens and loads the embedded programs. pin_dir empty: nothing is pinned
+  // or reused (private maps, for tests). Otherwise pin_dir must exist on
+  // bpffs. A pinned map whose type, key/value size or capacity no longer
+  // matches this build is dropped (with a warning) and recreated empty.
+  static absl::StatusOr<std::unique_ptr<BpfObjects>> Load(const std::string& pin_dir);
+  ~BpfObjects();
+  BpfObjects(const BpfObjects&) = delete;
+  BpfObjects& operator=(const BpfObjects&) = delete;
+
+  int from_container_fd() const;
+  int to_container_fd() const;
+  const ProgramIds& program_ids() const { return program_ids_; }
+  // Ids of the programs that were pinned before this load (zeros if none):
+  // what the previous run of the service had attached.
+  const ProgramIds& previous_program_ids() const { return previous_program_ids_; }
+
+  absl::Status SetEndpointForIfindex(uint32_t ifindex, uint32_t endpoint_id);
+  absl::StatusOr<std::optional<uint32_t>> EndpointForIfindex(uint32_t ifindex) const;
+  // Deletes the ifindex entry only while it still maps to endpoint_id, so an
+  // entry already taken over by another endpoint is left alone.
+  absl::Status RemoveIfindex(uint32_t ifindex, uint32_t endpoint_id);
+  // All (ifindex, endpoint id) entries.
+  absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> IfindexEntries() const;
+
+  // Zeros when the endpoint has not seen a packet yet.
+  absl::StatusOr<EndpointCounters> ReadCounters(uint32_t endpoint_id) const;
+  absl::Status DeleteCounters(uint32_t endpoint_id);
+  absl::StatusOr<std::vector<uint32_t>> CountedEndpointIds() const;
+
+  // Descriptors for tests and tools.
+  int ifindex_map_fd() const;
+  int counters_map_fd() const;
+
+ private:
+  explicit BpfObjects(endpoint_bpf* skeleton) : skeleton_(skeleton) {}
+  absl::Status PinPrograms(const std::string& pin_dir);
+
+  endpoint_bpf* skeleton_;
+  ProgramIds program_ids_;
+  ProgramIds previous_program_ids_;
+};
+
+}  // namespace ebpfcni::datapath

@@ -1,0 +1,346 @@
+// End-to-end tests of the datapath service against the real kernel: the
+// gRPC API on a unix socket, TC filters on real veths, traffic across them,
+// restarts that must re-adopt without duplicating filters.
+#include "services/datapath/datapath_service.h"
+
+#include <chrono>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/grpc/channel.h"
+#include "services/datapath/tc_attachment.h"
+#include "services/datapath/testing/kernel_fixtures.h"
+
+namespace ebpfcni::datapath {
+namespace {
+
+namespace v1 = ::ebpfcni::datapath::v1;
+using testing::BuildUdpFrame;
+using testing::kOtherHostMac;
+using testing::ScopedBpfDir;
+using testing::ScopedTempDir;
+using testing::ScopedVethPair;
+using testing::SendFrames;
+
+constexpr size_t kFrameSize = 128;
+
+// Number of TC BPF filters bpftool sees on the interface, per clsact side.
+struct FilterCount {
+  int ingress = 0;
+  int egress = 0;
+};
+
+FilterCount CountTcFilters(const std::string& ifname) {
+  FilterCount count;
+  absl::StatusOr<std::string> output =
+      testing::CommandOutput("bpftool -j net show dev " + ifname);
+  EXPECT_TRUE(output.ok()) << output.status();
+  if (!output.ok()) return count;
+  nlohmann::json doc = nlohmann::json::parse(*output);
+  for (const nlohmann::json& entry : doc) {
+    for (const nlohmann::json& filter : entry.value("tc", nlohmann::json::array())) {
+      std::string kind = filter.value("kind", "");
+      if (kind == "clsact/ingress") ++count.ingress;
+      if (kind == "clsact/egress") ++count.egress;
+    }
+  }
+  return count;
+}
+
+class DatapathServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(pod_a_.ok()) << "could not create veth " << pod_a_.host_name();
+    StartService();
+  }
+  void TearDown() override { StopService(); }
+
+  void StartService() {
+    EndpointManagerOptions options;
+    options.bpf_dir = bpf_dir_.path();
+    options.state_dir = state_dir_.path();
+    absl::StatusOr<std::unique_ptr<EndpointManager>> manager = EndpointManager::Start(options);
+    ASSERT_TRUE(manager.ok()) << manager.status();
+    manager_ = *std::move(manager);
+    service_ = std::make_unique<DatapathServiceImpl>(manager_.get());
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("unix:" + socket_path_, grpc::InsecureServerCredentials());
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::DatapathService::NewStub(MakeChannel(socket_path_));
+  }
+
+  // Like a daemon exit: the server and all fds go away, pins and filters
+  // stay in the kernel.
+  void StopService() {
+    stub_.reset();
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    server_.reset();
+    service_.reset();
+    manager_.reset();
+  }
+
+  void RestartService() {
+    StopService();
+    StartService();
+  }
+
+  v1::EndpointKey Key(const std::string& container) {
+    v1::EndpointKey key;
+    key.set_container_id(container);
+    key.set_interface_name("eth0");
+    return key;
+  }
+
+  v1::CreateEndpointRequest CreateRequest(const std::string& container,
+                                          const ScopedVethPair& pod) {
+    v1::CreateEndpointRequest request;
+    *request.mutable_key() = Key(container);
+    request.set_host_ifindex(pod.host_ifindex());
+    request.set_host_interface_name(pod.host_name());
+    request.set_netns_path("/run/netns/" + pod.netns());
+    request.add_addresses("10.251.0.2");
+    request.set_pod_namespace("default");
+    request.set_pod_name("pod-" + container);
+    return request;
+  }
+
+  grpc::Status Create(const v1::CreateEndpointRequest& request,
+                      v1::CreateEndpointResponse* response) {
+    grpc::ClientContext context;
+    SetDeadline(context, std::chrono::seconds(10));
+    return stub_->CreateEndpoint(&context, request, response);
+  }
+
+  grpc::Status Get(const std::string& container, v1::Endpoint* endpoint) {
+    grpc::ClientContext context;
+    SetDeadline(context, std::chrono::seconds(10));
+    v1::GetEndpointRequest request;
+    *request.mutable_key() = Key(container);
+    v1::GetEndpointResponse response;
+    grpc::Status status = stub_->GetEndpoint(&context, request, &response);
+    *endpoint = response.endpoint();
+    return status;
+  }
+
+  grpc::Status Delete(const std::string& container, bool* deleted) {
+    grpc::ClientContext context;
+    SetDeadline(context, std::chrono::seconds(10));
+    v1::DeleteEndpointRequest request;
+    *request.mutable_key() = Key(container);
+    v1::DeleteEndpointResponse response;
+    grpc::Status status = stub_->DeleteEndpoint(&context, request, &response);
+    *deleted = response.deleted();
+    return status;
+  }
+
+  // Sends `count` frames each way across the pod's veth.
+  void SendTraffic(const ScopedVethPair& pod, int count) {
+    std::vector<uint8_t> from_pod = BuildUdpFrame(kOtherHostMac, "10.251.0.2", "10.251.0.1", kFrameSize);
+    std::vector<uint8_t> to_pod = BuildUdpFrame(kOtherHostMac, "10.251.0.1", "10.251.0.2", kFrameSize);
+    ASSERT_TRUE(SendFrames(pod.netns(), pod.peer_name(), from_pod, count).ok());
+    ASSERT_TRUE(SendFrames("", pod.host_name(), to_pod, count).ok());
+  }
+
+  ScopedBpfDir bpf_dir_{"svc"};
+  ScopedTempDir state_dir_{"svc-state"};
+  std::string socket_path_ = state_dir_.path() + "/datapath.sock";
+  ScopedVethPair pod_a_{"a", "10.251.0.2/30"};
+  std::unique_ptr<EndpointManager> manager_;
+  std::unique_ptr<DatapathServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::DatapathService::Stub> stub_;
+};
+
+TEST_F(DatapathServiceTest, CreateAttachesCountsSurvivesRestartAndDeleteDetaches) {
+  v1::CreateEndpointResponse created;
+  grpc::Status status = Create(CreateRequest("ctr-a", pod_a_), &created);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const uint32_t endpoint_id = created.endpoint().endpoint_id();
+  EXPECT_NE(endpoint_id, 0u);
+  EXPECT_EQ(created.endpoint().state(), v1::ATTACHMENT_STATE_ATTACHED);
+  EXPECT_EQ(created.endpoint().host_interface_name(), pod_a_.host_name());
+  EXPECT_EQ(created.endpoint().pod_name(), "pod-ctr-a");
+
+  // The kernel has exactly our programs in our filter slots.
+  const int ifindex = static_cast<int>(pod_a_.host_ifindex());
+  const ProgramIds first_programs = manager_->bpf().program_ids();
+  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kIngress), first_programs.from_container);
+  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kEgress), first_programs.to_container);
+  FilterCount filters = CountTcFilters(pod_a_.host_name());
+  EXPECT_EQ(filters.ingress, 1);
+  EXPECT_EQ(filters.egress, 1);
+
+  // Traffic both ways is counted against the endpoint.
+  constexpr int kFrames = 20;
+  SendTraffic(pod_a_, kFrames);
+  v1::Endpoint endpoint;
+  ASSERT_TRUE(Get("ctr-a", &endpoint).ok());
+  EXPECT_GE(endpoint.counters().from_pod_packets(), static_cast<uint64_t>(kFrames));
+  EXPECT_GE(endpoint.counters().from_pod_bytes(), kFrames * kFrameSize);
+  EXPECT_GE(endpoint.counters().to_pod_packets(), static_cast<uint64_t>(kFrames));
+  EXPECT_GE(endpoint.counters().to_pod_bytes(), kFrames * kFrameSize);
+  const v1::TrafficCounters before_restart = endpoint.counters();
+
+  // A repeated ADD is idempotent: same id, still one filter per side.
+  v1::CreateEndpointResponse again;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &again).ok());
+  EXPECT_EQ(again.endpoint().endpoint_id(), endpoint_id);
+  filters = CountTcFilters(pod_a_.host_name());
+  EXPECT_EQ(filters.ingress, 1);
+  EXPECT_EQ(filters.egress, 1);
+
+  // Restart: new programs replace the old ones in place, counters survive.
+  RestartService();
+  ASSERT_EQ(manager_->restore_summary().readopted.size(), 1u);
+  EXPECT_EQ(manager_->bpf().previous_program_ids().from_container, first_programs.from_container);
+  const ProgramIds second_programs = manager_->bpf().program_ids();
+  EXPECT_NE(second_programs.from_container, first_programs.from_container);
+  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kIngress), second_programs.from_container);
+  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kEgress), second_programs.to_container);
+  filters = CountTcFilters(pod_a_.host_name());
+  EXPECT_EQ(filters.ingress, 1);
+  EXPECT_EQ(filters.egress, 1);
+
+  ASSERT_TRUE(Get("ctr-a", &endpoint).ok());
+  EXPECT_EQ(endpoint.endpoint_id(), endpoint_id);
+  EXPECT_EQ(endpoint.state(), v1::ATTACHMENT_STATE_ATTACHED);
+  EXPECT_GE(endpoint.counters().from_pod_packets(), before_restart.from_pod_packets());
+  EXPECT_GE(endpoint.counters().to_pod_packets(), before_restart.to_pod_packets());
+
+  // The new programs count too.
+  SendTraffic(pod_a_, kFrames);
+  ASSERT_TRUE(Get("ctr-a", &endpoint).ok());
+  EXPECT_GE(endpoint.counters().from_pod_packets(), before_restart.from_pod_packets() + kFrames);
+  EXPECT_GE(endpoint.counters().to_pod_packets(), before_restart.to_pod_packets() + kFrames);
+
+  // Delete detaches and forgets; a second delete has nothing to do.
+  bool deleted = false;
+  ASSERT_TRUE(Delete("ctr-a", &deleted).ok());
+  EXPECT_TRUE(deleted);
+  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kIngress), 0u);
+  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kEgress), 0u);
+  filters = CountTcFilters(pod_a_.host_name());
+  EXPECT_EQ(filters.ingress, 0);
+  EXPECT_EQ(filters.egress, 0);
+  EXPECT_EQ(Get("ctr-a", &endpoint).error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(Delete("ctr-a", &deleted).ok());
+  EXPECT_FALSE(deleted);
+  EXPECT_EQ(*manager_->bpf().EndpointForIfindex(pod_a_.host_ifindex()), std::nullopt);
+}
+
+TEST_F(DatapathServiceTest, RejectsRequestsWithActionableErrors) {
+  v1::CreateEndpointResponse response;
+  v1::CreateEndpointRequest request = CreateRequest("ctr-a", pod_a_);
+  request.mutable_key()->clear_container_id();
+  EXPECT_EQ(Create(request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  request = CreateRequest("ctr-a", pod_a_);
+  request.set_host_ifindex(0);
+  EXPECT_EQ(Create(request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  request = CreateRequest("ctr-a", pod_a_);
+  request.set_host_ifindex(0x7ffffff0);  // no such interface
+  grpc::Status status = Create(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find("ifindex"), std::string::npos);
+
+  request = CreateRequest("ctr-a", pod_a_);
+  request.set_host_interface_name("not-this-one");
+  status = Create(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find(pod_a_.host_name()), std::string::npos);
+
+  request = CreateRequest("ctr-a", pod_a_);
+  request.add_addresses("10.0.0.1/24");
+  EXPECT_EQ(Create(request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Nothing of the rejected requests was kept or attached.
+  EXPECT_EQ(CountTcFilters(pod_a_.host_name()).ingress, 0);
+  v1::Endpoint endpoint;
+  EXPECT_EQ(Get("ctr-a", &endpoint).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // Another endpoint cannot take an interface that is in use.
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &response).ok());
+  status = Create(CreateRequest("ctr-other", pod_a_), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_NE(status.error_message().find("ctr-a"), std::string::npos);
+}
+
+TEST_F(DatapathServiceTest, InterfaceGoneIsReportedAndDeleteStillSucceeds) {
+  v1::CreateEndpointResponse created;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());
+  const uint32_t ifindex = pod_a_.host_ifindex();
+  pod_a_.DeleteLink();
+
+  v1::Endpoint endpoint;
+  ASSERT_TRUE(Get("ctr-a", &endpoint).ok());
+  EXPECT_EQ(endpoint.state(), v1::ATTACHMENT_STATE_INTERFACE_GONE);
+  bool deleted = false;
+  grpc::Status status = Delete("ctr-a", &deleted);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(deleted);
+  EXPECT_EQ(*manager_->bpf().EndpointForIfindex(ifindex), std::nullopt);
+}
+
+TEST_F(DatapathServiceTest, RestartRemovesEndpointsWhoseInterfaceIsGone) {
+  v1::CreateEndpointResponse created;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());
+  const uint32_t ifindex = pod_a_.host_ifindex();
+  StopService();
+  pod_a_.DeleteLink();
+  StartService();
+
+  ASSERT_EQ(manager_->restore_summary().removed_stale.size(), 1u);
+  EXPECT_EQ(manager_->restore_summary().removed_stale[0].container_id, "ctr-a");
+  v1::Endpoint endpoint;
+  EXPECT_EQ(Get("ctr-a", &endpoint).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(*manager_->bpf().EndpointForIfindex(ifindex), std::nullopt);
+}
+
+TEST_F(DatapathServiceTest, GarbageCollectDeletesOnlyEndpointsNotListed) {
+  ScopedVethPair pod_b{"b", "10.251.0.6/30"};
+  ASSERT_TRUE(pod_b.ok());
+  v1::CreateEndpointResponse created;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());
+  ASSERT_TRUE(Create(CreateRequest("ctr-b", pod_b), &created).ok());
+  EXPECT_EQ(CountTcFilters(pod_b.host_name()).ingress, 1);
+
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::seconds(10));
+  v1::GarbageCollectEndpointsRequest request;
+  *request.add_valid_endpoints() = Key("ctr-a");
+  v1::GarbageCollectEndpointsResponse response;
+  grpc::Status status = stub_->GarbageCollectEndpoints(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.deleted_size(), 1);
+  EXPECT_EQ(response.deleted(0).container_id(), "ctr-b");
+
+  EXPECT_EQ(CountTcFilters(pod_b.host_name()).ingress, 0);
+  EXPECT_EQ(CountTcFilters(pod_a_.host_name()).ingress, 1);
+  grpc::ClientContext list_context;
+  SetDeadline(list_context, std::chrono::seconds(10));
+  v1::ListEndpointsResponse list;
+  ASSERT_TRUE(stub_->ListEndpoints(&list_context, v1::ListEndpointsRequest(), &list).ok());
+  ASSERT_EQ(list.endpoints_size(), 1);
+  EXPECT_EQ(list.endpoints(0).key().container_id(), "ctr-a");
+  EXPECT_EQ(list.endpoints(0).state(), v1::ATTACHMENT_STATE_ATTACHED);
+}
+
+TEST(DatapathStartupTest, RefusesABpfDirOutsideBpffs) {
+  ScopedTempDir state{"nobpffs"};
+  EndpointManagerOptions options;
+  options.bpf_dir = state.path() + "/bpf";  // /tmp is not bpffs
+  options.state_dir = state.path();
+  absl::StatusOr<std::unique_ptr<EndpointManager>> manager = EndpointManager::Start(options);
+  ASSERT_FALSE(manager.ok());
+  EXPECT_EQ(manager.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(manager.status().message().find("mount -t bpf"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ebpfcni::datapath

@@ -1,0 +1,297 @@
+#include "services/datapath/endpoint_manager.h"
+
+#include <set>
+#include <utility>
+
+#include <absl/strings/str_cat.h>
+#include <spdlog/spdlog.h>
+
+#include "common/net/ip_address.h"
+#include "services/datapath/bpf_filesystem.h"
+#include "services/datapath/network_interface.h"
+#include "services/datapath/tc_attachment.h"
+
+namespace ebpfcni::datapath {
+namespace {
+
+std::string Describe(const EndpointKey& key) {
+  return absl::StrCat(key.container_id, "/", key.interface_name);
+}
+
+constexpr TcDirection kFromContainer = TcDirection::kIngress;
+constexpr TcDirection kToContainer = TcDirection::kEgress;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
+    const EndpointManagerOptions& options) {
+  if (absl::Status status = PrepareBpfDir(options.bpf_dir); !status.ok()) return status;
+  absl::StatusOr<std::unique_ptr<BpfObjects>> bpf = BpfObjects::Load(options.bpf_dir);
+  if (!bpf.ok()) return bpf.status();
+  absl::StatusOr<std::unique_ptr<EndpointRegistry>> registry =
+      EndpointRegistry::Open(absl::StrCat(options.state_dir, "/datapath/endpoints.json"));
+  if (!registry.ok()) return registry.status();
+
+  std::unique_ptr<EndpointManager> manager(
+      new EndpointManager(*std::move(bpf), *std::move(registry)));
+  const ProgramIds& ids = manager->bpf_->program_ids();
+  const ProgramIds& previous = manager->bpf_->previous_program_ids();
+  spdlog::info("loaded BPF programs from_container={} to_container={} (previous run: {} / {})",
+               ids.from_container, ids.to_container, previous.from_container,
+               previous.to_container);
+  {
+    absl::MutexLock lock(&manager->mutex_);
+    if (absl::Status status = manager->Restore(); !status.ok()) return status;
+  }
+  return manager;
+}
+
+absl::Status EndpointManager::Restore() {
+  for (const EndpointRecord& record : registry_->List()) {
+    if (!InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) {
+      spdlog::info("removing stale endpoint {} (id {}): interface {} (ifindex {}) is gone",
+                   Describe(record.key), record.endpoint_id, record.host_interface_name,
+                   record.host_ifindex);
+      if (absl::Status status = Forget(record); !status.ok()) return status;
+      restore_summary_.removed_stale.push_back(record.key);
+      continue;
+    }
+    if (absl::Status status = Attach(record); !status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("re-adopting endpoint ",
+                                                      Describe(record.key), ": ",
+                                                      status.message()));
+    }
+    spdlog::info("re-adopted endpoint {} (id {}) on {} (ifindex {})", Describe(record.key),
+                 record.endpoint_id, record.host_interface_name, record.host_ifindex);
+    restore_summary_.readopted.push_back(record.key);
+  }
+  return RemoveOrphanMapEntries();
+}
+
+// Entries without a record come from a crash between writing the map and
+// the registry; nothing would ever delete them otherwise.
+absl::Status EndpointManager::RemoveOrphanMapEntries() {
+  std::set<std::pair<uint32_t, uint32_t>> wanted;
+  std::set<uint32_t> ids;
+  for (const EndpointRecord& record : registry_->List()) {
+    wanted.emplace(record.host_ifindex, record.endpoint_id);
+    ids.insert(record.endpoint_id);
+  }
+  absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> entries = bpf_->IfindexEntries();
+  if (!entries.ok()) return entries.status();
+  for (const auto& [ifindex, endpoint_id] : *entries) {
+    if (wanted.contains({ifindex, endpoint_id})) continue;
+    spdlog::info("removing orphaned ifindex map entry {} -> {}", ifindex, endpoint_id);
+    if (absl::Status status = bpf_->RemoveIfindex(ifindex, endpoint_id); !status.ok()) {
+      return status;
+    }
+  }
+  absl::StatusOr<std::vector<uint32_t>> counted = bpf_->CountedEndpointIds();
+  if (!counted.ok()) return counted.status();
+  for (uint32_t endpoint_id : *counted) {
+    if (ids.contains(endpoint_id)) continue;
+    if (absl::Status status = bpf_->DeleteCounters(endpoint_id); !status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EndpointManager::Attach(const EndpointRecord& record) {
+  int ifindex = static_cast<int>(record.host_ifindex);
+  if (absl::Status status = bpf_->SetEndpointForIfindex(record.host_ifindex, record.endpoint_id);
+      !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = EnsureClsactQdisc(ifindex); !status.ok()) return status;
+  const std::pair<TcDirection, std::pair<int, uint32_t>> wanted[] = {
+      {kFromContainer, {bpf_->from_container_fd(), bpf_->program_ids().from_container}},
+      {kToContainer, {bpf_->to_container_fd(), bpf_->program_ids().to_container}},
+  };
+  for (const auto& [direction, program] : wanted) {
+    absl::StatusOr<uint32_t> attached = QueryTcProgram(ifindex, direction);
+    if (!attached.ok()) return attached.status();
+    if (*attached == program.second) continue;  // already ours, nothing to do
+    if (*attached != 0) {
+      spdlog::info("replacing TC {} program {} with {} on {}", TcDirectionName(direction),
+                   *attached, program.second, record.host_interface_name);
+    }
+    absl::StatusOr<uint32_t> id = AttachTcProgram(ifindex, direction, program.first);
+    if (!id.ok()) return id.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EndpointManager::Forget(const EndpointRecord& record) {
+  // An ifindex naming another interface now belongs to someone else (the
+  // kernel reused it); its filters are not ours to remove. A deleted veth
+  // took its qdisc and filters with it.
+  if (InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) {
+    int ifindex = static_cast<int>(record.host_ifindex);
+    for (TcDirection direction : {kFromContainer, kToContainer}) {
+      if (absl::Status status = DetachTcProgram(ifindex, direction); !status.ok()) return status;
+    }
+  }
+  if (absl::Status status = bpf_->RemoveIfindex(record.host_ifindex, record.endpoint_id);
+      !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = bpf_->DeleteCounters(record.endpoint_id); !status.ok()) return status;
+  absl::StatusOr<bool> removed = registry_->Remove(record.key);
+  return removed.status();
+}
+
+absl::StatusOr<EndpointStatus> EndpointManager::StatusOf(const EndpointRecord& record) {
+  EndpointStatus status;
+  status.record = record;
+  absl::StatusOr<EndpointCounters> counters = bpf_->ReadCounters(record.endpoint_id);
+  if (!counters.ok()) return counters.status();
+  status.counters = *counters;
+  if (!InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) {
+    status.state = AttachmentState::kInterfaceGone;
+    return status;
+  }
+  int ifindex = static_cast<int>(record.host_ifindex);
+  absl::StatusOr<uint32_t> ingress = QueryTcProgram(ifindex, kFromContainer);
+  absl::StatusOr<uint32_t> egress = QueryTcProgram(ifindex, kToContainer);
+  bool attached = ingress.ok() && egress.ok() &&
+                  *ingress == bpf_->program_ids().from_container &&
+                  *egress == bpf_->program_ids().to_container;
+  status.state = attached ? AttachmentState::kAttached : AttachmentState::kDetached;
+  return status;
+}
+
+absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(const EndpointRecord& request) {
+  if (request.key.container_id.empty()) {
+    return absl::InvalidArgumentError("key.container_id is required");
+  }
+  if (request.key.interface_name.empty()) {
+    return absl::InvalidArgumentError("key.interface_name is required");
+  }
+  if (request.host_ifindex == 0) {
+    return absl::InvalidArgumentError("host_ifindex is required (the host-side veth's index)");
+  }
+  for (const std::string& address : request.addresses) {
+    if (absl::StatusOr<IpAddress> parsed = IpAddress::Parse(address); !parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("addresses: \"", address, "\" is not an IP address (no prefix length)"));
+    }
+  }
+  std::optional<std::string> actual_name = InterfaceName(request.host_ifindex);
+  if (!actual_name.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no interface with ifindex ", request.host_ifindex,
+        " in the datapath's network namespace; pass the host-side veth's index"));
+  }
+  if (!request.host_interface_name.empty() && request.host_interface_name != *actual_name) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ifindex ", request.host_ifindex, " is \"", *actual_name, "\", not \"",
+                     request.host_interface_name, "\""));
+  }
+
+  absl::MutexLock lock(&mutex_);
+  std::optional<EndpointRecord> existing = registry_->Find(request.key);
+  std::optional<EndpointRecord> holder = registry_->FindByIfindex(request.host_ifindex);
+  if (holder.has_value() && holder->key != request.key) {
+    if (holder->host_interface_name == *actual_name) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "interface ", *actual_name, " already belongs to endpoint ", Describe(holder->key),
+          "; delete that endpoint first"));
+    }
+    // The holder's interface is gone and the kernel gave its index to this
+    // new one: the holder is stale.
+    spdlog::info("removing stale endpoint {}: its ifindex {} now names {}",
+                 Describe(holder->key), holder->host_ifindex, *actual_name);
+    if (absl::Status status = Forget(*holder); !status.ok()) return status;
+  }
+  if (existing.has_value() && (existing->host_ifindex != request.host_ifindex ||
+                               existing->host_interface_name != *actual_name)) {
+    // Same endpoint on a new interface (e.g. a retried ADD recreated the
+    // veth): take everything off the old one first.
+    if (InterfaceStillNamed(existing->host_ifindex, existing->host_interface_name)) {
+      for (TcDirection direction : {kFromContainer, kToContainer}) {
+        if (absl::Status status = DetachTcProgram(static_cast<int>(existing->host_ifindex),
+                                                  direction);
+            !status.ok()) {
+          return status;
+        }
+      }
+    }
+    if (absl::Status status = bpf_->RemoveIfindex(existing->host_ifindex, existing->endpoint_id);
+        !status.ok()) {
+      return status;
+    }
+  }
+
+  EndpointRecord record = request;
+  record.host_interface_name = *actual_name;
+  absl::StatusOr<EndpointRecord> stored = registry_->Put(record);
+  if (!stored.ok()) return stored.status();
+  if (!existing.has_value()) {
+    // A recycled id must not inherit counters of its previous owner.
+    if (absl::Status status = bpf_->DeleteCounters(stored->endpoint_id); !status.ok()) {
+      return status;
+    }
+  }
+  if (absl::Status status = Attach(*stored); !status.ok()) {
+    if (!existing.has_value()) {
+      // Leave no half-made endpoint behind; the caller will retry.
+      if (absl::Status cleanup = Forget(*stored); !cleanup.ok()) {
+        spdlog::warn("cleaning up endpoint {} after failed attach: {}", Describe(request.key),
+                     cleanup.ToString());
+      }
+    }
+    return status;
+  }
+  spdlog::info("{} endpoint {} (id {}) on {} (ifindex {})",
+               existing.has_value() ? "updated" : "created", Describe(stored->key),
+               stored->endpoint_id, stored->host_interface_name, stored->host_ifindex);
+  return StatusOf(*stored);
+}
+
+absl::StatusOr<bool> EndpointManager::DeleteEndpoint(const EndpointKey& key) {
+  if (key.container_id.empty() || key.interface_name.empty()) {
+    return absl::InvalidArgumentError("key.container_id and key.interface_name are required");
+  }
+  absl::MutexLock lock(&mutex_);
+  std::optional<EndpointRecord> record = registry_->Find(key);
+  if (!record.has_value()) return false;
+  if (absl::Status status = Forget(*record); !status.ok()) return status;
+  spdlog::info("deleted endpoint {} (id {})", Describe(key), record->endpoint_id);
+  return true;
+}
+
+absl::StatusOr<EndpointStatus> EndpointManager::GetEndpoint(const EndpointKey& key) {
+  absl::MutexLock lock(&mutex_);
+  std::optional<EndpointRecord> record = registry_->Find(key);
+  if (!record.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no endpoint ", Describe(key)));
+  }
+  return StatusOf(*record);
+}
+
+absl::StatusOr<std::vector<EndpointStatus>> EndpointManager::ListEndpoints() {
+  absl::MutexLock lock(&mutex_);
+  std::vector<EndpointStatus> list;
+  for (const EndpointRecord& record : registry_->List()) {
+    absl::StatusOr<EndpointStatus> status = StatusOf(record);
+    if (!status.ok()) return status.status();
+    list.push_back(*std::move(status));
+  }
+  return list;
+}
+
+absl::StatusOr<std::vector<EndpointKey>> EndpointManager::GarbageCollect(
+    const std::vector<EndpointKey>& valid) {
+  std::set<EndpointKey> keep(valid.begin(), valid.end());
+  absl::MutexLock lock(&mutex_);
+  std::vector<EndpointKey> deleted;
+  for (const EndpointRecord& record : registry_->List()) {
+    if (keep.contains(record.key)) continue;
+    if (absl::Status status = Forget(record); !status.ok()) return status;
+    spdlog::info("garbage-collected endpoint {} (id {})", Describe(record.key),
+                 record.endpoint_id);
+    deleted.push_back(record.key);
+  }
+  return deleted;
+}
+
+}  // namespace ebpfcni::datapath

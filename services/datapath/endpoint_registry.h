@@ -1,0 +1,71 @@
+#pragma once
+// The datapath's persistent list of endpoints and their ids.
+//
+// Stored as one JSON file in the state dir, rewritten atomically (temp file,
+// fsync, rename) on every change, so a crash leaves either the old or the new
+// list. Ids are stable per (container id, interface name) for as long as the
+// endpoint exists, and are handed out round-robin so a freed id is not
+// reused right away (its counters may still be read by a late caller).
+#include <compare>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <absl/status/status.h>
+#include <absl/status/statusor.h>
+
+namespace ebpfcni::datapath {
+
+struct EndpointKey {
+  std::string container_id;
+  std::string interface_name;
+  auto operator<=>(const EndpointKey&) const = default;
+};
+
+struct EndpointRecord {
+  EndpointKey key;
+  uint32_t endpoint_id = 0;
+  uint32_t host_ifindex = 0;
+  std::string host_interface_name;
+  std::string netns_path;
+  std::vector<std::string> addresses;
+  std::string pod_namespace;
+  std::string pod_name;
+};
+
+class EndpointRegistry {
+ public:
+  // Loads `path` if it exists (creating its directory otherwise).
+  // A file that cannot be parsed is an error, not an empty registry: losing
+  // track of attached endpoints silently would leak them.
+  static absl::StatusOr<std::unique_ptr<EndpointRegistry>> Open(const std::string& path);
+
+  std::optional<EndpointRecord> Find(const EndpointKey& key) const;
+  std::optional<EndpointRecord> FindByIfindex(uint32_t ifindex) const;
+  std::vector<EndpointRecord> List() const;
+
+  // Inserts or replaces the record for record.key and persists it. The id of
+  // an existing key is kept (record.endpoint_id is ignored); a new key gets
+  // the next free id. Returns the stored record.
+  absl::StatusOr<EndpointRecord> Put(EndpointRecord record);
+
+  // Forgets the key and persists; false when it was not there.
+  absl::StatusOr<bool> Remove(const EndpointKey& key);
+
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit EndpointRegistry(std::string path) : path_(std::move(path)) {}
+  absl::Status Load();
+  absl::Status Save() const;
+  absl::StatusOr<uint32_t> AllocateId();
+
+  std::string path_;
+  std::map<EndpointKey, EndpointRecord> records_;
+  uint32_t next_id_ = 1;
+};
+
+}  // namespace ebpfcni::datapath

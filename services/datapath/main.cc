@@ -1,0 +1,49 @@
+// ebpf-cni-datapath: the only process that loads BPF programs, attaches TC
+// filters and writes BPF maps. Serves ebpfcni.datapath.v1.DatapathService.
+#include <cstdlib>
+#include <string>
+
+#include <absl/flags/flag.h>
+#include <absl/flags/parse.h>
+#include <spdlog/spdlog.h>
+
+#include "common/log/logging.h"
+#include "common/service/server_runner.h"
+#include "common/service/service_flags.h"
+#include "services/datapath/datapath_service.h"
+#include "services/datapath/endpoint_manager.h"
+
+ABSL_FLAG(std::string, bpf_dir, "/sys/fs/bpf/ebpf-cni",
+          "Directory on bpffs where maps and programs are pinned");
+ABSL_FLAG(std::string, state_dir, "/var/lib/ebpf-cni",
+          "Directory for persistent state (the endpoint registry)");
+
+int main(int argc, char** argv) {
+  ebpfcni::BlockTerminationSignals();
+  absl::ParseCommandLine(argc, argv);
+  ebpfcni::InitLogging("ebpf-cni-datapath", ebpfcni::LogOptionsFromFlags());
+
+  ebpfcni::datapath::EndpointManagerOptions options;
+  options.bpf_dir = absl::GetFlag(FLAGS_bpf_dir);
+  options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  auto manager = ebpfcni::datapath::EndpointManager::Start(options);
+  if (!manager.ok()) {
+    spdlog::critical("cannot start the datapath: {}", manager.status().ToString());
+    return EXIT_FAILURE;
+  }
+  const auto& restored = (*manager)->restore_summary();
+  spdlog::info("datapath ready: {} endpoint(s) re-adopted, {} stale removed",
+               restored.readopted.size(), restored.removed_stale.size());
+
+  ebpfcni::datapath::DatapathServiceImpl service(manager->get());
+  absl::Status served = ebpfcni::ServeUntilSignal(
+      ebpfcni::ListenOptionsFromFlags("/run/ebpf-cni/datapath.sock"),
+      {{&service, "ebpfcni.datapath.v1.DatapathService"}});
+  if (!served.ok()) {
+    spdlog::critical("datapath service failed: {}", served.ToString());
+    return EXIT_FAILURE;
+  }
+  // Filters and pinned maps stay: pods keep their datapath while we are down.
+  spdlog::info("datapath stopped; TC filters and pinned maps are left in place");
+  return EXIT_SUCCESS;
+}

@@ -27,6 +27,12 @@ int LibbpfPrint(libbpf_print_level level, const char* format, va_list args) {
   int n = std::vsnprintf(buffer, sizeof(buffer), format, args);
   std::string_view text(buffer, n < 0 ? 0 : std::min<size_t>(n, sizeof(buffer) - 1));
   while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+  // Netlink's extended ack for expected conditions (no filter yet when we
+  // query, clsact already there when we create it) is not worth a warning;
+  // real failures come back as errors from our own calls.
+  if (level == LIBBPF_WARN && text.find("Kernel error message:") != std::string_view::npos) {
+    level = LIBBPF_DEBUG;
+  }
   switch (level) {
     case LIBBPF_WARN:
       spdlog::warn("libbpf: {}", text);

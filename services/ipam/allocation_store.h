@@ -26,7 +26,7 @@
 
 #include "common/net/ip_address.h"
 #include "services/ipam/pool.h"
-#include "services/ipam/sqlite_db.h"
+#include "common/storage/sqlite_db.h"
 
 namespace ebpfcni::ipam {
 

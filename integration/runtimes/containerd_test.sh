@@ -32,7 +32,11 @@ rt_setup_network
 mkdir -p "$RT_WORK/cni-bin"
 cp -a /usr/lib/cni/. "$RT_WORK/cni-bin/"
 if [[ $RT_MODE == ebpf-cni ]]; then
-  for plugin in "$EBPF_CNI_BIN_DIR"/*; do ln -sf "$plugin" "$RT_WORK/cni-bin/"; done
+  # Only what Debian lacks: up.sh's own portmap/bandwidth entries are links
+  # to /usr/lib/cni, which in ctr's namespace would point back here.
+  for plugin in "$EBPF_CNI_BIN_DIR"/*; do
+    [[ -e $RT_WORK/cni-bin/${plugin##*/} ]] || ln -s "$plugin" "$RT_WORK/cni-bin/"
+  done
 fi
 
 rt_build_rootfs "$RT_WORK/rootfs" || rt_die "cannot build rootfs"

@@ -6,11 +6,13 @@
 #include <chrono>
 #include <thread>
 
+#include <bpf/bpf.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "common/grpc/channel.h"
+#include "ebpfcni/datapath_abi.h"
 #include "services/datapath/tc_attachment.h"
 #include "services/datapath/testing/kernel_fixtures.h"
 
@@ -300,6 +302,44 @@ TEST_F(DatapathServiceTest, RestartRemovesEndpointsWhoseInterfaceIsGone) {
   v1::Endpoint endpoint;
   EXPECT_EQ(Get("ctr-a", &endpoint).error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(*manager_->bpf().EndpointForIfindex(ifindex), std::nullopt);
+}
+
+TEST_F(DatapathServiceTest, RestartDropsMapEntriesNoEndpointOwns) {
+  // What a crash between writing the map and the registry leaves behind.
+  const uint32_t orphan_ifindex = 0x7ffffff1;
+  ebpfcni_endpoint_info orphan{};
+  orphan.endpoint_id = 4242;
+  ASSERT_EQ(bpf_map_update_elem(manager_->bpf().ifindex_map_fd(), &orphan_ifindex, &orphan,
+                                BPF_ANY),
+            0);
+  v1::CreateEndpointResponse created;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());
+
+  RestartService();
+  EXPECT_EQ(*manager_->bpf().EndpointForIfindex(orphan_ifindex), std::nullopt);
+  // The real endpoint's entry stays.
+  EXPECT_EQ(*manager_->bpf().EndpointForIfindex(pod_a_.host_ifindex()),
+            std::optional<uint32_t>(created.endpoint().endpoint_id()));
+}
+
+TEST_F(DatapathServiceTest, RecreatingOnANewInterfaceMovesTheEndpoint) {
+  ScopedVethPair pod_b{"b", "10.251.0.6/30"};
+  ASSERT_TRUE(pod_b.ok());
+  v1::CreateEndpointResponse first;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &first).ok());
+  // A retried ADD that recreated the veth: same key, other interface.
+  v1::CreateEndpointResponse second;
+  grpc::Status status = Create(CreateRequest("ctr-a", pod_b), &second);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+
+  EXPECT_EQ(second.endpoint().endpoint_id(), first.endpoint().endpoint_id());
+  EXPECT_EQ(second.endpoint().host_ifindex(), pod_b.host_ifindex());
+  EXPECT_EQ(CountTcFilters(pod_a_.host_name()).ingress, 0);
+  EXPECT_EQ(CountTcFilters(pod_b.host_name()).ingress, 1);
+  EXPECT_EQ(CountTcFilters(pod_b.host_name()).egress, 1);
+  EXPECT_EQ(*manager_->bpf().EndpointForIfindex(pod_a_.host_ifindex()), std::nullopt);
+  EXPECT_EQ(*manager_->bpf().EndpointForIfindex(pod_b.host_ifindex()),
+            std::optional<uint32_t>(first.endpoint().endpoint_id()));
 }
 
 TEST_F(DatapathServiceTest, GarbageCollectDeletesOnlyEndpointsNotListed) {

@@ -57,9 +57,22 @@ absl::Status EndpointManager::Restore() {
       continue;
     }
     if (absl::Status status = Attach(record); !status.ok()) {
-      return absl::Status(status.code(), absl::StrCat("re-adopting endpoint ",
-                                                      Describe(record.key), ": ",
-                                                      status.message()));
+      // One bad endpoint must not keep the datapath (and every other pod's
+      // CNI calls) down: a pod torn down right now loses its veth mid-way,
+      // anything else is left for CreateEndpoint/GarbageCollect to settle.
+      if (!InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) {
+        spdlog::info("removing stale endpoint {} (id {}): interface {} vanished during restore",
+                     Describe(record.key), record.endpoint_id, record.host_interface_name);
+        if (absl::Status forget = Forget(record); !forget.ok()) return forget;
+        restore_summary_.removed_stale.push_back(record.key);
+      } else {
+        spdlog::error("could not re-adopt endpoint {} (id {}) on {}: {}; it stays registered "
+                      "but unattached until CreateEndpoint is retried",
+                      Describe(record.key), record.endpoint_id, record.host_interface_name,
+                      status.ToString());
+        restore_summary_.failed.push_back(record.key);
+      }
+      continue;
     }
     spdlog::info("re-adopted endpoint {} (id {}) on {} (ifindex {})", Describe(record.key),
                  record.endpoint_id, record.host_interface_name, record.host_ifindex);
@@ -111,8 +124,12 @@ absl::Status EndpointManager::Attach(const EndpointRecord& record) {
     if (!attached.ok()) return attached.status();
     if (*attached == program.second) continue;  // already ours, nothing to do
     if (*attached != 0) {
-      spdlog::info("replacing TC {} program {} with {} on {}", TcDirectionName(direction),
-                   *attached, program.second, record.host_interface_name);
+      const ProgramIds& previous = bpf_->previous_program_ids();
+      bool from_previous_run = *attached == previous.from_container ||
+                               *attached == previous.to_container;
+      spdlog::info("replacing TC {} program {} ({}) with {} on {}", TcDirectionName(direction),
+                   *attached, from_previous_run ? "previous datapath run" : "unknown origin",
+                   program.second, record.host_interface_name);
     }
     absl::StatusOr<uint32_t> id = AttachTcProgram(ifindex, direction, program.first);
     if (!id.ok()) return id.status();

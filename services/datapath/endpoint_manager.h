@@ -35,6 +35,8 @@ struct EndpointStatus {
 struct RestoreSummary {
   std::vector<EndpointKey> readopted;
   std::vector<EndpointKey> removed_stale;
+  // Interface present but attaching failed; kept, reported as detached.
+  std::vector<EndpointKey> failed;
 };
 
 struct EndpointManagerOptions {

@@ -32,8 +32,9 @@ int main(int argc, char** argv) {
     return EXIT_FAILURE;
   }
   const auto& restored = (*manager)->restore_summary();
-  spdlog::info("datapath ready: {} endpoint(s) re-adopted, {} stale removed",
-               restored.readopted.size(), restored.removed_stale.size());
+  spdlog::info("datapath ready: {} endpoint(s) re-adopted, {} stale removed, {} failed",
+               restored.readopted.size(), restored.removed_stale.size(),
+               restored.failed.size());
 
   ebpfcni::datapath::DatapathServiceImpl service(manager->get());
   absl::Status served = ebpfcni::ServeUntilSignal(

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "cni/net/interface_name.h"
+#include "cni/net/ipv6_readiness.h"
 #include "cni/net/mac_address.h"
 #include "cni/net/netns.h"
 #include "cni/net/pod_network.h"
@@ -160,6 +161,22 @@ TEST(OpenNetnsTest, AcceptsOnlyNetworkNamespaceHandles) {
   absl::Status uts = OpenNetns("/proc/self/ns/uts").status();
   EXPECT_EQ(uts.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(uts.message(), HasSubstr("not a network namespace"));
+}
+
+TEST(Ipv6ReadinessTest, SolicitedNodeGroupKeepsLow24Bits) {
+  EXPECT_EQ(SolicitedNodeGroup(Ip("fd00:c0de::1:a2b3:c4d5")).ToString(), "ff02::1:ffb3:c4d5");
+  EXPECT_EQ(SolicitedNodeGroup(Ip("fe80::1")).ToString(), "ff02::1:ff00:1");
+}
+
+TEST(Ipv6ReadinessTest, LoopbackHasJoinedAllNodesButNotASolicitedNodeGroup) {
+  // With only IPv4 addresses there is nothing to wait for.
+  EXPECT_THAT(WaitForSolicitedNodeGroups("lo", {Ip("127.0.0.1")}, std::chrono::milliseconds(0)),
+              ::testing::Truly([](const absl::StatusOr<bool>& r) { return r.ok() && *r; }));
+  // lo never joins solicited-node groups for addresses it does not carry.
+  absl::StatusOr<bool> joined =
+      WaitForSolicitedNodeGroups("lo", {Ip("fd00:c0de::dead:beef")}, std::chrono::milliseconds(20));
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_FALSE(*joined);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <netlink/errno.h>
 #include <sys/socket.h>
 
+#include <thread>
+
 #include <absl/strings/str_cat.h>
 
 namespace ebpfcni::net {
@@ -101,6 +103,18 @@ absl::Status SetLinkUp(nl_sock* sk, rtnl_link* link) {
     return NlError(err, absl::StrCat("cannot bring up ", rtnl_link_get_name(link)));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> WaitForOperUp(nl_sock* sk, const std::string& name,
+                                   std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    absl::StatusOr<LinkPtr> link = GetLinkByName(sk, name);
+    if (!link.ok()) return link.status();
+    if (rtnl_link_get_operstate(link->get()) == IF_OPER_UP) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 absl::Status DeleteLinkIfExists(nl_sock* sk, const std::string& name) {

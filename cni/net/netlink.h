@@ -11,6 +11,7 @@
 #include <netlink/route/route.h>
 #include <netlink/socket.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -73,6 +74,13 @@ absl::StatusOr<bool> LinkExists(nl_sock* sk, const std::string& name);
 
 // Sets IFF_UP on a link.
 absl::Status SetLinkUp(nl_sock* sk, rtnl_link* link);
+
+// Polls until the link's operational state is UP or timeout passes; returns
+// whether it became UP. The kernel finishes bringing a link up (carrier,
+// operstate, attaching the real qdisc) asynchronously in its linkwatch
+// worker; until then transmitted packets are dropped.
+absl::StatusOr<bool> WaitForOperUp(nl_sock* sk, const std::string& name,
+                                   std::chrono::milliseconds timeout);
 
 // Deletes a link by name; OK when it does not exist.
 absl::Status DeleteLinkIfExists(nl_sock* sk, const std::string& name);

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cni/net/interface_name.h"
+#include "cni/net/ipv6_readiness.h"
 #include "cni/net/mac_address.h"
 #include "cni/net/netlink.h"
 #include "cni/net/netns.h"
@@ -30,16 +31,24 @@ std::string SysctlIfaceKey(IpFamily family, const std::string& ifname, const std
                       leaf);
 }
 
-// The kernel gives IPv6 addresses only to interfaces with IPv6 enabled; a
-// namespace (or host) configured with default.disable_ipv6=1 would otherwise
-// drop our addresses.
-absl::Status EnableIpv6On(const std::string& ifname) {
-  absl::Status s = EnsureSysctl(SysctlIfaceKey(IpFamily::kIpv6, ifname, "disable_ipv6"), "0");
-  if (absl::IsNotFound(s)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("IPv6 is not available for ", ifname, " (", s.message(), ")"));
+// IPv6 settings of one veth end, applied before the link goes up:
+// - disable_ipv6=0: the kernel gives IPv6 addresses only to interfaces with
+//   IPv6 enabled; a namespace (or host) with default.disable_ipv6=1 would
+//   otherwise drop our addresses.
+// - accept_dad=0: a veth is point-to-point, so duplicate address detection
+//   cannot find anything, but it keeps the link-local address tentative for
+//   about a second, during which neighbour discovery on the link stalls and
+//   the pod's first IPv6 connections wait for retransmits.
+absl::Status PrepareIpv6On(const std::string& ifname) {
+  for (const auto& [leaf, value] : {std::pair{"disable_ipv6", "0"}, std::pair{"accept_dad", "0"}}) {
+    absl::Status s = EnsureSysctl(SysctlIfaceKey(IpFamily::kIpv6, ifname, leaf), value);
+    if (absl::IsNotFound(s)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("IPv6 is not available for ", ifname, " (", s.message(), ")"));
+    }
+    if (!s.ok()) return s;
   }
-  return s;
+  return absl::OkStatus();
 }
 
 // ALREADY_EXISTS is reserved for "the attachment's interfaces are already
@@ -89,7 +98,7 @@ absl::Status ConfigurePodSide(int netns_fd, const PodNetworkSpec& spec, const Po
     absl::StatusOr<NlSocketPtr> sk = ConnectRouteSocket();
     if (!sk.ok()) return sk.status();
     if (plan.has_ipv6()) {
-      if (absl::Status s = EnableIpv6On(spec.container_ifname); !s.ok()) return s;
+      if (absl::Status s = PrepareIpv6On(spec.container_ifname); !s.ok()) return s;
     }
     absl::StatusOr<LinkPtr> link = GetLinkByName(sk->get(), spec.container_ifname);
     if (!link.ok()) return link.status();
@@ -125,7 +134,7 @@ absl::Status ConfigurePodSide(int netns_fd, const PodNetworkSpec& spec, const Po
 absl::Status ConfigureHostSide(nl_sock* sk, const PodNetworkSpec& spec, const PodNetworkPlan& plan,
                                PodNetworkInfo* info) {
   if (plan.has_ipv6()) {
-    if (absl::Status s = EnableIpv6On(spec.host_ifname); !s.ok()) return s;
+    if (absl::Status s = PrepareIpv6On(spec.host_ifname); !s.ok()) return s;
   }
   absl::StatusOr<LinkPtr> link = GetLinkByName(sk, spec.host_ifname);
   if (!link.ok()) return link.status();
@@ -164,6 +173,36 @@ absl::Status ConfigureHostSide(nl_sock* sk, const PodNetworkSpec& spec, const Po
   info->host_ifindex = ifindex;
   info->host_mac = LinkMac(final_link->get());
   return absl::OkStatus();
+}
+
+// Waits (bounded) until the kernel has finished activating both ends: the
+// operational state is UP and, for IPv6, each end answers neighbour
+// solicitations for its addresses (see ipv6_readiness.h). Not being ready in
+// time is logged, not fatal: the link becomes usable moments later and
+// failing the pod for that would be worse.
+absl::StatusOr<bool> LinkReady(nl_sock* sk, const std::string& ifname,
+                               const std::vector<IpAddress>& addresses,
+                               std::chrono::milliseconds timeout) {
+  absl::StatusOr<bool> up = WaitForOperUp(sk, ifname, timeout);
+  if (!up.ok() || !*up) return up;
+  return WaitForSolicitedNodeGroups(ifname, addresses, timeout);
+}
+
+void WaitUntilReady(nl_sock* host_sk, int netns_fd, const PodNetworkSpec& spec,
+                    const PodNetworkPlan& plan) {
+  constexpr std::chrono::milliseconds kTimeout(2000);
+  std::vector<IpAddress> gateways;
+  for (const FamilyConfig& f : plan.families) gateways.push_back(f.gateway);
+  absl::StatusOr<bool> host_ready = LinkReady(host_sk, spec.host_ifname, gateways, kTimeout);
+  absl::StatusOr<bool> pod_ready = InNetns(netns_fd, [&]() -> absl::StatusOr<bool> {
+    absl::StatusOr<NlSocketPtr> sk = ConnectRouteSocket();
+    if (!sk.ok()) return sk.status();
+    return LinkReady(sk->get(), spec.container_ifname, spec.addresses, kTimeout);
+  });
+  if (!host_ready.ok() || !*host_ready || !pod_ready.ok() || !*pod_ready) {
+    spdlog::warn("veth {} <-> {} in {} not ready after {} ms", spec.host_ifname,
+                 spec.container_ifname, spec.netns_path, kTimeout.count());
+  }
 }
 
 absl::Status EnableGlobalForwarding(const PodNetworkPlan& plan) {
@@ -232,6 +271,7 @@ absl::StatusOr<PodNetworkInfo> SetupPodNetwork(const PodNetworkSpec& spec) {
   if (absl::Status s = ConfigureHostSide(host_sk->get(), spec, *plan, &info); !s.ok()) {
     return NotAlreadyExists(s);
   }
+  WaitUntilReady(host_sk->get(), netns->get(), spec, *plan);
   std::move(rollback).Cancel();
   spdlog::info("pod network set up: {} (ifindex {}) <-> {} (ifindex {}) in {}", spec.host_ifname,
                info.host_ifindex, spec.container_ifname, info.container_ifindex, spec.netns_path);

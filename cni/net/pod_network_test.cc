@@ -21,6 +21,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "cni/net/ipv6_readiness.h"
 #include "cni/net/netlink.h"
 #include "cni/net/netns.h"
 #include "cni/net/pod_network.h"
@@ -226,6 +227,12 @@ TEST_F(PodNetworkTest, TwoDualStackPodsPassCheckAndReachEachOtherAndTheGateway) 
     ASSERT_TRUE(index.ok()) << index.status();
     EXPECT_EQ(*index, infos[i].host_ifindex);
     EXPECT_EQ(ExistsOrError(LinkExistsInNetns(specs_[i].netns_path, "eth0")), "exists");
+    // Setup returns only once the pod answers neighbour solicitations for
+    // its IPv6 address; otherwise its first connection stalls for a second.
+    absl::StatusOr<bool> solicitable = InNetns(pod_fd(i), [&] {
+      return WaitForSolicitedNodeGroups("eth0", specs_[i].addresses, std::chrono::milliseconds(0));
+    });
+    EXPECT_TRUE(solicitable.ok() && *solicitable);
   }
   EXPECT_EQ(*ReadSysctl(kIpForward), "1");
   EXPECT_EQ(*ReadSysctl(kIpv6Forwarding), "1");
@@ -244,6 +251,15 @@ TEST_F(PodNetworkTest, TwoDualStackPodsPassCheckAndReachEachOtherAndTheGateway) 
     seen = TcpExchange(pod_fd(0), host_netns_.get(), gateway);
     ASSERT_TRUE(seen.ok()) << "pod A -> gateway: " << seen.status();
     EXPECT_EQ(*seen, a);
+  }
+
+  // Every host veth carries the same gateway addresses; removing one pod
+  // must not take the gateway away from the others.
+  ASSERT_TRUE(TeardownPodNetwork(specs_[0]).ok());
+  EXPECT_TRUE(CheckPodNetwork(specs_[1]).ok()) << CheckPodNetwork(specs_[1]);
+  for (const IpAddress& gateway : {gateway_v4_, gateway_v6_}) {
+    absl::StatusOr<IpAddress> seen = TcpExchange(pod_fd(1), host_netns_.get(), gateway);
+    ASSERT_TRUE(seen.ok()) << "pod B -> gateway after pod A left: " << seen.status();
   }
 }
 

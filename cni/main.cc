@@ -1,0 +1,38 @@
+// ebpf-cni: the CNI plugin binary. Everything is in ebpfcni_cni_plugin;
+// this wires in the real network layer, stdin/stdout and logging.
+// stdout carries only the CNI result or error JSON; logs go to logFile.
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <string>
+
+#include "cni/plugin/errors.h"
+#include "cni/plugin/network_config.h"
+#include "cni/plugin/plugin.h"
+#include "cni/plugin/pod_network_ops.h"
+#include "cni/plugin/version.h"
+#include "common/log/logging.h"
+
+int main() {
+  using namespace ebpfcni;
+  // spdlog's default logger writes to stdout, which belongs to the runtime:
+  // point logging at the default file before anything can log.
+  InitLogging("ebpf-cni", LogOptions{.level = "info", .json = false, .file = std::string(cni::kDefaultLogFile)});
+
+  std::string input(std::istreambuf_iterator<char>(std::cin), {});
+  if (std::cin.bad()) {
+    cni::CniError error{cni::code::kIoFailure, "failed to read the network config from stdin", ""};
+    std::cout << cni::EncodeError(error, cni::kLatestCniVersion).dump() << std::endl;
+    return 1;
+  }
+
+  std::unique_ptr<cni::PodNetworkOps> network = cni::MakeRealPodNetworkOps();
+  cni::PluginHooks hooks;
+  hooks.network = network.get();
+  hooks.on_config = [](const cni::NetworkConfig& config) {
+    if (config.log_file != cni::kDefaultLogFile) {
+      InitLogging("ebpf-cni", LogOptions{.level = "info", .json = false, .file = config.log_file});
+    }
+  };
+  return cni::RunPlugin(cni::ProcessEnvLookup(), input, std::cout, hooks);
+}

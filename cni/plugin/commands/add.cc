@@ -1,0 +1,231 @@
+// CNI ADD.
+//
+// Order: IPAM Allocate -> SetupPodNetwork -> datapath CreateEndpoint. The
+// address is reserved before anything touches the kernel, and the datapath
+// only learns about an interface that exists.
+//
+// Failure handling:
+//  - The container interface (or our host veth) already exists: the
+//    attachment was added before. Nothing is changed; in particular the IPAM
+//    allocation stays, because that existing attachment holds it (only an
+//    allocation this call created is given back).
+//  - Anything else: undo in reverse order (endpoint, network, allocation) so
+//    a retried ADD starts from scratch; IPAM hands out the same address
+//    again for the same attachment.
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_join.h>
+#include <spdlog/spdlog.h>
+
+#include "cni/plugin/cni_args.h"
+#include "cni/plugin/commands/attachment_addresses.h"
+#include "cni/plugin/commands/commands.h"
+#include "cni/plugin/errors.h"
+
+namespace ebpfcni::cni {
+namespace {
+
+// CNI_NETNS must name something that exists; a missing path means the
+// container is gone (code 3: the runtime need not clean up).
+absl::Status RequireNetnsExists(const std::string& netns) {
+  struct stat st {};
+  if (stat(netns.c_str(), &st) == 0) return absl::OkStatus();
+  int error = errno;
+  if (error == ENOENT || error == ENOTDIR) {
+    return CniStatus(code::kUnknownContainer,
+                     absl::StrCat("CNI_NETNS ", netns, " does not exist; is the container still running?"));
+  }
+  return CniStatus(code::kIoFailure, absl::StrCat("cannot stat CNI_NETNS ", netns, ": ", std::strerror(error)));
+}
+
+// Codes for errors the network layer reports about the netns itself.
+absl::Status NetnsError(const absl::Status& status, const std::string& netns) {
+  switch (status.code()) {
+    case absl::StatusCode::kNotFound:
+      return WithCniCode(Annotate(status, absl::StrCat("CNI_NETNS ", netns)), code::kUnknownContainer);
+    case absl::StatusCode::kInvalidArgument:
+      return WithCniCode(Annotate(status, absl::StrCat("CNI_NETNS ", netns)), code::kInvalidEnvironment);
+    default:
+      return WithCniCode(Annotate(status, "configuring the pod network"), code::kHostNetworkFailure);
+  }
+}
+
+absl::Status AlreadyExists(const CniEnvironment& env, absl::string_view what) {
+  return CniStatus(code::kAttachmentAlreadyExists,
+                   absl::StrCat(what, " already exists, so container ", env.container_id, " interface ",
+                                env.ifname, " looks added already; nothing was changed. Run DEL for this "
+                                "attachment before adding it again, or CHECK to verify it"));
+}
+
+class AddTransaction {
+ public:
+  explicit AddTransaction(CommandContext& context) : context_(context) {}
+
+  absl::StatusOr<CniResult> Run();
+
+ private:
+  // Undoes what this call did; returns a description of what could not be
+  // undone (empty when everything was).
+  std::string RollBack();
+
+  CommandContext& context_;
+  const CniEnvironment& env_ = context_.env;
+  const NetworkConfig& config_ = context_.config;
+
+  bool allocated_by_us_ = false;     // IPAM allocation created by this call
+  bool network_touched_ = false;     // SetupPodNetwork was attempted
+  bool endpoint_attempted_ = false;  // CreateEndpoint was attempted
+  net::PodNetworkSpec spec_;
+};
+
+absl::StatusOr<CniResult> AddTransaction::Run() {
+  absl::StatusOr<CniArgs> args = ParseCniArgs(env_.args);
+  if (!args.ok()) return args.status();
+
+  if (!config_.runtime_config.unsupported_requests.empty()) {
+    return CniStatus(code::kUnsupportedField,
+                     absl::StrCat("runtimeConfig asks for ",
+                                  absl::StrJoin(config_.runtime_config.unsupported_requests, ", "),
+                                  ", which ebpf-cni does not support; remove these capabilities from the "
+                                  "conflist entry of \"", config_.type, "\""));
+  }
+
+  if (absl::Status s = RequireNetnsExists(env_.netns); !s.ok()) return s;
+  absl::StatusOr<bool> exists = context_.network.LinkExistsInNetns(env_.netns, env_.ifname);
+  if (!exists.ok()) return NetnsError(exists.status(), env_.netns);
+  if (*exists) return AlreadyExists(env_, absl::StrCat("interface ", env_.ifname, " in ", env_.netns));
+
+  ipam::v1::AllocateRequest allocate;
+  allocate.mutable_attachment()->set_container_id(env_.container_id);
+  allocate.mutable_attachment()->set_interface_name(env_.ifname);
+  allocate.set_pod_namespace(args->pod_namespace);
+  allocate.set_pod_name(args->pod_name);
+  absl::StatusOr<ipam::v1::AllocateResponse> allocation = context_.ipam.Allocate(allocate);
+  if (!allocation.ok()) return allocation.status();
+  allocated_by_us_ = !allocation->already_allocated();
+
+  absl::StatusOr<AttachmentAddresses> addresses = FromIpamAssignments(allocation->ips());
+  if (addresses.ok() && addresses->addresses.empty()) {
+    addresses = absl::InvalidArgumentError("IPAM allocated no address (does it have any pool configured?)");
+  }
+  if (!addresses.ok()) {
+    std::string leftover = RollBack();
+    return CniStatus(code::kServiceRejectedRequest, addresses.status().message(), leftover);
+  }
+  spdlog::info("ADD {}/{}: IPAM gave {} ({})", env_.container_id, env_.ifname,
+               DescribeAddresses(addresses->addresses), allocated_by_us_ ? "new" : "existing");
+
+  spec_.netns_path = env_.netns;
+  spec_.container_ifname = env_.ifname;
+  spec_.host_ifname = context_.network.HostVethName(config_.host_veth_prefix, env_.container_id, env_.ifname);
+  spec_.mtu = config_.mtu;
+  spec_.addresses = addresses->addresses;
+  spec_.gateway_v4 = addresses->gateway_v4;
+  spec_.gateway_v6 = addresses->gateway_v6;
+
+  absl::StatusOr<net::PodNetworkInfo> info = context_.network.Setup(spec_);
+  if (!info.ok()) {
+    if (info.status().code() == absl::StatusCode::kAlreadyExists) {
+      // Lost a race with another ADD, or a leftover host veth: the existing
+      // attachment keeps its allocation; only ours (if new) is returned.
+      std::string leftover;
+      if (allocated_by_us_) {
+        if (auto released = context_.ipam.Release(env_.container_id, env_.ifname); !released.ok()) {
+          leftover = absl::StrCat("could not release the address just allocated: ", released.status().message());
+        }
+      }
+      absl::Status status = AlreadyExists(
+          env_, absl::StrCat("interface ", env_.ifname, " in ", env_.netns, " or host veth ", spec_.host_ifname));
+      return CniStatus(code::kAttachmentAlreadyExists,
+                       absl::StrCat(status.message(), " (", info.status().message(), ")"), leftover);
+    }
+    network_touched_ = true;
+    absl::Status status = NetnsError(info.status(), env_.netns);
+    std::string leftover = RollBack();
+    return CniStatus(CniCodeFor(status), status.message(), leftover);
+  }
+  network_touched_ = true;
+  spdlog::info("ADD {}/{}: host veth {} (ifindex {}) <-> {} in {}", env_.container_id, env_.ifname,
+               spec_.host_ifname, info->host_ifindex, env_.ifname, env_.netns);
+
+  datapath::v1::CreateEndpointRequest create;
+  create.mutable_key()->set_container_id(env_.container_id);
+  create.mutable_key()->set_interface_name(env_.ifname);
+  create.set_host_ifindex(static_cast<uint32_t>(info->host_ifindex));
+  create.set_host_interface_name(spec_.host_ifname);
+  create.set_netns_path(env_.netns);
+  for (const IpAddress& address : spec_.addresses) create.add_addresses(address.ToString());
+  create.set_pod_namespace(args->pod_namespace);
+  create.set_pod_name(args->pod_name);
+  endpoint_attempted_ = true;
+  absl::StatusOr<datapath::v1::Endpoint> endpoint = context_.datapath.CreateEndpoint(create);
+  if (!endpoint.ok()) {
+    std::string leftover = RollBack();
+    return CniStatus(CniCodeFor(endpoint.status()), endpoint.status().message(), leftover);
+  }
+  spdlog::info("ADD {}/{}: datapath endpoint {} attached", env_.container_id, env_.ifname,
+               endpoint->endpoint_id());
+
+  CniResult result;
+  result.interfaces.push_back({spec_.host_ifname, info->host_mac, "", config_.mtu});
+  result.interfaces.push_back({env_.ifname, info->container_mac, env_.netns, config_.mtu});
+  constexpr int kPodInterfaceIndex = 1;
+  for (const IpAddress& address : spec_.addresses) {
+    const std::optional<IpAddress>& gateway = address.is_v4() ? spec_.gateway_v4 : spec_.gateway_v6;
+    result.ips.push_back({IpPrefix(address, address.max_prefix_length()), gateway, kPodInterfaceIndex});
+  }
+  // One default route per family, in the order of the addresses.
+  for (const IpAddress& address : spec_.addresses) {
+    const std::optional<IpAddress>& gateway = address.is_v4() ? spec_.gateway_v4 : spec_.gateway_v6;
+    if (!gateway) continue;
+    IpPrefix default_route(IpAddress::FromNumber(address.family(), 0), 0);
+    bool seen = false;
+    for (const ResultRoute& route : result.routes) seen = seen || route.dst == default_route;
+    if (!seen) result.routes.push_back({default_route, gateway});
+  }
+  return result;
+}
+
+std::string RollBackStep(const absl::Status& status, absl::string_view step) {
+  if (status.ok()) return "";
+  spdlog::error("ADD rollback: {} failed: {}", std::string(step), std::string(status.message()));
+  return absl::StrCat(step, " failed: ", status.message(), "; ");
+}
+
+std::string AddTransaction::RollBack() {
+  std::string leftover;
+  if (endpoint_attempted_) {
+    leftover += RollBackStep(context_.datapath.DeleteEndpoint(env_.container_id, env_.ifname).status(),
+                             "deleting the datapath endpoint");
+  }
+  if (network_touched_) {
+    leftover += RollBackStep(context_.network.Teardown(spec_), "removing the pod network");
+  }
+  // An allocation this attachment already held before this call is given
+  // back too: the interface did not exist (checked above), so nothing uses
+  // it, and a retried ADD gets the same address anyway.
+  leftover += RollBackStep(context_.ipam.Release(env_.container_id, env_.ifname).status(),
+                           "releasing the IPAM allocation");
+  if (!leftover.empty()) {
+    leftover += "run DEL for this attachment (or wait for CNI GC) to clean up";
+  }
+  return leftover;
+}
+
+}  // namespace
+
+absl::StatusOr<CniResult> RunAdd(CommandContext& context) {
+  AddTransaction transaction(context);
+  absl::StatusOr<CniResult> result = transaction.Run();
+  if (!result.ok()) {
+    spdlog::error("ADD {}/{} failed: {}", context.env.container_id, context.env.ifname,
+                  result.status().ToString());
+  }
+  return result;
+}
+
+}  // namespace ebpfcni::cni

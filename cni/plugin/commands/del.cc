@@ -1,0 +1,87 @@
+// CNI DEL.
+//
+// Must succeed when anything (or everything) is already gone, when
+// CNI_NETNS is empty, without prevResult, and when called twice.
+//
+// Order: datapath DeleteEndpoint -> TeardownPodNetwork -> IPAM Release.
+// The address is released last and only when the endpoint and the
+// interface are known to be gone: releasing it earlier could hand it to a
+// new pod while the old endpoint still answers for it. So when a service is
+// unreachable we still remove what we can, keep the address, and return
+// code 11 (try again later); the runtime retries DEL and the retry finishes
+// the job.
+#include <absl/strings/str_cat.h>
+#include <spdlog/spdlog.h>
+
+#include "cni/plugin/commands/attachment_addresses.h"
+#include "cni/plugin/commands/commands.h"
+#include "cni/plugin/errors.h"
+
+namespace ebpfcni::cni {
+namespace {
+
+// Addresses for the host routes to remove. Removing the host veth removes
+// its routes too, so not knowing them is not fatal.
+AttachmentAddresses AddressesToRemove(CommandContext& context) {
+  const CniEnvironment& env = context.env;
+  if (context.config.prev_result) return FromPrevResult(*context.config.prev_result, env.ifname);
+  absl::StatusOr<std::vector<ipam::v1::Allocation>> allocations = context.ipam.ListAllocations(env.container_id);
+  if (!allocations.ok()) {
+    spdlog::warn("DEL {}/{}: no prevResult and IPAM cannot list allocations ({}); tearing down without "
+                 "addresses", env.container_id, env.ifname, std::string(allocations.status().message()));
+    return {};
+  }
+  for (const ipam::v1::Allocation& allocation : *allocations) {
+    if (allocation.attachment().container_id() != env.container_id ||
+        allocation.attachment().interface_name() != env.ifname) {
+      continue;
+    }
+    absl::StatusOr<AttachmentAddresses> addresses = FromIpamAssignments(allocation.ips());
+    if (addresses.ok()) return *addresses;
+  }
+  return {};
+}
+
+}  // namespace
+
+absl::Status RunDel(CommandContext& context) {
+  const CniEnvironment& env = context.env;
+  absl::Status first_error;
+  auto record = [&](absl::Status status) {
+    if (status.ok()) return;
+    spdlog::error("DEL {}/{}: {}", env.container_id, env.ifname, std::string(status.message()));
+    if (first_error.ok()) first_error = std::move(status);
+  };
+
+  absl::StatusOr<bool> deleted = context.datapath.DeleteEndpoint(env.container_id, env.ifname);
+  record(deleted.status());
+
+  AttachmentAddresses addresses = AddressesToRemove(context);
+  net::PodNetworkSpec spec;
+  spec.netns_path = env.netns;
+  spec.container_ifname = env.ifname;
+  spec.host_ifname = context.network.HostVethName(context.config.host_veth_prefix, env.container_id, env.ifname);
+  spec.mtu = context.config.mtu;
+  spec.addresses = addresses.addresses;
+  spec.gateway_v4 = addresses.gateway_v4;
+  spec.gateway_v6 = addresses.gateway_v6;
+  absl::Status teardown = context.network.Teardown(spec);
+  record(WithCniCode(Annotate(teardown, absl::StrCat("removing host veth ", spec.host_ifname)),
+                     code::kHostNetworkFailure));
+
+  if (deleted.ok() && teardown.ok()) {
+    absl::StatusOr<ipam::v1::ReleaseResponse> released = context.ipam.Release(env.container_id, env.ifname);
+    record(released.status());
+    if (released.ok()) {
+      spdlog::info("DEL {}/{}: endpoint {}, veth {} removed, {} address(es) released", env.container_id,
+                   env.ifname, *deleted ? "deleted" : "already gone", spec.host_ifname,
+                   released->released_count());
+    }
+  } else {
+    spdlog::warn("DEL {}/{}: keeping the IPAM allocation until the endpoint and interface are gone",
+                 env.container_id, env.ifname);
+  }
+  return first_error;
+}
+
+}  // namespace ebpfcni::cni

@@ -2,7 +2,12 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include <set>
+
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -248,9 +253,20 @@ TEST_F(AllocationStoreTest, KeepsAllocationsOutsideAReconfiguredPool) {
     ASSERT_TRUE(store->Allocate({"old", "eth0"}, "", "").ok());
   }
   {
-    // New IPv4 range, IPv6 dropped: opening works and nothing is lost.
+    // New IPv4 range, IPv6 dropped: opening works, warns, and loses nothing.
+    auto previous_logger = spdlog::default_logger();
+    auto captured = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64);
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", captured));
     auto store = OpenStore(Pools("10.2.0.0/24"));
+    spdlog::set_default_logger(previous_logger);
     ASSERT_NE(store, nullptr);
+    const std::vector<std::string> warnings = captured->last_formatted();
+    auto logged = [&](const std::string& text) {
+      return std::any_of(warnings.begin(), warnings.end(),
+                         [&](const std::string& line) { return line.find(text) != std::string::npos; });
+    };
+    EXPECT_TRUE(logged("10.1.0.2, which is not a usable address of pool default-ipv4 (10.2.0.0/24)"));
+    EXPECT_TRUE(logged("fd00::2 from pool default-ipv6, which is no longer configured"));
     auto old = store->List(std::string("old"));
     ASSERT_THAT(*old, SizeIs(1));
     EXPECT_THAT((*old)[0].assignments, SizeIs(2));

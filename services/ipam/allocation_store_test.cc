@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include <set>
+#include <thread>
 
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
@@ -281,6 +282,45 @@ TEST_F(AllocationStoreTest, KeepsAllocationsOutsideAReconfiguredPool) {
     EXPECT_EQ(again->assignments[0].address.ToString(), "10.1.0.2");
     ASSERT_TRUE(store->Release({"old", "eth0"}).ok());
   }
+}
+
+TEST_F(AllocationStoreTest, AddingAFamilyLaterGivesExistingAttachmentsTheNewFamilyOnly) {
+  {
+    auto store = OpenStore(Pools("10.1.0.0/24"));
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(AllocateOne(*store, {"c1", "eth0"}), "10.1.0.2");
+  }
+  auto store = OpenStore(Pools("10.1.0.0/24", "fd00::/64"));
+  ASSERT_NE(store, nullptr);
+  auto result = store->Allocate({"c1", "eth0"}, "", "");
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->already_allocated);  // Something new was handed out.
+  ASSERT_THAT(result->assignments, SizeIs(2));
+  EXPECT_EQ(result->assignments[0].address.ToString(), "10.1.0.2");
+  EXPECT_EQ(result->assignments[1].address.ToString(), "fd00::2");
+}
+
+// Two stores on one file stand for two daemons mistakenly sharing a
+// --state_dir: BEGIN IMMEDIATE and UNIQUE(pool, address) still keep every
+// address to one holder.
+TEST_F(AllocationStoreTest, TwoConnectionsOnOneDatabaseNeverShareAnAddress) {
+  auto first = OpenStore(Pools("10.3.0.0/24"));
+  auto second = OpenStore(Pools("10.3.0.0/24"));
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  std::vector<std::string> from_first, from_second;
+  std::thread a([&] {
+    for (int i = 0; i < 40; ++i) from_first.push_back(AllocateOne(*first, {"a" + std::to_string(i), "eth0"}));
+  });
+  std::thread b([&] {
+    for (int i = 0; i < 40; ++i) from_second.push_back(AllocateOne(*second, {"b" + std::to_string(i), "eth0"}));
+  });
+  a.join();
+  b.join();
+  std::set<std::string> all(from_first.begin(), from_first.end());
+  all.insert(from_second.begin(), from_second.end());
+  all.erase("");
+  EXPECT_THAT(all, SizeIs(80));
 }
 
 TEST_F(AllocationStoreTest, RejectsNoPoolsAndDuplicateNames) {

@@ -13,7 +13,7 @@ absl::Status SqliteError(sqlite3* db, int code, std::string_view context) {
   switch (code & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-      return absl::UnavailableError(absl::StrCat(message, " (the IPAM database is locked by another process)"));
+      return absl::UnavailableError(absl::StrCat(message, " (the database is locked by another process using the same state directory)"));
     case SQLITE_FULL:
       return absl::ResourceExhaustedError(absl::StrCat(message, " (disk full)"));
     case SQLITE_CONSTRAINT:
@@ -134,7 +134,7 @@ absl::StatusOr<std::unique_ptr<SqliteTransaction>> SqliteTransaction::Begin(Sqli
 SqliteTransaction::~SqliteTransaction() {
   if (finished_) return;
   if (absl::Status status = db_.Exec("ROLLBACK"); !status.ok()) {
-    spdlog::error("rolling back an IPAM transaction failed: {}", status.ToString());
+    spdlog::error("rolling back a SQLite transaction failed: {}", status.ToString());
   }
 }
 

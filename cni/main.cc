@@ -15,9 +15,10 @@
 
 int main() {
   using namespace ebpfcni;
-  // spdlog's default logger writes to stdout, which belongs to the runtime:
-  // point logging at the default file before anything can log.
-  InitLogging("ebpf-cni", LogOptions{.level = "info", .json = false, .file = std::string(cni::kDefaultLogFile)});
+  // spdlog's default logger writes to stdout, which belongs to the runtime.
+  // Until the config names the log file, log to stderr (runtimes keep a
+  // plugin's stderr); errors at that stage are on stdout as JSON anyway.
+  InitLogging("ebpf-cni", LogOptions{.level = "info", .json = false, .file = ""});
 
   std::string input(std::istreambuf_iterator<char>(std::cin), {});
   if (std::cin.bad()) {
@@ -30,9 +31,7 @@ int main() {
   cni::PluginHooks hooks;
   hooks.network = network.get();
   hooks.on_config = [](const cni::NetworkConfig& config) {
-    if (config.log_file != cni::kDefaultLogFile) {
-      InitLogging("ebpf-cni", LogOptions{.level = "info", .json = false, .file = config.log_file});
-    }
+    InitLogging("ebpf-cni", LogOptions{.level = "info", .json = false, .file = config.log_file});
   };
   return cni::RunPlugin(cni::ProcessEnvLookup(), input, std::cout, hooks);
 }

@@ -26,68 +26,16 @@ rt_init "containerd-$RT_MODE" 280
 
 rt_setup_network
 
-# Plugin dir for ctr's view of /usr/lib/cni: copies of Debian's plugins
-# (symlinks back into /usr/lib/cni would resolve inside the bind mount) plus
-# ours, whatever up.sh installed into EBPF_CNI_BIN_DIR.
-mkdir -p "$RT_WORK/cni-bin"
-cp -a /usr/lib/cni/. "$RT_WORK/cni-bin/"
-if [[ $RT_MODE == ebpf-cni ]]; then
-  # Only what Debian lacks: up.sh's own portmap/bandwidth entries are links
-  # to /usr/lib/cni, which in ctr's namespace would point back here.
-  for plugin in "$EBPF_CNI_BIN_DIR"/*; do
-    [[ -e $RT_WORK/cni-bin/${plugin##*/} ]] || ln -s "$plugin" "$RT_WORK/cni-bin/"
-  done
-fi
+source "$(dirname "$0")/containerd_lib.sh"
 
 rt_build_rootfs "$RT_WORK/rootfs" || rt_die "cannot build rootfs"
 image="docker.io/library/ebpfcni-rt-busybox:$RT_TAG"
 rt_build_oci_image "$RT_WORK/rootfs" "$image" "$RT_WORK/image.tar" || rt_die "cannot build OCI image"
 
-# --- private containerd -----------------------------------------------------
-sock="$RT_WORK/containerd.sock"
-namespace="rt-$RT_TAG"
-mkdir -p "$RT_WORK/containerd-root" "$RT_WORK/containerd-state" "$RT_WORK/cri-net.d"
-cat >"$RT_WORK/containerd.toml" <<EOF
-version = 2
-root = "$RT_WORK/containerd-root"
-state = "$RT_WORK/containerd-state"
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.grpc.v1.cri"]
-  # root lacks CAP_SYS_RESOURCE on this VM: never lower oom_score_adj.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$RT_WORK/cni-bin"
-    conf_dir = "$RT_CONF_DIR"
-EOF
-containerd --config "$RT_WORK/containerd.toml" >"$RT_WORK/containerd.log" 2>&1 &
-containerd_pid=$!
-rt_defer "kill $containerd_pid 2>/dev/null; for i in \$(seq 50); do kill -0 $containerd_pid 2>/dev/null || break; sleep 0.2; done; kill -9 $containerd_pid 2>/dev/null; true"
-rt_wait_until 15 test -S "$sock" || rt_die "containerd did not create $sock (see $RT_WORK/containerd.log)"
-
-ctr_() { timeout 60 ctr -a "$sock" -n "$namespace" "$@"; }
-export -f ctr_
+rt_start_containerd "rt-$RT_TAG"
+sock=$RT_CTR_SOCK
+namespace=$RT_CTR_NS
 export sock namespace
-
-# Tasks left by a failed run: kill, delete, then the containers and image.
-rt_defer "for t in \$(ctr -a '$sock' -n '$namespace' tasks ls -q); do
-    ctr -a '$sock' -n '$namespace' tasks kill -s KILL \$t; done
-  sleep 1
-  for t in \$(ctr -a '$sock' -n '$namespace' tasks ls -q); do
-    ctr -a '$sock' -n '$namespace' tasks rm -f \$t; done
-  for c in \$(ctr -a '$sock' -n '$namespace' containers ls -q); do
-    ctr -a '$sock' -n '$namespace' containers rm \$c; done
-  ctr -a '$sock' -n '$namespace' images rm '$image'; true"
 
 ctr_ images import --snapshotter native "$RT_WORK/image.tar" >/dev/null || rt_die "image import failed"
 rt_expect "image $image imported" bash -c "ctr_ images ls -q | grep -qx '$image'"

@@ -135,10 +135,11 @@ _rt_blob() { # _rt_blob LAYOUT FILE -> prints "digest size", moves FILE into blo
   echo "$digest $size"
 }
 
-# rt_build_oci_image ROOTFS REF OUT_TAR : an OCI image layout tarball with a
-# single uncompressed layer, importable by `ctr images import`.
+# rt_build_oci_image ROOTFS REF OUT_TAR [CMD_JSON] : an OCI image layout
+# tarball with a single uncompressed layer, importable by `ctr images
+# import`. CMD_JSON is the image's default command (default ["/bin/sh"]).
 rt_build_oci_image() {
-  local rootfs=$1 ref=$2 out=$3
+  local rootfs=$1 ref=$2 out=$3 cmd=${4:-'["/bin/sh"]'}
   local layout
   layout=$(mktemp -d "$RT_WORK/oci.XXXX")
   mkdir -p "$layout/blobs/sha256"
@@ -146,8 +147,8 @@ rt_build_oci_image() {
     -C "$rootfs" -cf "$layout/layer.tar" . || return 1
   local layer layer_size config config_size manifest manifest_size
   read -r layer layer_size < <(_rt_blob "$layout" "$layout/layer.tar")
-  jq -cn --arg diff "sha256:$layer" '{architecture:"amd64", os:"linux",
-      config:{Cmd:["/bin/sh"], Env:["PATH=/bin"]},
+  jq -cn --arg diff "sha256:$layer" --argjson cmd "$cmd" '{architecture:"amd64", os:"linux",
+      config:{Cmd:$cmd, Env:["PATH=/bin"]},
       rootfs:{type:"layers", diff_ids:[$diff]}}' >"$layout/config.json"
   read -r config config_size < <(_rt_blob "$layout" "$layout/config.json")
   jq -cn --arg c "sha256:$config" --argjson cs "$config_size" \

@@ -2,7 +2,7 @@
 #
 # A test calls `itest_init <name> <number>` and gets its own node: every
 # directory under /tmp/ebpfcni-it-<name>-<pid>/, BPF pins under
-# /sys/fs/bpf/ebpfcni-it-<name>-<pid>, veth prefix "ix<number>", pools
+# /sys/fs/bpf/ebpfcni-it-<name>-<pid>, veth prefix "ix<number>" (number 1-99, no leading zero), pools
 # 10.99.<number>.0/24 and fd00:99:<number>::/64, netns names
 # ebpfcni-it-<name>-<pid>-<pod>. The EXIT trap removes all of it, even on
 # failure: pods (netns, veths, background processes), the node (down.sh with
@@ -70,7 +70,8 @@ itest_cleanup() {
     done
   fi
   local pid
-  for pid in "${ITEST_BG_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  # TERM, not KILL: timeout(1) passes TERM on to the server it runs.
+  for pid in "${ITEST_BG_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   local pod
   for pod in "${ITEST_PODS[@]}"; do
     ip netns delete "$(pod_netns_name "$pod")" 2>/dev/null
@@ -169,8 +170,12 @@ ping_ok() {
 # Starts a one-shot-per-connection TCP server in a pod answering "tcp-ok".
 tcp_server_start() {
   local pod=$1 port=$2
-  pod_exec "$pod" timeout 120 busybox nc -ll -p "$port" -e echo tcp-ok >/dev/null 2>&1 &
+  # Not through pod_exec: a function would run in a subshell and $! would be
+  # that subshell, not timeout(1). ip netns exec execs without forking.
+  ip netns exec "$(pod_netns_name "$pod")" timeout 120 busybox nc -ll -p "$port" -e echo tcp-ok \
+    >/dev/null 2>&1 &
   ITEST_BG_PIDS+=($!)
+  disown $! # no "Killed" job notice when cleanup stops it
 }
 
 # Connects from a pod and expects "tcp-ok"; retries briefly while the

@@ -7,7 +7,7 @@
 # The pool is a tiny /29 (5 usable IPv4 addresses) so exhaustion is testable.
 ITEST_POD_CIDR=10.99.6.0/29
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-itest_init badinput 06
+itest_init badinput 6
 
 node_up
 PLUGIN=$EBPF_CNI_BIN_DIR/ebpf-cni

@@ -3,7 +3,7 @@
 # whole conflist as a runtime would: every call succeeds, no address is
 # handed out twice, and nothing is left behind afterwards.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-itest_init concurrent 03
+itest_init concurrent 3
 
 COUNT=30
 node_up

@@ -5,7 +5,7 @@
 # every endpoint and attachment instead of adding duplicate filters or
 # losing counters.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-itest_init dprestart 05
+itest_init dprestart 5
 
 node_up
 pod_add a

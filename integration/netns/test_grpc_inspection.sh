@@ -5,7 +5,7 @@
 # for "" and for the service's own name. An unknown service name is
 # NOT_FOUND, as the health protocol requires.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-itest_init grpc 07
+itest_init grpc 7
 
 node_up
 declare -A SERVICE_NAME=(

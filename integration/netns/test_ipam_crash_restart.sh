@@ -3,7 +3,7 @@
 # allocations survive (SQLite state), no address is handed out twice, and a
 # repeated ADD for an existing pod returns the address it already has.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-itest_init ipamcrash 04
+itest_init ipamcrash 4
 
 node_up
 pod_add a

@@ -4,7 +4,7 @@
 # datapath endpoint and the TC filters. DEL is idempotent and works with an
 # empty CNI_NETNS (the runtime may have lost the namespace).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-itest_init delete 02
+itest_init delete 2
 
 node_up
 pod_add a
@@ -58,7 +58,7 @@ out=$("$DEPLOY/cni-exec.sh" DEL "$TEST_ID-never" "") || fail "DEL of unknown con
 log "pod b unaffected"
 veth_b=$(pod_host_veth b)
 expect_eq "b's filters" 2 "$(tc_bpf_filter_count "$veth_b")"
-check "host -> b still works" ping -c 1 -W 2 -q "$(pod_ip b 4)"
+check "host -> b still works" bash -c "ping -c 1 -W 2 -q $(pod_ip b 4) >/dev/null"
 expect_eq "allocations left (b)" 1 "$(allocation_count)"
 expect_eq "endpoints left (b)" 1 "$(endpoint_count)"
 pod_del b

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -407,6 +408,64 @@ TEST_F(PodNetworkTest, FailureAfterCreatingTheVethRollsBack) {
   EXPECT_EQ(info.status().code(), absl::StatusCode::kFailedPrecondition) << info.status();
   EXPECT_EQ(HostLinkIndex(specs_[0].host_ifname).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(ExistsOrError(LinkExistsInNetns(specs_[0].netns_path, "eth0")), "absent");
+}
+
+// Inode of the calling thread's network namespace.
+ino_t CurrentNetnsInode() {
+  struct stat st {};
+  ::stat("/proc/thread-self/ns/net", &st);
+  return st.st_ino;
+}
+
+TEST_F(PodNetworkTest, ConcurrentSetupsFromThreadsKeepEachThreadInItsNamespace) {
+  const ino_t host_inode = CurrentNetnsInode();
+  absl::Status results[2];
+  ino_t thread_inodes_after[2] = {0, 0};
+  {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 2; ++i) {
+      threads.emplace_back([&, i] {
+        results[i] = SetupPodNetwork(specs_[i]).status();
+        thread_inodes_after[i] = CurrentNetnsInode();
+      });
+    }
+    for (std::thread& t : threads) t.join();
+  }
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_TRUE(results[i].ok()) << results[i];
+    EXPECT_EQ(thread_inodes_after[i], host_inode) << "thread " << i << " left in another netns";
+    EXPECT_TRUE(CheckPodNetwork(specs_[i]).ok()) << CheckPodNetwork(specs_[i]);
+  }
+  EXPECT_EQ(CurrentNetnsInode(), host_inode);
+  absl::StatusOr<IpAddress> seen = TcpExchange(pod_fd(0), pod_fd(1), specs_[1].addresses[0]);
+  EXPECT_TRUE(seen.ok()) << seen.status();
+}
+
+TEST_F(PodNetworkTest, InNetnsReturnsToTheOriginalNamespaceOnEveryPath) {
+  const ino_t host_inode = CurrentNetnsInode();
+  ino_t inside = 0;
+  absl::Status failed = InNetns(pod_fd(0), [&]() -> absl::Status {
+    inside = CurrentNetnsInode();
+    return absl::InternalError("early return");
+  });
+  EXPECT_EQ(failed.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(inside, host_inode);
+  EXPECT_EQ(CurrentNetnsInode(), host_inode);
+  absl::StatusOr<int> value = InNetns(pod_fd(1), [&]() -> absl::StatusOr<int> { return 7; });
+  EXPECT_EQ(value.value_or(0), 7);
+  EXPECT_EQ(CurrentNetnsInode(), host_inode);
+}
+
+TEST_F(PodNetworkTest, Ipv4OnlyPodLeavesIpv6ForwardingAlone) {
+  ASSERT_TRUE(WriteSysctl(kIpv6Forwarding, "0").ok());
+  PodNetworkSpec spec = specs_[0];
+  spec.addresses = {specs_[0].addresses[0]};
+  spec.gateway_v6.reset();
+  ASSERT_TRUE(SetupPodNetwork(spec).ok());
+  EXPECT_TRUE(CheckPodNetwork(spec).ok()) << CheckPodNetwork(spec);
+  EXPECT_EQ(*ReadSysctl(kIpv6Forwarding), "0");
+  absl::StatusOr<IpAddress> seen = TcpExchange(pod_fd(0), host_netns_.get(), gateway_v4_);
+  EXPECT_TRUE(seen.ok()) << seen.status();
 }
 
 }  // namespace

@@ -13,7 +13,8 @@ node_up
 PLUGIN=$EBPF_CNI_BIN_DIR/ebpf-cni
 # The ebpf-cni plugin's own config as a runtime sends it (name and
 # cniVersion injected from the list).
-BASE_CONFIG=$(jq -c '.plugins[0] + {name: .name, cniVersion: .cniVersion}' "$EBPF_CNI_CONFLIST")
+CONFLIST=$EBPF_CNI_CONF_DIR/10-$EBPF_CNI_NETWORK_NAME.conflist
+BASE_CONFIG=$(jq -c '.plugins[0] + {name: .name, cniVersion: .cniVersion}' "$CONFLIST")
 
 # A healthy pod next to all the failures; it must survive every case.
 pod_add good --plugin-only
@@ -134,7 +135,8 @@ run_case "CNI_CONTAINERID missing"                       4  --unset CNI_CONTAINE
 run_case "CNI_CONTAINERID with a space"                  4  --env "CNI_CONTAINERID=bad id"
 run_case "CNI_CONTAINERID starting with '-'"             4  --env CNI_CONTAINERID=-dash
 run_case "CNI_NETNS missing on ADD"                      4  --unset CNI_NETNS
-run_case "CNI_NETNS does not exist"                      4  --env "CNI_NETNS=/var/run/netns/$TEST_ID-missing"
+# 3: "container unknown or does not exist" is the spec's code for this.
+run_case "CNI_NETNS does not exist"                      3  --env "CNI_NETNS=/var/run/netns/$TEST_ID-missing"
 run_case "CNI_NETNS is a regular file"                   4  --env "CNI_NETNS=$NOT_A_NETNS"
 run_case "CNI_NETNS is a mount namespace"                4  --env CNI_NETNS=/proc/self/ns/mnt
 run_case "CNI_IFNAME missing"                            4  --unset CNI_IFNAME
@@ -165,8 +167,8 @@ run_case "DEL with CNI_NETNS unset"                      0  --env CNI_COMMAND=DE
 run_case "DEL of a container that was never added"      0  --env CNI_COMMAND=DEL --env "CNI_CONTAINERID=$TEST_ID-c1"
 
 log "the healthy pod survived"
-check "good pod still has its veth $GOOD_VETH" ip link show dev "$GOOD_VETH"
-check "host -> good pod" ping -c 1 -W 2 -q "$(pod_ip good 4)"
+check "good pod still has its veth $GOOD_VETH" bash -c "ip link show dev $GOOD_VETH >/dev/null"
+check "host -> good pod" bash -c "ping -c 1 -W 2 -q $(pod_ip good 4) >/dev/null"
 expect_eq "allocations (good only)" 1 "$(allocation_count)"
 
 log "pool exhaustion (/29: 5 usable addresses, 1 in use)"

@@ -2,6 +2,7 @@
 // factory below; the etcd backend joins the same suite.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -9,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include "services/identity/etcd/etcd_identity_store.h"
+#include "services/identity/etcd/testing/etcd_test_server.h"
 #include "services/identity/sqlite_identity_store.h"
 
 namespace ebpfcni::identity {
@@ -24,9 +27,11 @@ struct Backend {
 class IdentityStoreContract : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("ebpfcni-idstore-" + std::to_string(getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    // Parameterised test names contain '/' ("Name/sqlite"): flatten it so
+    // the directory is one level and TearDown removes all of it.
+    std::string test_name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(test_name.begin(), test_name.end(), '/', '_');
+    dir_ = std::filesystem::temp_directory_path() / ("ebpfcni-idstore-" + std::to_string(getpid()) + "-" + test_name);
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
   }
@@ -180,6 +185,34 @@ TEST_P(IdentityStoreContract, ConcurrentAllocationsAgree) {
   EXPECT_EQ(ids.size(), static_cast<size_t>(kLabelSets)) << "an id was given to two label sets";
 }
 
+// One real etcd per test process (gtest_discover_tests runs each test in
+// its own process), started on first use and killed at exit. Each test
+// gets its own key prefix named after its directory, so reopening the same
+// dir reopens the same identities.
+testsupport::EtcdTestServer& SharedEtcd() {
+  static std::unique_ptr<testsupport::EtcdTestServer> server = [] {
+    auto started = testsupport::EtcdTestServer::Start("contract");
+    if (!started.ok()) {
+      ADD_FAILURE() << started.status();
+      std::abort();
+    }
+    return std::move(*started);
+  }();
+  return *server;
+}
+
+std::unique_ptr<IdentityStore> OpenEtcdStore(const std::string& dir, uint32_t first, uint32_t last) {
+  etcd::EtcdIdentityStoreOptions options;
+  options.client.endpoints = {SharedEtcd().endpoint()};
+  options.prefix = "/ebpfcni-contract" + dir + "/";
+  options.first_id = first;
+  options.last_id = last;
+  options.lease_ttl_seconds = 5;
+  auto store = etcd::EtcdIdentityStore::Open(options);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(*store) : nullptr;
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Backends, IdentityStoreContract,
     ::testing::Values(Backend{"sqlite",
@@ -187,7 +220,8 @@ INSTANTIATE_TEST_SUITE_P(
                                 auto store = SqliteIdentityStore::Open(dir + "/identity.db", {first, last});
                                 EXPECT_TRUE(store.ok()) << store.status();
                                 return store.ok() ? std::move(*store) : nullptr;
-                              }}),
+                              }},
+                      Backend{"etcd", OpenEtcdStore}),
     [](const ::testing::TestParamInfo<Backend>& info) { return info.param.name; });
 
 }  // namespace

@@ -1,0 +1,512 @@
+#include "services/identity/etcd/etcd_identity_store.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include <absl/strings/numbers.h>
+#include <absl/strings/str_cat.h>
+#include <spdlog/spdlog.h>
+
+namespace ebpfcni::identity::etcd {
+namespace {
+
+// Bounds one AllocateOrGet: each failed attempt means another writer won a
+// race (for the label set or the number), so this many in a row is a sign
+// of something pathological rather than ordinary contention.
+constexpr int kMaxAllocationAttempts = 200;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+// Reads a labels/ key from a Txn's failure-branch Range.
+EtcdIdentityStore::LabelsEntry EtcdIdentityStore::ParseLabelsEntry(const etcdserverpb::RangeResponse& range) {
+  LabelsEntry entry;
+  if (range.kvs_size() == 0) return entry;
+  entry.exists = absl::SimpleAtoi(range.kvs(0).value(), &entry.id);
+  entry.create_revision = range.kvs(0).create_revision();
+  return entry;
+}
+
+EtcdIdentityStore::EtcdIdentityStore(EtcdIdentityStoreOptions options)
+    : options_(std::move(options)), keys_(options_.prefix) {}
+
+absl::StatusOr<std::unique_ptr<EtcdIdentityStore>> EtcdIdentityStore::Open(EtcdIdentityStoreOptions options) {
+  if (options.first_id == 0 || options.first_id > options.last_id) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("identity range ", options.first_id, "-", options.last_id, " is empty"));
+  }
+  if (options.client.endpoints.empty()) return absl::InvalidArgumentError("no etcd endpoint given");
+  if (options.prefix.empty() || options.prefix.back() != '/') {
+    return absl::InvalidArgumentError(absl::StrCat("etcd prefix \"", options.prefix, "\" must end with '/'"));
+  }
+  std::unique_ptr<EtcdIdentityStore> store(new EtcdIdentityStore(std::move(options)));
+  if (auto status = store->Start(); !status.ok()) return status;
+  return store;
+}
+
+absl::Status EtcdIdentityStore::Start() {
+  client_ = std::make_unique<EtcdClient>(options_.client);
+  auto lease = EtcdLease::Grant(*client_, options_.lease_ttl_seconds);
+  if (!lease.ok()) return lease.status();
+  lease_ = std::move(*lease);
+  if (auto status = LoadSnapshot(); !status.ok()) return status;
+  watch_thread_ = std::thread([this] { WatchLoop(); });
+  // Serve only once the watch runs, so the first write can see itself.
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!applied_cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.cache_wait), [&] { return watch_live_; })) {
+    return absl::UnavailableError(absl::StrCat("etcd at ", client_->endpoints_text(),
+                                               " unreachable: the watch did not start: ", watch_error_));
+  }
+  return absl::OkStatus();
+}
+
+EtcdIdentityStore::~EtcdIdentityStore() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    if (watch_context_) watch_context_->TryCancel();
+  }
+  applied_cv_.notify_all();
+  if (watch_thread_.joinable()) watch_thread_.join();
+  lease_.reset();
+}
+
+// ---------------------------------------------------------------------------
+// Cache: one Range of the prefix, then one Watch from the revision after it.
+
+absl::Status EtcdIdentityStore::LoadSnapshot() {
+  etcdserverpb::RangeRequest request;
+  request.set_key(keys_.prefix());
+  request.set_range_end(PrefixEnd(keys_.prefix()));
+  auto range = client_->Range(request);
+  if (!range.ok()) return range.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  by_id_.clear();
+  by_labels_.clear();
+  ref_counts_.clear();
+  markers_.clear();
+  change_log_.clear();
+  for (const auto& kv : range->kvs()) {
+    mvccpb::Event event;
+    *event.mutable_kv() = kv;
+    ApplyEventLocked(event, /*from_snapshot=*/true);
+  }
+  // The log restarts here: resuming from an older revision needs a snapshot.
+  change_log_.clear();
+  applied_revision_ = range->header().revision();
+  history_start_ = applied_revision_;
+  applied_cv_.notify_all();
+  return absl::OkStatus();
+}
+
+void EtcdIdentityStore::RecordChangeLocked(IdentityChange change) {
+  change_log_.push_back(std::move(change));
+  while (change_log_.size() > options_.change_log_limit) {
+    history_start_ = static_cast<int64_t>(change_log_.front().revision);
+    change_log_.pop_front();
+  }
+}
+
+void EtcdIdentityStore::ApplyEventLocked(const mvccpb::Event& event, bool from_snapshot) {
+  const auto& kv = event.kv();
+  auto parsed = keys_.Parse(kv.key());
+  const bool put = event.type() == mvccpb::Event::PUT;
+  const auto revision = static_cast<uint64_t>(kv.mod_revision());
+  switch (parsed.kind) {
+    case KeyLayout::Kind::kIdentity:
+      if (put) {
+        auto& cached = by_id_[parsed.id];
+        if (!cached.labels_key.empty()) by_labels_.erase(cached.labels_key);
+        cached = CachedIdentity{kv.value(), kv.create_revision()};
+        by_labels_[kv.value()] = parsed.id;
+        RecordChangeLocked({revision, ChangeKind::kUpsert, {parsed.id, kv.value()}});
+      } else if (auto it = by_id_.find(parsed.id); it != by_id_.end()) {
+        RecordChangeLocked({revision, ChangeKind::kDelete, {parsed.id, it->second.labels_key}});
+        by_labels_.erase(it->second.labels_key);
+        by_id_.erase(it);
+        ref_counts_.erase(parsed.id);
+      }
+      break;
+    case KeyLayout::Kind::kRef:
+      // version 1 is a new key; a later put (another replica taking over
+      // the reference onto its lease) changes no count.
+      if (put && (from_snapshot || kv.version() == 1)) {
+        ++ref_counts_[parsed.id];
+      } else if (!put) {
+        auto it = ref_counts_.find(parsed.id);
+        if (it != ref_counts_.end() && --it->second == 0) ref_counts_.erase(it);
+      }
+      break;
+    case KeyLayout::Kind::kMarker:
+      if (put) {
+        int64_t since = 0;
+        if (!absl::SimpleAtoi(kv.value(), &since)) since = 0;
+        markers_[parsed.id] = Marker{since, kv.mod_revision()};
+      } else {
+        markers_.erase(parsed.id);
+      }
+      break;
+    case KeyLayout::Kind::kLabels:
+    case KeyLayout::Kind::kOther:
+      break;  // labels/ mirrors id/, which the cache already follows
+  }
+}
+
+void EtcdIdentityStore::RunWatchStream() {
+  grpc::ClientContext context;
+  int64_t start;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    watch_context_ = &context;
+    start = applied_revision_ + 1;
+  }
+  auto stream = client_->watch_stub().Watch(&context);
+  etcdserverpb::WatchRequest request;
+  auto* create = request.mutable_create_request();
+  create->set_key(keys_.prefix());
+  create->set_range_end(PrefixEnd(keys_.prefix()));
+  create->set_start_revision(start);
+  std::string error;
+  if (stream->Write(request)) {
+    etcdserverpb::WatchResponse response;
+    while (stream->Read(&response)) {
+      if (response.compact_revision() > 0) {
+        spdlog::warn("etcd compacted revision {} (now {}) before this replica caught up; reloading the cache",
+                     start, response.compact_revision());
+        std::lock_guard<std::mutex> lock(mu_);
+        needs_reload_ = true;
+        break;
+      }
+      if (response.canceled()) {
+        error = absl::StrCat("etcd cancelled the watch: ", response.cancel_reason());
+        break;
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      if (response.created()) {
+        watch_live_ = true;
+        spdlog::info("watching {} on etcd from revision {}", keys_.prefix(), start);
+      }
+      for (const auto& event : response.events()) {
+        ApplyEventLocked(event, /*from_snapshot=*/false);
+        applied_revision_ = std::max(applied_revision_, event.kv().mod_revision());
+      }
+      applied_cv_.notify_all();
+    }
+  }
+  context.TryCancel();
+  grpc::Status status = stream->Finish();
+  std::lock_guard<std::mutex> lock(mu_);
+  watch_context_ = nullptr;
+  watch_live_ = false;
+  if (error.empty()) error = status.ok() ? "stream ended" : status.error_message();
+  watch_error_ = error;
+  if (!stopping_) spdlog::warn("etcd watch on {} broke: {}; resuming", keys_.prefix(), error);
+  applied_cv_.notify_all();
+}
+
+void EtcdIdentityStore::WatchLoop() {
+  auto backoff = std::chrono::milliseconds(100);
+  while (true) {
+    bool reload;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+      reload = needs_reload_;
+    }
+    absl::Status loaded = reload ? LoadSnapshot() : absl::OkStatus();
+    if (loaded.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        needs_reload_ = false;
+      }
+      auto started = std::chrono::steady_clock::now();
+      RunWatchStream();
+      // A stream that ran a while was healthy: retry soon.
+      if (std::chrono::steady_clock::now() - started > std::chrono::seconds(5)) {
+        backoff = std::chrono::milliseconds(100);
+      }
+    } else {
+      std::lock_guard<std::mutex> lock(mu_);
+      watch_error_ = loaded.ToString();
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    if (applied_cv_.wait_for(lock, backoff, [&] { return stopping_; })) return;
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Callers.
+
+absl::Status EtcdIdentityStore::CheckServingLocked() const {
+  if (!watch_live_) {
+    return absl::UnavailableError(absl::StrCat("etcd at ", client_->endpoints_text(),
+                                               " unreachable: identity cache is not following etcd (",
+                                               watch_error_, "); retry shortly or use another replica"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EtcdIdentityStore::CheckServing() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return CheckServingLocked();
+}
+
+absl::Status EtcdIdentityStore::WaitForRevision(int64_t revision) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (applied_cv_.wait_for(lock, absl::ToChronoMilliseconds(options_.cache_wait),
+                           [&] { return applied_revision_ >= revision || stopping_; }) &&
+      applied_revision_ >= revision) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError(absl::StrCat("etcd at ", client_->endpoints_text(),
+                                             " accepted the write but its watch did not deliver revision ",
+                                             revision, " within ", absl::FormatDuration(options_.cache_wait),
+                                             " (", watch_error_, "); retrying is safe"));
+}
+
+std::optional<uint32_t> EtcdIdentityStore::LowestFreeIdLocked(const std::set<uint32_t>& skip) const {
+  uint64_t candidate = options_.first_id;
+  auto taken = [&](uint64_t id) {
+    auto narrow = static_cast<uint32_t>(id);
+    return by_id_.count(narrow) || in_flight_.count(narrow) || skip.count(narrow);
+  };
+  // by_id_ is ordered, so walking it from `first` finds the first gap in
+  // O(identities); in_flight_ and skip are small.
+  while (candidate <= options_.last_id && taken(candidate)) ++candidate;
+  if (candidate > options_.last_id) return std::nullopt;
+  return static_cast<uint32_t>(candidate);
+}
+
+absl::Status EtcdIdentityStore::ExhaustedError() const {
+  spdlog::error("identity range {}-{} exhausted", options_.first_id, options_.last_id);
+  return absl::ResourceExhaustedError(absl::StrCat("identity range ", options_.first_id, "-", options_.last_id,
+                                                   " is exhausted; release unused identities or widen the range"));
+}
+
+absl::StatusOr<std::optional<AllocationResult>> EtcdIdentityStore::TryReference(const std::string& labels_key,
+                                                                               LabelsEntry known,
+                                                                               const std::string& owner,
+                                                                               LabelsEntry& current) {
+  const uint32_t id = known.id;
+  int64_t lease = lease_->id();
+  if (lease == 0) return absl::UnavailableError("this replica holds no etcd lease right now; retry shortly");
+  etcdserverpb::TxnRequest txn;
+  // The label set still maps to the identity we know (not deleted by GC
+  // and recreated in between).
+  *txn.add_compare() = CompareCreateRevision(keys_.LabelsKey(labels_key), etcdserverpb::Compare::EQUAL,
+                                               known.create_revision);
+  *txn.add_success() = PutOp(keys_.RefKey(id, owner), "", lease);
+  *txn.add_success() = DeleteOp(keys_.MarkerKey(id));
+  *txn.add_failure() = RangeOp(keys_.LabelsKey(labels_key));
+  auto response = client_->Txn(txn);
+  if (!response.ok()) return response.status();
+  if (!response->succeeded()) {
+    current = ParseLabelsEntry(response->responses(0).response_range());
+    return std::nullopt;
+  }
+  if (auto status = WaitForRevision(response->header().revision()); !status.ok()) return status;
+  return AllocationResult{{id, labels_key}, false};
+}
+
+absl::StatusOr<AllocationResult> EtcdIdentityStore::AllocateOrGet(const std::string& labels_key,
+                                                                 const std::string& owner) {
+  LabelsEntry known;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto status = CheckServingLocked(); !status.ok()) return status;
+    if (auto it = by_labels_.find(labels_key); it != by_labels_.end()) {
+      known = LabelsEntry{true, it->second, by_id_.at(it->second).create_revision};
+    }
+  }
+  std::set<uint32_t> lost;  // numbers other writers took during this call
+  for (int attempt = 0; attempt < kMaxAllocationAttempts; ++attempt) {
+    if (known.exists) {
+      LabelsEntry current;
+      auto referenced = TryReference(labels_key, known, owner, current);
+      if (!referenced.ok()) return referenced.status();
+      if (*referenced) return **referenced;
+      known = current;  // deleted (nullopt) or recreated under another id
+      continue;
+    }
+    int64_t lease = lease_->id();
+    if (lease == 0) return absl::UnavailableError("this replica holds no etcd lease right now; retry shortly");
+    uint32_t candidate;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto free = LowestFreeIdLocked(lost);
+      if (!free) return ExhaustedError();
+      candidate = *free;
+      in_flight_.insert(candidate);
+    }
+    etcdserverpb::TxnRequest txn;
+    *txn.add_compare() = CompareCreateRevision(keys_.LabelsKey(labels_key), etcdserverpb::Compare::EQUAL, 0);
+    *txn.add_compare() = CompareCreateRevision(keys_.IdKey(candidate), etcdserverpb::Compare::EQUAL, 0);
+    *txn.add_success() = PutOp(keys_.IdKey(candidate), labels_key);
+    *txn.add_success() = PutOp(keys_.LabelsKey(labels_key), std::to_string(candidate));
+    *txn.add_success() = PutOp(keys_.RefKey(candidate, owner), "", lease);
+    *txn.add_success() = DeleteOp(keys_.MarkerKey(candidate));
+    *txn.add_failure() = RangeOp(keys_.LabelsKey(labels_key));
+    auto response = client_->Txn(txn);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      in_flight_.erase(candidate);
+    }
+    if (!response.ok()) return response.status();
+    if (response->succeeded()) {
+      if (auto status = WaitForRevision(response->header().revision()); !status.ok()) return status;
+      return AllocationResult{{candidate, labels_key}, true};
+    }
+    known = ParseLabelsEntry(response->responses(0).response_range());
+    if (!known.exists) lost.insert(candidate);  // the label set is free, the number was not
+  }
+  return absl::AbortedError(absl::StrCat("could not allocate an identity for ", labels_key, " after ",
+                                         kMaxAllocationAttempts, " contended attempts; retry"));
+}
+
+absl::StatusOr<uint32_t> EtcdIdentityStore::Release(uint32_t id, const std::string& owner) {
+  if (auto status = CheckServing(); !status.ok()) return status;
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = CompareCreateRevision(keys_.IdKey(id), etcdserverpb::Compare::GREATER, 0);
+  *txn.add_success() = DeleteOp(keys_.RefKey(id, owner));
+  *txn.add_success() = CountPrefixOp(keys_.RefsPrefix(id));
+  auto response = client_->Txn(txn);
+  if (!response.ok()) return response.status();
+  if (!response->succeeded()) return absl::NotFoundError(absl::StrCat("identity ", id, " does not exist"));
+  bool changed = response->responses(0).response_delete_range().deleted() > 0;
+  auto remaining = static_cast<uint32_t>(response->responses(1).response_range().count());
+  int64_t revision = response->header().revision();
+  if (remaining == 0) {
+    // Start the grace period, unless another writer referenced it again or
+    // a marker is already there.
+    etcdserverpb::TxnRequest mark;
+    *mark.add_compare() = CompareCreateRevision(keys_.IdKey(id), etcdserverpb::Compare::GREATER, 0);
+    *mark.add_compare() = CompareCreateRevision(keys_.MarkerKey(id), etcdserverpb::Compare::EQUAL, 0);
+    *mark.add_compare() = CompareNoKeyWithPrefix(keys_.RefsPrefix(id));
+    *mark.add_success() = PutOp(keys_.MarkerKey(id), std::to_string(NowMs()));
+    auto marked = client_->Txn(mark);
+    if (!marked.ok()) return marked.status();
+    if (marked->succeeded()) {
+      changed = true;
+      revision = marked->header().revision();
+    }
+  }
+  if (changed) {
+    if (auto status = WaitForRevision(revision); !status.ok()) return status;
+  }
+  return remaining;
+}
+
+absl::StatusOr<std::optional<StoredIdentity>> EtcdIdentityStore::Get(uint32_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto status = CheckServingLocked(); !status.ok()) return status;
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return std::nullopt;
+  return StoredIdentity{id, it->second.labels_key};
+}
+
+absl::StatusOr<std::optional<StoredIdentity>> EtcdIdentityStore::Lookup(const std::string& labels_key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto status = CheckServingLocked(); !status.ok()) return status;
+  auto it = by_labels_.find(labels_key);
+  if (it == by_labels_.end()) return std::nullopt;
+  return StoredIdentity{it->second, labels_key};
+}
+
+absl::StatusOr<IdentitySnapshot> EtcdIdentityStore::List() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto status = CheckServingLocked(); !status.ok()) return status;
+  IdentitySnapshot snapshot;
+  snapshot.identities.reserve(by_id_.size());
+  for (const auto& [id, cached] : by_id_) snapshot.identities.push_back({id, cached.labels_key});
+  snapshot.revision = static_cast<uint64_t>(applied_revision_);
+  return snapshot;
+}
+
+absl::StatusOr<std::vector<IdentityChange>> EtcdIdentityStore::ChangesSince(uint64_t revision) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto status = CheckServingLocked(); !status.ok()) return status;
+  if (revision < static_cast<uint64_t>(history_start_)) {
+    return absl::OutOfRangeError(absl::StrCat("revision ", revision, " is older than this replica's history (from ",
+                                              history_start_, "); restart the watch from a snapshot"));
+  }
+  // The log is ordered by revision: find the first change after `revision`.
+  auto first = std::upper_bound(change_log_.begin(), change_log_.end(), revision,
+                                [](uint64_t r, const IdentityChange& change) { return r < change.revision; });
+  return std::vector<IdentityChange>(first, change_log_.end());
+}
+
+absl::StatusOr<std::vector<uint32_t>> EtcdIdentityStore::CollectGarbage(absl::Duration grace) {
+  struct Candidate {
+    uint32_t id;
+    std::string labels_key;
+    int64_t create_revision;
+    std::optional<Marker> marker;
+  };
+  std::vector<Candidate> candidates;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto status = CheckServingLocked(); !status.ok()) return status;
+    for (const auto& [id, cached] : by_id_) {
+      if (ref_counts_.count(id)) continue;
+      std::optional<Marker> marker;
+      if (auto it = markers_.find(id); it != markers_.end()) marker = it->second;
+      candidates.push_back({id, cached.labels_key, cached.create_revision, marker});
+    }
+  }
+  const int64_t now = NowMs();
+  const int64_t cutoff = now - absl::ToInt64Milliseconds(grace);
+  std::vector<uint32_t> deleted;
+  int64_t last_revision = 0;
+  for (auto& candidate : candidates) {
+    if (!candidate.marker) {
+      // References that expired with a lease leave no marker: the grace
+      // period starts when a collector first sees the identity unreferenced.
+      etcdserverpb::TxnRequest mark;
+      *mark.add_compare() = CompareCreateRevision(keys_.IdKey(candidate.id), etcdserverpb::Compare::EQUAL,
+                                                  candidate.create_revision);
+      *mark.add_compare() = CompareCreateRevision(keys_.MarkerKey(candidate.id), etcdserverpb::Compare::EQUAL, 0);
+      *mark.add_compare() = CompareNoKeyWithPrefix(keys_.RefsPrefix(candidate.id));
+      *mark.add_success() = PutOp(keys_.MarkerKey(candidate.id), std::to_string(now));
+      auto marked = client_->Txn(mark);
+      if (!marked.ok()) return marked.status();
+      if (!marked->succeeded()) continue;
+      last_revision = marked->header().revision();
+      candidate.marker = Marker{now, last_revision};
+    }
+    if (candidate.marker->since_ms > cutoff) continue;
+    // Delete only if etcd still agrees: same identity, same marker, and no
+    // reference added since the cache looked.
+    etcdserverpb::TxnRequest del;
+    *del.add_compare() = CompareCreateRevision(keys_.IdKey(candidate.id), etcdserverpb::Compare::EQUAL,
+                                               candidate.create_revision);
+    *del.add_compare() = CompareModRevision(keys_.MarkerKey(candidate.id), candidate.marker->mod_revision);
+    *del.add_compare() = CompareNoKeyWithPrefix(keys_.RefsPrefix(candidate.id));
+    *del.add_success() = DeleteOp(keys_.IdKey(candidate.id));
+    *del.add_success() = DeleteOp(keys_.LabelsKey(candidate.labels_key));
+    *del.add_success() = DeleteOp(keys_.MarkerKey(candidate.id));
+    auto response = client_->Txn(del);
+    if (!response.ok()) return response.status();
+    if (!response->succeeded()) continue;
+    last_revision = response->header().revision();
+    deleted.push_back(candidate.id);
+    spdlog::info("garbage-collected identity {} ({})", candidate.id, candidate.labels_key);
+  }
+  if (last_revision > 0) {
+    if (auto status = WaitForRevision(last_revision); !status.ok()) return status;
+  }
+  return deleted;
+}
+
+uint32_t EtcdIdentityStore::CachedReferenceCount(uint32_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = ref_counts_.find(id);
+  return it == ref_counts_.end() ? 0 : it->second;
+}
+
+}  // namespace ebpfcni::identity::etcd

@@ -1,0 +1,199 @@
+// etcd-specific behaviour of EtcdIdentityStore against a real etcd: lease
+// expiry of a replica's references, connection loss, and history across
+// replicas. The shared contract lives in identity_store_contract_test.cc.
+#include "services/identity/etcd/etcd_identity_store.h"
+
+#include <unistd.h>
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "services/identity/etcd/testing/etcd_test_server.h"
+
+namespace ebpfcni::identity::etcd {
+namespace {
+
+using testsupport::EtcdTestServer;
+
+// Polls `condition` every 50 ms for at most `timeout`.
+template <typename F>
+bool Eventually(F condition, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return condition();
+}
+
+class EtcdIdentityStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = EtcdTestServer::Start(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    ASSERT_TRUE(server.ok()) << server.status();
+    etcd_ = std::move(*server);
+  }
+  std::unique_ptr<EtcdIdentityStore> Open(int64_t lease_ttl_seconds = 10) {
+    EtcdIdentityStoreOptions options;
+    options.client.endpoints = {etcd_->endpoint()};
+    options.client.request_timeout = std::chrono::milliseconds(1000);
+    options.prefix = "/ebpfcni-store-test/";
+    options.lease_ttl_seconds = lease_ttl_seconds;
+    auto store = EtcdIdentityStore::Open(options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  std::unique_ptr<EtcdTestServer> etcd_;
+};
+
+TEST_F(EtcdIdentityStoreTest, ExpiredLeaseFreesOnlyThatReplicasReferences) {
+  auto doomed = Open(/*lease_ttl_seconds=*/2);
+  auto survivor = Open();
+  ASSERT_TRUE(doomed && survivor);
+  auto shared = doomed->AllocateOrGet("k8s:app=shared", "node-a/ep1");
+  auto only_doomed = doomed->AllocateOrGet("k8s:app=only-a", "node-a/ep2");
+  ASSERT_TRUE(shared.ok() && only_doomed.ok());
+  ASSERT_TRUE(survivor->AllocateOrGet("k8s:app=shared", "node-b/ep1").ok());
+  auto only_survivor = survivor->AllocateOrGet("k8s:app=only-b", "node-b/ep2");
+  ASSERT_TRUE(only_survivor.ok());
+  ASSERT_EQ(survivor->CachedReferenceCount(shared->identity.id), 2u);
+
+  doomed->AbandonLease();  // as if the replica had been killed
+  ASSERT_TRUE(Eventually([&] { return survivor->CachedReferenceCount(only_doomed->identity.id) == 0; },
+                         std::chrono::seconds(15)))
+      << "the dead replica's reference did not expire with its lease";
+  EXPECT_EQ(survivor->CachedReferenceCount(shared->identity.id), 1u);
+  EXPECT_EQ(survivor->CachedReferenceCount(only_survivor->identity.id), 1u);
+
+  auto deleted = survivor->CollectGarbage(absl::ZeroDuration());
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, std::vector<uint32_t>{only_doomed->identity.id});
+  EXPECT_TRUE(survivor->Get(shared->identity.id)->has_value());
+  EXPECT_TRUE(survivor->Get(only_survivor->identity.id)->has_value());
+  EXPECT_TRUE(Eventually([&] { return !doomed->Get(only_doomed->identity.id)->has_value(); },
+                         std::chrono::seconds(5)))
+      << "the deletion did not reach the other replica's cache";
+}
+
+TEST_F(EtcdIdentityStoreTest, ExpiredReferencesGetTheGracePeriodToo) {
+  auto doomed = Open(/*lease_ttl_seconds=*/2);
+  auto survivor = Open();
+  ASSERT_TRUE(doomed && survivor);
+  auto a = doomed->AllocateOrGet("k8s:app=a", "node-a/ep1");
+  ASSERT_TRUE(a.ok());
+  doomed->AbandonLease();
+  ASSERT_TRUE(Eventually([&] { return survivor->CachedReferenceCount(a->identity.id) == 0; },
+                         std::chrono::seconds(15)));
+  // The first collection starts the grace period rather than deleting.
+  auto deleted = survivor->CollectGarbage(absl::Hours(1));
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_TRUE(deleted->empty());
+  // Referenced again within the grace: kept, same id.
+  auto back = survivor->AllocateOrGet("k8s:app=a", "node-b/ep1");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->identity.id, a->identity.id);
+  EXPECT_FALSE(back->newly_allocated);
+  deleted = survivor->CollectGarbage(absl::ZeroDuration());
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_TRUE(deleted->empty());
+}
+
+TEST_F(EtcdIdentityStoreTest, LostEtcdIsUnavailableAndNothingIsAllocatedTwice) {
+  auto store = Open();
+  ASSERT_TRUE(store);
+  auto a = store->AllocateOrGet("k8s:app=a", "n/e1");
+  ASSERT_TRUE(a.ok());
+
+  etcd_->Kill();
+  auto started = std::chrono::steady_clock::now();
+  auto b = store->AllocateOrGet("k8s:app=b", "n/e2");
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(3)) << "bounded by the deadline";
+  EXPECT_EQ(b.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(b.status().message().find("etcd at " + etcd_->endpoint() + " unreachable"), std::string::npos)
+      << b.status();
+  // Reads notice too, once the watch has broken: a cache that no longer
+  // follows etcd must not answer as if it did.
+  EXPECT_TRUE(Eventually([&] { return store->Get(a->identity.id).status().code() == absl::StatusCode::kUnavailable; },
+                         std::chrono::seconds(5)));
+
+  ASSERT_TRUE(etcd_->Restart().ok());
+  absl::StatusOr<AllocationResult> b_again = absl::UnknownError("not tried");
+  ASSERT_TRUE(Eventually(
+      [&] {
+        b_again = store->AllocateOrGet("k8s:app=b", "n/e2");
+        return b_again.ok();
+      },
+      std::chrono::seconds(20)))
+      << b_again.status();
+  EXPECT_NE(b_again->identity.id, a->identity.id);
+  auto a_again = store->AllocateOrGet("k8s:app=a", "n/e3");
+  ASSERT_TRUE(a_again.ok());
+  EXPECT_EQ(a_again->identity.id, a->identity.id);
+  EXPECT_FALSE(a_again->newly_allocated);
+}
+
+TEST_F(EtcdIdentityStoreTest, RevisionsAreSharedAcrossReplicas) {
+  auto first = Open();
+  ASSERT_TRUE(first);
+  uint64_t before_second = first->List()->revision;
+  ASSERT_TRUE(first->AllocateOrGet("k8s:app=a", "n/e1").ok());
+  auto second = Open();
+  ASSERT_TRUE(second);
+  // The second replica's history starts after that revision.
+  EXPECT_EQ(second->ChangesSince(before_second).status().code(), absl::StatusCode::kOutOfRange);
+
+  uint64_t from = second->List()->revision;
+  auto b = first->AllocateOrGet("k8s:app=b", "n/e2");
+  ASSERT_TRUE(b.ok());
+  std::vector<IdentityChange> seen;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        seen = *second->ChangesSince(from);
+        return !seen.empty();
+      },
+      std::chrono::seconds(5)));
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].identity, b->identity);
+  // The same change carries the same (etcd) revision on both replicas, so a
+  // watcher can resume on either.
+  auto on_first = first->ChangesSince(from);
+  ASSERT_TRUE(on_first.ok());
+  ASSERT_EQ(on_first->size(), 1u);
+  EXPECT_EQ((*on_first)[0].revision, seen[0].revision);
+}
+
+TEST_F(EtcdIdentityStoreTest, TwoReplicasRacingAgree) {
+  auto one = Open();
+  auto two = Open();
+  ASSERT_TRUE(one && two);
+  constexpr int kThreads = 6, kLabelSets = 40;
+  std::vector<std::vector<uint32_t>> seen(kThreads, std::vector<uint32_t>(kLabelSets));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto& store = t % 2 ? *one : *two;
+      for (int i = 0; i < kLabelSets; ++i) {
+        int set = (i * 7 + t) % kLabelSets;
+        auto r = store.AllocateOrGet("k8s:app=s" + std::to_string(set), "n/t" + std::to_string(t));
+        seen[t][set] = r.ok() ? r->identity.id : 0;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::set<uint32_t> ids;
+  for (int set = 0; set < kLabelSets; ++set) {
+    for (int t = 0; t < kThreads; ++t) {
+      ASSERT_NE(seen[t][set], 0u);
+      EXPECT_EQ(seen[t][set], seen[0][set]) << "label set " << set << " got two ids";
+    }
+    ids.insert(seen[0][set]);
+  }
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kLabelSets));
+  // Lowest-free allocation leaves no gap.
+  EXPECT_EQ(*ids.begin(), 256u);
+  EXPECT_EQ(*ids.rbegin(), 256u + kLabelSets - 1);
+}
+
+}  // namespace
+}  // namespace ebpfcni::identity::etcd

@@ -1,0 +1,229 @@
+// Three ebpf-cni-identity processes over one real etcd, clients balancing
+// over them: concurrent allocations through different replicas agree, a
+// replica killed with SIGKILL mid-run costs no call (clients fail over) and
+// no consistency, and the survivors' watch streams carry every identity.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <absl/strings/str_cat.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "common/grpc/channel.h"
+#include "ebpfcni/identity/v1/identity.grpc.pb.h"
+#include "services/identity/etcd/testing/etcd_test_server.h"
+
+namespace ebpfcni::identity {
+namespace {
+
+namespace v1 = ebpfcni::identity::v1;
+using testsupport::ChildProcess;
+using testsupport::EtcdTestServer;
+
+constexpr int kReplicas = 3;
+
+std::string LabelsText(const v1::Identity& identity) {
+  std::string text;
+  for (const auto& label : identity.labels()) absl::StrAppend(&text, label.source(), ":", label.key(), "=", label.value(), ";");
+  return text;
+}
+
+// Follows one replica's WatchIdentities stream in a thread, remembering
+// every identity it has announced (and forgetting deleted ones).
+class WatchRecorder {
+ public:
+  explicit WatchRecorder(const std::string& socket) : stub_(v1::IdentityService::NewStub(MakeChannel(socket))) {
+    thread_ = std::thread([this] {
+      v1::WatchIdentitiesRequest request;
+      auto reader = stub_->WatchIdentities(&context_, request);
+      v1::WatchIdentitiesResponse event;
+      while (reader->Read(&event)) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (event.kind() == v1::CHANGE_KIND_DELETE) {
+          seen_.erase(event.identity().id());
+        } else if (event.kind() != v1::CHANGE_KIND_SNAPSHOT_DONE && !event.identity().reserved()) {
+          seen_[event.identity().id()] = LabelsText(event.identity());
+        }
+      }
+      reader->Finish();
+    });
+  }
+  ~WatchRecorder() {
+    context_.TryCancel();
+    thread_.join();
+  }
+  std::map<uint32_t, std::string> seen() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_;
+  }
+
+ private:
+  std::unique_ptr<v1::IdentityService::Stub> stub_;
+  grpc::ClientContext context_;
+  std::mutex mu_;
+  std::map<uint32_t, std::string> seen_;
+  std::thread thread_;
+};
+
+class IdentityReplicaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = EtcdTestServer::Start("replicas");
+    ASSERT_TRUE(server.ok()) << server.status();
+    etcd_ = std::move(*server);
+    dir_ = std::filesystem::temp_directory_path() / absl::StrCat("ebpfcni-replicas-", getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    for (int i = 0; i < kReplicas; ++i) {
+      sockets_.push_back((dir_ / absl::StrCat("r", i, ".sock")).string());
+      auto replica = ChildProcess::Start(
+          {EBPFCNI_IDENTITY_BINARY, "--store=etcd", "--etcd_endpoints=" + etcd_->endpoint(),
+           absl::StrCat("--etcd_prefix=/ebpfcni-replica-test-", getpid(), "/"), "--socket=" + sockets_[i],
+           "--state_dir=" + (dir_ / absl::StrCat("state", i)).string(), "--lease_ttl=5s", "--gc_interval=1h"},
+          (dir_ / absl::StrCat("r", i, ".log")).string());
+      ASSERT_TRUE(replica.ok()) << replica.status();
+      replicas_.push_back(std::move(*replica));
+    }
+    for (int i = 0; i < kReplicas; ++i) ASSERT_TRUE(WaitServing(sockets_[i])) << "replica " << i << " not serving";
+  }
+
+  void TearDown() override {
+    replicas_.clear();  // SIGKILL + reap
+    etcd_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  static bool WaitServing(const std::string& socket) {
+    auto stub = v1::IdentityService::NewStub(MakeChannel(socket));
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < deadline) {
+      grpc::ClientContext context;
+      SetDeadline(context, std::chrono::milliseconds(500));
+      v1::ListIdentitiesResponse response;
+      if (stub->ListIdentities(&context, {}, &response).ok()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+  std::unique_ptr<EtcdTestServer> etcd_;
+  std::filesystem::path dir_;
+  std::vector<std::string> sockets_;
+  std::vector<ChildProcess> replicas_;
+};
+
+TEST_F(IdentityReplicaTest, ConcurrentAllocationsAgreeAcrossReplicasAndSurviveAKill) {
+  std::vector<std::unique_ptr<WatchRecorder>> watches;
+  for (const auto& socket : sockets_) watches.push_back(std::make_unique<WatchRecorder>(socket));
+
+  auto channel = MakeBalancedChannel(sockets_);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  auto stub = v1::IdentityService::NewStub(*channel);
+
+  constexpr int kLabelSets = 300, kCalls = 1200, kClients = 16;
+  std::vector<uint32_t> ids(kCalls, 0);
+  std::vector<std::string> errors(kCalls);
+  std::vector<std::string> labels_of_call(kCalls);
+  std::atomic<int> next{0}, done{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&] {
+      for (int call = next++; call < kCalls; call = next++) {
+        int set = call % kLabelSets;
+        v1::AllocateIdentityRequest request;
+        auto* ns = request.add_labels();
+        ns->set_key("io.kubernetes.pod.namespace");
+        ns->set_value("replica-test");
+        auto* app = request.add_labels();
+        app->set_key("app");
+        app->set_value(absl::StrCat("s", set));
+        request.mutable_owner()->set_node(absl::StrCat("node", call % 7));
+        request.mutable_owner()->set_endpoint(absl::StrCat("ep", call));
+        grpc::ClientContext context;
+        SetDeadline(context, std::chrono::seconds(20));
+        v1::AllocateIdentityResponse response;
+        grpc::Status status = stub->AllocateIdentity(&context, request, &response);
+        if (status.ok()) {
+          ids[call] = response.identity().id();
+          labels_of_call[call] = LabelsText(response.identity());
+        } else {
+          errors[call] = absl::StrCat(status.error_code(), ": ", status.error_message());
+        }
+        ++done;
+      }
+    });
+  }
+  // SIGKILL one replica while calls are in flight.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (done < kCalls * 2 / 5 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  int done_at_kill = done;
+  replicas_[2].Kill();
+  for (auto& client : clients) client.join();
+  EXPECT_LT(done_at_kill, kCalls) << "the kill should land mid-run";
+
+  std::map<int, uint32_t> id_of_set;
+  std::map<uint32_t, std::string> labels_of_id;
+  for (int call = 0; call < kCalls; ++call) {
+    ASSERT_TRUE(errors[call].empty()) << "call " << call << " failed despite failover: " << errors[call];
+    int set = call % kLabelSets;
+    auto [it, inserted] = id_of_set.emplace(set, ids[call]);
+    EXPECT_EQ(it->second, ids[call]) << "label set " << set << " got two ids";
+    auto [lit, linserted] = labels_of_id.emplace(ids[call], labels_of_call[call]);
+    EXPECT_EQ(lit->second, labels_of_call[call]) << "id " << ids[call] << " given to two label sets";
+  }
+  EXPECT_EQ(labels_of_id.size(), static_cast<size_t>(kLabelSets));
+
+  // Every survivor's watch carries every identity, with the same labels.
+  for (int survivor = 0; survivor < 2; ++survivor) {
+    std::map<uint32_t, std::string> seen;
+    auto watch_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (std::chrono::steady_clock::now() < watch_deadline) {
+      seen = watches[survivor]->seen();
+      if (seen == labels_of_id) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_EQ(seen, labels_of_id) << "replica " << survivor << "'s watch is incomplete";
+  }
+}
+
+TEST_F(IdentityReplicaTest, EveryReplicaAnswersLookupsForIdentitiesAllocatedElsewhere) {
+  auto first = v1::IdentityService::NewStub(MakeChannel(sockets_[0]));
+  v1::AllocateIdentityRequest request;
+  auto* ns = request.add_labels();
+  ns->set_key("io.kubernetes.pod.namespace");
+  ns->set_value("lookup");
+  request.mutable_owner()->set_node("n");
+  request.mutable_owner()->set_endpoint("e");
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::seconds(10));
+  v1::AllocateIdentityResponse allocated;
+  ASSERT_TRUE(first->AllocateIdentity(&context, request, &allocated).ok());
+  for (int i = 1; i < kReplicas; ++i) {
+    auto stub = v1::IdentityService::NewStub(MakeChannel(sockets_[i]));
+    bool found = false;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!found && std::chrono::steady_clock::now() < deadline) {
+      grpc::ClientContext get_context;
+      SetDeadline(get_context, std::chrono::seconds(2));
+      v1::GetIdentityRequest get;
+      get.set_id(allocated.identity().id());
+      v1::GetIdentityResponse response;
+      found = stub->GetIdentity(&get_context, get, &response).ok() &&
+              LabelsText(response.identity()) == LabelsText(allocated.identity());
+      if (!found) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(found) << "replica " << i << " does not know identity " << allocated.identity().id();
+  }
+}
+
+}  // namespace
+}  // namespace ebpfcni::identity

@@ -3,7 +3,8 @@
 # through CNI: two pod sandboxes started with RunPodSandbox get addresses
 # from the network's pool (reported back in PodSandboxStatus), reach each
 # other, a hostPort mapping (portmap via CRI's portMappings capability)
-# reaches a server in a pod, and StopPodSandbox/RemovePodSandbox run CNI DEL
+# reaches a server in a pod, an ingress-bandwidth annotation becomes a tbf
+# qdisc (bandwidth plugin), and StopPodSandbox/RemovePodSandbox run CNI DEL
 # so nothing is left behind.
 #
 # Usage: containerd_cri_test.sh --cni=bridge | --cni=ebpf-cni
@@ -42,9 +43,11 @@ sandboxes=()
 rt_defer "for id in \$(cat '$RT_WORK/sandboxes' 2>/dev/null); do
     '$cri_client' '$RT_CTR_SOCK' stop \$id; '$cri_client' '$RT_CTR_SOCK' remove \$id; done; true"
 for pod in p1 p2; do
-  ports=()
-  [[ $pod == p2 ]] && ports=("127.0.0.1:$host_port:8080")
-  id=$(cri run "rt-$RT_TAG-$pod" "rt-$RT_TAG" "uid-$RT_TAG-$pod" "${ports[@]}") ||
+  # p1: an ingress limit (containerd turns the annotation into the CNI
+  # "bandwidth" capability); p2: a hostPort (the "portMappings" capability).
+  options=(--annotation kubernetes.io/ingress-bandwidth=10M)
+  [[ $pod == p2 ]] && options=(--port "127.0.0.1:$host_port:8080")
+  id=$(cri run "rt-$RT_TAG-$pod" "rt-$RT_TAG" "uid-$RT_TAG-$pod" "${options[@]}") ||
     { tail -20 "$RT_WORK/containerd.log" >&2; rt_die "RunPodSandbox $pod failed"; }
   echo "$id" >>"$RT_WORK/sandboxes"
   sandboxes+=("$id")
@@ -66,6 +69,20 @@ rt_expect "the two pods got different addresses" test "$ip1" != "$ip2"
 rt_expect "eth0 in p1's netns carries the address CRI reported" \
   bash -c "nsenter --net=/proc/$pid1/ns/net ip -4 -o addr show eth0 | grep -q ' $ip1/'"
 rt_expect_pod_state_count 2
+
+# The host side of a pod's eth0: its peer ifindex, looked up on the host.
+host_veth_of() {
+  local peer
+  peer=$(nsenter --net="/proc/$1/ns/net" ip -o link show eth0 | sed -n 's/.*eth0@if\([0-9]*\).*/\1/p')
+  ip -o link show | awk -F': ' -v i="$peer" '$1 == i {print $2}' | cut -d@ -f1
+}
+veth1=$(host_veth_of "$pid1")
+veth2=$(host_veth_of "$pid2")
+rt_log "host veths: p1=$veth1 p2=$veth2"
+rt_expect "p1's host veth ($veth1) has the bandwidth plugin's tbf qdisc (10M ingress)" \
+  bash -c "tc qdisc show dev '$veth1' | grep -q 'tbf.*rate 10Mbit'"
+rt_expect "p2's host veth ($veth2) has no rate limit" \
+  bash -c "! tc qdisc show dev '$veth2' | grep -q tbf"
 
 rt_expect "p1 pings p2" nsenter --net="/proc/$pid1/ns/net" ping -q -c 2 -W 2 "$ip2"
 rt_expect "p2 pings p1" nsenter --net="/proc/$pid2/ns/net" ping -q -c 2 -W 2 "$ip1"

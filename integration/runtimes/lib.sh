@@ -170,7 +170,8 @@ rt_build_oci_image() {
 # --- CNI networks ----------------------------------------------------------
 
 # rt_setup_bridge_network : the known-good reference (Debian's bridge +
-# host-local + portmap) in a private conf dir. Sets RT_NET_NAME,
+# host-local, then portmap and bandwidth like up.sh's conflist) in a private
+# conf dir. Sets RT_NET_NAME,
 # RT_CONF_DIR, RT_BIN_DIRS (array), RT_IFACE_PREFIX (host-side names to
 # look for in leak checks) and RT_SUBNET_PREFIX.
 rt_setup_bridge_network() {
@@ -187,7 +188,8 @@ rt_setup_bridge_network() {
       cniVersion:"0.4.0", name:$name, plugins:[
         {type:"bridge", bridge:$br, isGateway:true, ipMasq:false,
          ipam:{type:"host-local", ranges:[[{subnet:$subnet}]], dataDir:$data}},
-        {type:"portmap", capabilities:{portMappings:true}}]}' \
+        {type:"portmap", capabilities:{portMappings:true}},
+        {type:"bandwidth", capabilities:{bandwidth:true}}]}' \
     >"$RT_CONF_DIR/00-$RT_NET_NAME.conflist"
   # The bridge plugin never deletes its bridge; we do.
   rt_defer "ip link del $RT_BRIDGE 2>/dev/null || true"

@@ -4,8 +4,10 @@
 //
 // Usage: cri-pod-client SOCKET COMMAND [ARGS]
 //   version                         runtime name/version, CRI API version
-//   run NAME NAMESPACE UID [HOST_IP:HOST_PORT:CONTAINER_PORT]
-//                                   prints the new sandbox id
+//   run NAME NAMESPACE UID [--port HOST_IP:HOST_PORT:CONTAINER_PORT]...
+//       [--annotation KEY=VALUE]...  prints the new sandbox id; annotations
+//                                   such as kubernetes.io/ingress-bandwidth
+//                                   reach CNI as capability args
 //   status ID                       prints {"id","state","ip","pid"} as JSON
 //   stop ID | remove ID
 // Exit codes: 0 success, 1 RPC failed, 2 usage error.
@@ -28,8 +30,9 @@ namespace {
 constexpr std::chrono::seconds kCallTimeout(60);
 
 int Usage() {
-  std::cerr << "usage: cri-pod-client SOCKET version|run NAME NAMESPACE UID "
-               "[HOST_IP:HOST_PORT:CONTAINER_PORT]|status ID|stop ID|remove ID\n";
+  std::cerr << "usage: cri-pod-client SOCKET version | run NAME NAMESPACE UID "
+               "[--port HOST_IP:HOST_PORT:CONTAINER_PORT]... [--annotation KEY=VALUE]... | "
+               "status ID | stop ID | remove ID\n";
   return 2;
 }
 
@@ -75,16 +78,32 @@ class Client {
   }
 
   int Run(const std::string& name, const std::string& pod_namespace, const std::string& uid,
-          const std::string& port_spec) {
+          const std::vector<std::string>& options) {
     runtime::v1::RunPodSandboxRequest request;
     auto* config = request.mutable_config();
     config->mutable_metadata()->set_name(name);
     config->mutable_metadata()->set_namespace_(pod_namespace);
     config->mutable_metadata()->set_uid(uid);
     config->set_hostname(name);
-    if (!port_spec.empty() && !ParsePortMapping(port_spec, *config->add_port_mappings())) {
-      std::cerr << "bad port mapping '" << port_spec << "', want HOST_IP:HOST_PORT:CONTAINER_PORT\n";
-      return 2;
+    for (size_t i = 0; i < options.size(); i += 2) {
+      if (i + 1 >= options.size()) return Usage();
+      const std::string& flag = options[i];
+      const std::string& value = options[i + 1];
+      if (flag == "--port") {
+        if (!ParsePortMapping(value, *config->add_port_mappings())) {
+          std::cerr << "bad port mapping '" << value << "', want HOST_IP:HOST_PORT:CONTAINER_PORT\n";
+          return 2;
+        }
+      } else if (flag == "--annotation") {
+        const auto equals = value.find('=');
+        if (equals == std::string::npos) {
+          std::cerr << "bad annotation '" << value << "', want KEY=VALUE\n";
+          return 2;
+        }
+        (*config->mutable_annotations())[value.substr(0, equals)] = value.substr(equals + 1);
+      } else {
+        return Usage();
+      }
     }
     runtime::v1::RunPodSandboxResponse response;
     grpc::ClientContext context;
@@ -150,8 +169,8 @@ int main(int argc, char** argv) {
   Client client(args[0]);
   const std::string& command = args[1];
   if (command == "version" && args.size() == 2) return client.Version();
-  if (command == "run" && (args.size() == 5 || args.size() == 6)) {
-    return client.Run(args[2], args[3], args[4], args.size() == 6 ? args[5] : "");
+  if (command == "run" && args.size() >= 5) {
+    return client.Run(args[2], args[3], args[4], {args.begin() + 5, args.end()});
   }
   if (command == "status" && args.size() == 3) return client.Status(args[2]);
   if (command == "stop" && args.size() == 3) return client.Stop(args[2]);

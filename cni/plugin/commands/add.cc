@@ -219,13 +219,9 @@ std::string AddTransaction::RollBack() {
 }  // namespace
 
 absl::StatusOr<CniResult> RunAdd(CommandContext& context) {
+  // Failures are logged once, with their CNI code, by the dispatcher.
   AddTransaction transaction(context);
-  absl::StatusOr<CniResult> result = transaction.Run();
-  if (!result.ok()) {
-    spdlog::error("ADD {}/{} failed: {}", context.env.container_id, context.env.ifname,
-                  result.status().ToString());
-  }
-  return result;
+  return transaction.Run();
 }
 
 }  // namespace ebpfcni::cni

@@ -141,6 +141,8 @@ absl::Status ConfigureHostSide(nl_sock* sk, const PodNetworkSpec& spec, const Po
   int ifindex = rtnl_link_get_ifindex(link->get());
   // Forwarding is decided per ingress interface; set it on the veth as well
   // as globally in case the host's conf/default disables it.
+  // rp_filter needs nothing: every pod source address has its /32 (/128)
+  // route back through the veth it arrives on, so even strict mode passes.
   for (const FamilyConfig& f : plan.families) {
     if (absl::Status s = EnsureSysctl(SysctlIfaceKey(f.address.family(), spec.host_ifname,
                                                      "forwarding"),

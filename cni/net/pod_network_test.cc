@@ -410,6 +410,22 @@ TEST_F(PodNetworkTest, FailureAfterCreatingTheVethRollsBack) {
   EXPECT_EQ(ExistsOrError(LinkExistsInNetns(specs_[0].netns_path, "eth0")), "absent");
 }
 
+TEST_F(PodNetworkTest, AddressReusedByANewPodSurvivesTeardownOfTheOldOne) {
+  // IPAM handed pod 0's addresses to pod 1 while pod 0's veth leaked.
+  PodNetworkSpec reuse = specs_[1];
+  reuse.addresses = specs_[0].addresses;
+  ASSERT_TRUE(SetupPodNetwork(specs_[0]).ok());
+  absl::StatusOr<PodNetworkInfo> info = SetupPodNetwork(reuse);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(CheckPodNetwork(reuse).ok()) << CheckPodNetwork(reuse);
+
+  ASSERT_TRUE(TeardownPodNetwork(specs_[0]).ok());
+  EXPECT_TRUE(CheckPodNetwork(reuse).ok()) << CheckPodNetwork(reuse);
+  absl::StatusOr<IpAddress> seen = TcpExchange(host_netns_.get(), pod_fd(1), reuse.addresses[0]);
+  EXPECT_TRUE(seen.ok()) << "host -> reused pod address: " << seen.status();
+  ASSERT_TRUE(TeardownPodNetwork(reuse).ok());
+}
+
 // Inode of the calling thread's network namespace.
 ino_t CurrentNetnsInode() {
   struct stat st {};

@@ -5,9 +5,11 @@
 #   - ADD: runs every plugin in order, each getting the network's name and
 #     cniVersion, the previous plugin's result as prevResult, and the
 #     runtimeConfig keys it declared in "capabilities"; caches the final
-#     result (like /var/lib/cni/results) for CHECK and DEL
+#     result, runtime config and CNI_ARGS (like libcni's /var/lib/cni/results)
 #   - CHECK: plugins in order with the cached result as prevResult
 #   - DEL: plugins in reverse order with the cached result, then forgets it
+#   CHECK and DEL reuse the cached runtime config and CNI_ARGS unless given
+#   again, as runtimes pass the same ones (portmap needs them to clean up).
 #   - plugins are found in $EBPF_CNI_BIN_DIR (CNI_PATH)
 # Prints the final result (or the failing plugin's error JSON) on stdout and
 # exits with the plugin's exit code, so callers can assert on both.
@@ -27,14 +29,16 @@ usage() {
 
 ifname=eth0
 cni_args=""
+cni_args_given=0
 runtime_config='{}'
+runtime_config_given=0
 plugin_only=0
 positional=()
 while (($#)); do
   case $1 in
     --ifname) ifname=${2?}; shift 2 ;;
-    --args) cni_args=${2?}; shift 2 ;;
-    --runtime-config) runtime_config=${2?}; shift 2 ;;
+    --args) cni_args=${2?}; cni_args_given=1; shift 2 ;;
+    --runtime-config) runtime_config=${2?}; runtime_config_given=1; shift 2 ;;
     --plugin-only) plugin_only=1; shift ;;
     -h | --help) usage ;;
     --*) echo "cni-exec.sh: unknown option $1" >&2; usage ;;
@@ -53,7 +57,9 @@ jq -e . >/dev/null <<<"$runtime_config" || { echo "cni-exec.sh: --runtime-config
 [[ -r $EBPF_CNI_CONFLIST ]] || { echo "cni-exec.sh: no conflist at $EBPF_CNI_CONFLIST (run up.sh)" >&2; exit 2; }
 
 conflist=$(<"$EBPF_CNI_CONFLIST")
-cache_dir=$EBPF_CNI_RUN_DIR/results
+# Persistent like libcni's /var/lib/cni/results: a DEL after a node restart
+# still needs what ADD was given.
+cache_dir=$EBPF_CNI_STATE_DIR/cni-results
 cache_file=$cache_dir/$EBPF_CNI_NETWORK_NAME-$container_id-$ifname.json
 
 # Indices of the plugins to run, in execution order.
@@ -65,7 +71,9 @@ fi
 
 prev=null
 if [[ $command != ADD && -f $cache_file ]]; then
-  prev=$(<"$cache_file")
+  prev=$(jq -c '.result' "$cache_file")
+  ((runtime_config_given)) || runtime_config=$(jq -c '.runtimeConfig // {}' "$cache_file")
+  ((cni_args_given)) || cni_args=$(jq -r '.cniArgs // ""' "$cache_file")
 fi
 
 # Builds the stdin config of plugin $1 the way libcni does.
@@ -104,7 +112,8 @@ done
 case $command in
   ADD)
     mkdir -p "$cache_dir"
-    printf '%s\n' "$prev" >"$cache_file.tmp.$$"
+    jq -n --argjson result "$prev" --argjson rc "$runtime_config" --arg args "$cni_args" \
+      '{result: $result, runtimeConfig: $rc, cniArgs: $args}' >"$cache_file.tmp.$$"
     mv -f "$cache_file.tmp.$$" "$cache_file"
     printf '%s\n' "$prev"
     ;;

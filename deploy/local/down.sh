@@ -3,7 +3,8 @@
 # the daemons (SIGTERM, bounded wait, then SIGKILL), their pid files and
 # sockets, the CNI binary, the conflist and plugin links up.sh created.
 #
-# The state directory (IPAM allocations, logs) is persistent and kept, as are
+# The state directory (IPAM allocations, cni-exec.sh's cached results, logs)
+# is persistent and kept, as are
 # the BPF pins. EBPF_CNI_PURGE=1 (or --purge) removes those too; pods still
 # attached to the node lose their datapath state then, so purge only after
 # their DEL.
@@ -35,8 +36,6 @@ if [[ -f $links ]]; then
   done <"$links"
   rm -f "$links"
 fi
-# cni-exec.sh's cached ADD results belong to this node's run.
-rm -rf "$EBPF_CNI_RUN_DIR/results"
 rmdir "$EBPF_CNI_RUN_DIR" 2>/dev/null || true
 
 if [[ $purge == 1 ]]; then

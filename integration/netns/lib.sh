@@ -74,6 +74,11 @@ itest_cleanup() {
   for pid in "${ITEST_BG_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   local pod
   for pod in "${ITEST_PODS[@]}"; do
+    # DEL first (best effort, bounded) so chained plugins such as portmap
+    # remove their host rules; then the namespace takes the veth with it.
+    if [[ -f $EBPF_CNI_STATE_DIR/cni-results/$EBPF_CNI_NETWORK_NAME-$(pod_container_id "$pod")-eth0.json ]]; then
+      timeout 20 "$DEPLOY/cni-exec.sh" DEL "$(pod_container_id "$pod")" "$(pod_netns_path "$pod")" >/dev/null 2>&1
+    fi
     ip netns delete "$(pod_netns_name "$pod")" 2>/dev/null
   done
   # Host veths whose pod namespace is gone disappear with it; any other

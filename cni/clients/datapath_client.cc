@@ -1,14 +1,20 @@
 #include "cni/clients/datapath_client.h"
 
-#include <grpcpp/client_context.h>
-
 #include "cni/clients/service_call.h"
 #include "common/grpc/channel.h"
 
 namespace ebpfcni::cni {
 namespace {
+using Stub = datapath::v1::DatapathService::Stub;
 constexpr absl::string_view kDisplayName = "datapath service";
 constexpr absl::string_view kBinary = "ebpf-cni-datapath";
+
+datapath::v1::EndpointKey Key(const std::string& container_id, const std::string& ifname) {
+  datapath::v1::EndpointKey key;
+  key.set_container_id(container_id);
+  key.set_interface_name(ifname);
+  return key;
+}
 }  // namespace
 
 DatapathClient::DatapathClient(std::string target, std::chrono::milliseconds timeout)
@@ -17,53 +23,37 @@ DatapathClient::DatapathClient(std::string target, std::chrono::milliseconds tim
       channel_(MakeChannel(target_)),
       stub_(datapath::v1::DatapathService::NewStub(channel_)) {}
 
-absl::Status DatapathClient::Describe(const grpc::Status& status, const char* rpc) const {
-  return DescribeRpcError(status, {kDisplayName, kBinary, target_}, rpc);
-}
-
 absl::StatusOr<datapath::v1::Endpoint> DatapathClient::CreateEndpoint(
     const datapath::v1::CreateEndpointRequest& request) {
-  grpc::ClientContext context;
-  SetDeadline(context, timeout_);
-  datapath::v1::CreateEndpointResponse response;
-  grpc::Status status = stub_->CreateEndpoint(&context, request, &response);
-  if (!status.ok()) return Describe(status, "CreateEndpoint");
-  return response.endpoint();
+  absl::StatusOr<datapath::v1::CreateEndpointResponse> response = UnaryCall(
+      *stub_, &Stub::CreateEndpoint, request, timeout_, {kDisplayName, kBinary, target_}, "CreateEndpoint");
+  if (!response.ok()) return response.status();
+  return response->endpoint();
 }
 
 absl::StatusOr<bool> DatapathClient::DeleteEndpoint(const std::string& container_id, const std::string& ifname) {
-  grpc::ClientContext context;
-  SetDeadline(context, timeout_);
   datapath::v1::DeleteEndpointRequest request;
-  request.mutable_key()->set_container_id(container_id);
-  request.mutable_key()->set_interface_name(ifname);
-  datapath::v1::DeleteEndpointResponse response;
-  grpc::Status status = stub_->DeleteEndpoint(&context, request, &response);
-  if (!status.ok()) return Describe(status, "DeleteEndpoint");
-  return response.deleted();
+  *request.mutable_key() = Key(container_id, ifname);
+  absl::StatusOr<datapath::v1::DeleteEndpointResponse> response = UnaryCall(
+      *stub_, &Stub::DeleteEndpoint, request, timeout_, {kDisplayName, kBinary, target_}, "DeleteEndpoint");
+  if (!response.ok()) return response.status();
+  return response->deleted();
 }
 
 absl::StatusOr<datapath::v1::Endpoint> DatapathClient::GetEndpoint(const std::string& container_id,
                                                                   const std::string& ifname) {
-  grpc::ClientContext context;
-  SetDeadline(context, timeout_);
   datapath::v1::GetEndpointRequest request;
-  request.mutable_key()->set_container_id(container_id);
-  request.mutable_key()->set_interface_name(ifname);
-  datapath::v1::GetEndpointResponse response;
-  grpc::Status status = stub_->GetEndpoint(&context, request, &response);
-  if (!status.ok()) return Describe(status, "GetEndpoint");
-  return response.endpoint();
+  *request.mutable_key() = Key(container_id, ifname);
+  absl::StatusOr<datapath::v1::GetEndpointResponse> response = UnaryCall(
+      *stub_, &Stub::GetEndpoint, request, timeout_, {kDisplayName, kBinary, target_}, "GetEndpoint");
+  if (!response.ok()) return response.status();
+  return response->endpoint();
 }
 
 absl::StatusOr<datapath::v1::GarbageCollectEndpointsResponse> DatapathClient::GarbageCollectEndpoints(
     const datapath::v1::GarbageCollectEndpointsRequest& request) {
-  grpc::ClientContext context;
-  SetDeadline(context, timeout_);
-  datapath::v1::GarbageCollectEndpointsResponse response;
-  grpc::Status status = stub_->GarbageCollectEndpoints(&context, request, &response);
-  if (!status.ok()) return Describe(status, "GarbageCollectEndpoints");
-  return response;
+  return UnaryCall(*stub_, &Stub::GarbageCollectEndpoints, request, timeout_, {kDisplayName, kBinary, target_},
+                   "GarbageCollectEndpoints");
 }
 
 absl::Status DatapathClient::CheckHealth() {

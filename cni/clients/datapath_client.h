@@ -28,8 +28,6 @@ class DatapathClient {
   absl::Status CheckHealth();
 
  private:
-  absl::Status Describe(const grpc::Status& status, const char* rpc) const;
-
   std::string target_;
   std::chrono::milliseconds timeout_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -7,8 +7,12 @@
 #include <absl/strings/string_view.h>
 
 #include <absl/status/status.h>
+#include <absl/status/statusor.h>
 #include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
 #include <grpcpp/support/status.h>
+
+#include "common/grpc/channel.h"
 
 namespace ebpfcni::cni {
 
@@ -29,5 +33,20 @@ absl::Status DescribeRpcError(const grpc::Status& status, const ServiceIdentity&
 // within timeout; UNAVAILABLE (described as above) otherwise.
 absl::Status CheckServingHealth(const std::shared_ptr<grpc::Channel>& channel, std::chrono::milliseconds timeout,
                                 const ServiceIdentity& service);
+
+// One unary call with the deadline applied and failures described, e.g.
+//   UnaryCall(*stub_, &Stub::Allocate, request, timeout_, identity, "Allocate").
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> UnaryCall(Stub& stub,
+                                   grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                                   const Request& request, std::chrono::milliseconds timeout,
+                                   const ServiceIdentity& service, absl::string_view rpc) {
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  Response response;
+  grpc::Status status = (stub.*method)(&context, request, &response);
+  if (!status.ok()) return DescribeRpcError(status, service, rpc);
+  return response;
+}
 
 }  // namespace ebpfcni::cni

@@ -119,13 +119,7 @@ absl::StatusOr<CniResult> AddTransaction::Run() {
   spdlog::info("ADD {}/{}: IPAM gave {} ({})", env_.container_id, env_.ifname,
                DescribeAddresses(addresses->addresses), allocated_by_us_ ? "new" : "existing");
 
-  spec_.netns_path = env_.netns;
-  spec_.container_ifname = env_.ifname;
-  spec_.host_ifname = context_.network.HostVethName(config_.host_veth_prefix, env_.container_id, env_.ifname);
-  spec_.mtu = config_.mtu;
-  spec_.addresses = addresses->addresses;
-  spec_.gateway_v4 = addresses->gateway_v4;
-  spec_.gateway_v6 = addresses->gateway_v6;
+  spec_ = PodSpecFor(context_, *addresses);
 
   absl::StatusOr<net::PodNetworkInfo> info = context_.network.Setup(spec_);
   if (!info.ok()) {

@@ -103,14 +103,7 @@ absl::Status RunCheck(CommandContext& context) {
     return Mismatch(absl::StrCat("prevResult lists no address for ", env.ifname));
   }
 
-  net::PodNetworkSpec spec;
-  spec.netns_path = env.netns;
-  spec.container_ifname = env.ifname;
-  spec.host_ifname = context.network.HostVethName(context.config.host_veth_prefix, env.container_id, env.ifname);
-  spec.mtu = context.config.mtu;
-  spec.addresses = expected.addresses;
-  spec.gateway_v4 = expected.gateway_v4;
-  spec.gateway_v6 = expected.gateway_v6;
+  net::PodNetworkSpec spec = PodSpecFor(context, expected);
   if (absl::Status s = context.network.Check(spec); !s.ok()) {
     absl::Status annotated = Annotate(s, absl::StrCat("pod network of ", env.container_id, "/", env.ifname));
     if (s.code() == absl::StatusCode::kFailedPrecondition || s.code() == absl::StatusCode::kNotFound) {

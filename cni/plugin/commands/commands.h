@@ -7,6 +7,7 @@
 
 #include "cni/clients/datapath_client.h"
 #include "cni/clients/ipam_client.h"
+#include "cni/plugin/commands/attachment_addresses.h"
 #include "cni/plugin/environment.h"
 #include "cni/plugin/network_config.h"
 #include "cni/plugin/pod_network_ops.h"
@@ -21,6 +22,10 @@ struct CommandContext {
   DatapathClient& datapath;
   PodNetworkOps& network;
 };
+
+// The network layer's view of the attachment named by context.env: host
+// veth name from the configured prefix, MTU, and the given addresses.
+net::PodNetworkSpec PodSpecFor(CommandContext& context, const AttachmentAddresses& addresses);
 
 // IPAM Allocate -> veth/addresses/routes -> datapath CreateEndpoint; rolls
 // everything back on failure (except when the attachment already exists).

@@ -16,6 +16,8 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "cni/plugin/plugin.h"
 #include "common/net/ip_address.h"
@@ -287,6 +289,9 @@ struct Outcome {
 class CommandsTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The plugin's progress logs would bury gtest's output; failures are
+    // asserted on the printed error JSON instead.
+    spdlog::set_default_logger(spdlog::null_logger_mt("cni-test-" + std::to_string(++logger_serial_)));
     char dir_template[] = "/tmp/cnicore-cmdtest-XXXXXX";
     ASSERT_NE(mkdtemp(dir_template), nullptr);
     dir_ = dir_template;
@@ -349,6 +354,7 @@ class CommandsTest : public ::testing::Test {
     return config;
   }
 
+  static inline int logger_serial_ = 0;
   std::string dir_;
   std::string netns_;
   FakeIpam ipam_;

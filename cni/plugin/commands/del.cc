@@ -57,14 +57,7 @@ absl::Status RunDel(CommandContext& context) {
   record(deleted.status());
 
   AttachmentAddresses addresses = AddressesToRemove(context);
-  net::PodNetworkSpec spec;
-  spec.netns_path = env.netns;
-  spec.container_ifname = env.ifname;
-  spec.host_ifname = context.network.HostVethName(context.config.host_veth_prefix, env.container_id, env.ifname);
-  spec.mtu = context.config.mtu;
-  spec.addresses = addresses.addresses;
-  spec.gateway_v4 = addresses.gateway_v4;
-  spec.gateway_v6 = addresses.gateway_v6;
+  net::PodNetworkSpec spec = PodSpecFor(context, addresses);
   absl::Status teardown = context.network.Teardown(spec);
   record(WithCniCode(Annotate(teardown, absl::StrCat("removing host veth ", spec.host_ifname)),
                      code::kHostNetworkFailure));

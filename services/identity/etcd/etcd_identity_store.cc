@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <random>
 
 #include <absl/strings/numbers.h>
 #include <absl/strings/str_cat.h>
@@ -14,6 +15,10 @@ namespace {
 // race (for the label set or the number), so this many in a row is a sign
 // of something pathological rather than ordinary contention.
 constexpr int kMaxAllocationAttempts = 200;
+// After a lost race, the next try picks one of this many lowest free
+// numbers at random, so replicas allocating at the same time stop
+// colliding; the gaps left are filled by later (lowest-free) allocations.
+constexpr uint32_t kRetrySpread = 32;
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -270,17 +275,21 @@ absl::Status EtcdIdentityStore::WaitForRevision(int64_t revision) {
                                              " (", watch_error_, "); retrying is safe"));
 }
 
-std::optional<uint32_t> EtcdIdentityStore::LowestFreeIdLocked(const std::set<uint32_t>& skip) const {
+std::optional<uint32_t> EtcdIdentityStore::FreeIdLocked(const std::set<uint32_t>& skip, uint32_t pass_over) const {
   uint64_t candidate = options_.first_id;
+  std::optional<uint32_t> last_free;
   auto taken = [&](uint64_t id) {
     auto narrow = static_cast<uint32_t>(id);
     return by_id_.count(narrow) || in_flight_.count(narrow) || skip.count(narrow);
   };
-  // by_id_ is ordered, so walking it from `first` finds the first gap in
-  // O(identities); in_flight_ and skip are small.
-  while (candidate <= options_.last_id && taken(candidate)) ++candidate;
-  if (candidate > options_.last_id) return std::nullopt;
-  return static_cast<uint32_t>(candidate);
+  // Walks up from `first` (by_id_ is ordered, so this is O(identities));
+  // in_flight_ and skip are small.
+  for (;; ++candidate) {
+    while (candidate <= options_.last_id && taken(candidate)) ++candidate;
+    if (candidate > options_.last_id) return last_free;
+    last_free = static_cast<uint32_t>(candidate);
+    if (pass_over-- == 0) return last_free;
+  }
 }
 
 absl::Status EtcdIdentityStore::ExhaustedError() const {
@@ -325,6 +334,7 @@ absl::StatusOr<AllocationResult> EtcdIdentityStore::AllocateOrGet(const std::str
     }
   }
   std::set<uint32_t> lost;  // numbers other writers took during this call
+  std::minstd_rand random(std::hash<std::string>()(labels_key) ^ static_cast<size_t>(NowMs()));
   for (int attempt = 0; attempt < kMaxAllocationAttempts; ++attempt) {
     if (known.exists) {
       LabelsEntry current;
@@ -339,7 +349,10 @@ absl::StatusOr<AllocationResult> EtcdIdentityStore::AllocateOrGet(const std::str
     uint32_t candidate;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      auto free = LowestFreeIdLocked(lost);
+      // Uncontended, the lowest free number. After losing a race, other
+      // replicas are allocating too and would all go for the next number:
+      // spread the retries over the next few free ones instead.
+      auto free = FreeIdLocked(lost, lost.empty() ? 0 : random() % kRetrySpread);
       if (!free) return ExhaustedError();
       candidate = *free;
       in_flight_.insert(candidate);
@@ -363,7 +376,10 @@ absl::StatusOr<AllocationResult> EtcdIdentityStore::AllocateOrGet(const std::str
       return AllocationResult{{candidate, labels_key}, true};
     }
     known = ParseLabelsEntry(response->responses(0).response_range());
-    if (!known.exists) lost.insert(candidate);  // the label set is free, the number was not
+    if (!known.exists) {
+      lost.insert(candidate);  // the label set is free, the number was not
+      spdlog::debug("identity {} was taken by another writer; retrying {}", candidate, labels_key);
+    }
   }
   return absl::AbortedError(absl::StrCat("could not allocate an identity for ", labels_key, " after ",
                                          kMaxAllocationAttempts, " contended attempts; retry"));

@@ -103,8 +103,10 @@ class EtcdIdentityStore final : public IdentityStore {
   absl::Status CheckServing();
   // Blocks until the cache has applied `revision` (bounded by cache_wait).
   absl::Status WaitForRevision(int64_t revision);
-  // Lowest id in range that is neither known, in flight here, nor in `skip`.
-  std::optional<uint32_t> LowestFreeIdLocked(const std::set<uint32_t>& skip) const;
+  // The free id (neither known, in flight here, nor in `skip`) after
+  // passing over `pass_over` free ones; 0 gives the lowest. Falls back to
+  // the highest free id when fewer are free; nullopt when none is.
+  std::optional<uint32_t> FreeIdLocked(const std::set<uint32_t>& skip, uint32_t pass_over) const;
   // Adds owner's reference to the identity `known` names. nullopt when
   // the label set changed meanwhile; `current` then says what it is now.
   absl::StatusOr<std::optional<AllocationResult>> TryReference(const std::string& labels_key, LabelsEntry known,

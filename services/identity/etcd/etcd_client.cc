@@ -97,6 +97,18 @@ absl::StatusOr<etcdserverpb::PutResponse> EtcdClient::Put(const etcdserverpb::Pu
   return response;
 }
 
+absl::Status EtcdClient::Compact(int64_t revision) {
+  grpc::ClientContext context;
+  SetDeadline(context);
+  etcdserverpb::CompactionRequest request;
+  request.set_revision(revision);
+  request.set_physical(true);
+  etcdserverpb::CompactionResponse response;
+  grpc::Status status = kv_->Compact(&context, request, &response);
+  if (!status.ok()) return CallError("Compact", status);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<etcdserverpb::LeaseGrantResponse> EtcdClient::LeaseGrant(int64_t ttl_seconds) {
   grpc::ClientContext context;
   SetDeadline(context);

@@ -445,16 +445,87 @@ absl::StatusOr<IdentitySnapshot> EtcdIdentityStore::List() {
 }
 
 absl::StatusOr<std::vector<IdentityChange>> EtcdIdentityStore::ChangesSince(uint64_t revision) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (auto status = CheckServingLocked(); !status.ok()) return status;
-  if (revision < static_cast<uint64_t>(history_start_)) {
-    return absl::OutOfRangeError(absl::StrCat("revision ", revision, " is older than this replica's history (from ",
-                                              history_start_, "); restart the watch from a snapshot"));
+  int64_t cache_start;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto status = CheckServingLocked(); !status.ok()) return status;
+    if (revision >= static_cast<uint64_t>(history_start_)) {
+      // The log is ordered by revision: find the first change after `revision`.
+      auto first = std::upper_bound(change_log_.begin(), change_log_.end(), revision,
+                                    [](uint64_t r, const IdentityChange& change) { return r < change.revision; });
+      return std::vector<IdentityChange>(first, change_log_.end());
+    }
+    cache_start = history_start_;
   }
-  // The log is ordered by revision: find the first change after `revision`.
-  auto first = std::upper_bound(change_log_.begin(), change_log_.end(), revision,
-                                [](uint64_t r, const IdentityChange& change) { return r < change.revision; });
-  return std::vector<IdentityChange>(first, change_log_.end());
+  // Older than this cache: etcd still has the history unless compacted.
+  auto changes = HistoryFromEtcd(revision, cache_start);
+  if (!changes.ok()) return changes.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (history_start_ != cache_start) {
+    return absl::UnavailableError("the identity cache reloaded while reading etcd history; retry");
+  }
+  changes->insert(changes->end(), change_log_.begin(), change_log_.end());
+  return changes;
+}
+
+absl::StatusOr<std::vector<IdentityChange>> EtcdIdentityStore::HistoryFromEtcd(uint64_t after, int64_t until) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + client_->request_timeout());
+  auto stream = client_->watch_stub().Watch(&context);
+  etcdserverpb::WatchRequest create;
+  create.mutable_create_request()->set_key(keys_.prefix());
+  create.mutable_create_request()->set_range_end(PrefixEnd(keys_.prefix()));
+  create.mutable_create_request()->set_start_revision(static_cast<int64_t>(after) + 1);
+  // Deleted identities' labels come from the deleted key's last value.
+  create.mutable_create_request()->set_prev_kv(true);
+  std::vector<IdentityChange> changes;
+  absl::Status failure;
+  bool complete = false;
+  if (stream->Write(create)) {
+    etcdserverpb::WatchResponse response;
+    while (!complete && failure.ok() && stream->Read(&response)) {
+      if (response.compact_revision() > 0) {
+        failure = absl::OutOfRangeError(absl::StrCat("revision ", after, " was compacted by etcd (history now starts at ",
+                                                     response.compact_revision(), "); restart the watch from a snapshot"));
+        break;
+      }
+      if (response.canceled()) {
+        failure = absl::UnavailableError(absl::StrCat("etcd cancelled the history watch: ", response.cancel_reason()));
+        break;
+      }
+      for (const auto& event : response.events()) {
+        if (event.kv().mod_revision() > until) {
+          complete = true;
+          break;
+        }
+        auto parsed = keys_.Parse(event.kv().key());
+        if (parsed.kind != KeyLayout::Kind::kIdentity) continue;
+        bool put = event.type() == mvccpb::Event::PUT;
+        changes.push_back({static_cast<uint64_t>(event.kv().mod_revision()),
+                           put ? ChangeKind::kUpsert : ChangeKind::kDelete,
+                           {parsed.id, put ? event.kv().value() : event.prev_kv().value()}});
+      }
+      if (response.created()) {
+        // Events arrive in revision order, so one past `until` proves the
+        // history before it complete. Write one (a fence key the caches
+        // ignore, on our lease) rather than rely on progress requests,
+        // which etcd 3.4 may answer before it has sent older events.
+        etcdserverpb::PutRequest fence;
+        fence.set_key(keys_.prefix() + "fence/" + std::to_string(lease_->id()));
+        fence.set_value(std::to_string(NowMs()));
+        fence.set_lease(lease_->id());
+        auto put = client_->Put(fence);
+        if (!put.ok()) failure = put.status();
+      }
+    }
+  }
+  context.TryCancel();
+  grpc::Status status = stream->Finish();
+  if (!failure.ok()) return failure;
+  if (!complete) {
+    return client_->CallError("Watch (history)", status.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream ended early") : status);
+  }
+  return changes;
 }
 
 absl::StatusOr<std::vector<uint32_t>> EtcdIdentityStore::CollectGarbage(absl::Duration grace) {

@@ -12,10 +12,11 @@
 //   and etcd still shows no reference (checked inside the delete's Txn).
 // - One Watch stream over the prefix feeds a local cache: Get, Lookup and
 //   List are answered from memory, ChangesSince from the cache's event log,
-//   whose revisions are etcd revisions (the same on every replica). After a
+//   whose revisions are etcd revisions (the same on every replica), and
+//   from etcd's history for revisions before the cache started. After a
 //   broken stream the watch resumes from the last revision it applied; if
-//   etcd compacted that revision away the cache reloads and older
-//   revisions answer OUT_OF_RANGE.
+//   etcd compacted that revision away the cache reloads. Revisions etcd no
+//   longer has answer OUT_OF_RANGE.
 // - While the watch is down every call fails with UNAVAILABLE naming the
 //   etcd endpoints; every etcd request has a deadline.
 #include <condition_variable>
@@ -97,6 +98,11 @@ class EtcdIdentityStore final : public IdentityStore {
   // A snapshot's keys count as new; a watched put of an existing key does not.
   void ApplyEventLocked(const mvccpb::Event& event, bool from_snapshot);
   void RecordChangeLocked(IdentityChange change);
+  // Identity changes in (after, until] read back from etcd's own history
+  // with a temporary Watch, for watchers resuming from before this
+  // replica's cache started (e.g. after failing over from another
+  // replica). OUT_OF_RANGE once etcd has compacted that history away.
+  absl::StatusOr<std::vector<IdentityChange>> HistoryFromEtcd(uint64_t after, int64_t until);
 
   // Callers' side.
   absl::Status CheckServingLocked() const;

@@ -5,6 +5,7 @@
 //   labels/<labels key>          -> "256"           (uniqueness of a label set)
 //   refs/<0000000256>/<owner>    -> ""              (a reference; on a replica's lease)
 //   unreferenced/<0000000256>    -> unix ms         (since when no reference exists)
+//   fence/<lease>                -> unix ms         (marks "now" in the history; ignored)
 // Ids are zero-padded so keys sort numerically. id/ and labels/ are always
 // created and deleted together in one transaction; allocation compares
 // both for create_revision == 0, so neither can be taken twice.

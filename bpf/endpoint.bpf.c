@@ -2,26 +2,114 @@
 /* TC programs attached to every pod's host-side veth. One loaded copy
  * serves all endpoints: the endpoint is found from skb->ifindex.
  *
- * from_container: clsact ingress of the host veth = packets the pod sends.
- * to_container:   clsact egress of the host veth  = packets for the pod.
+ * from_container: clsact ingress of the host veth = packets the pod sends,
+ *                 judged by the pod's egress policy.
+ * to_container:   clsact egress of the host veth  = packets for the pod,
+ *                 judged by the pod's ingress policy.
  *
- * Today they only account traffic and pass it; policy (identity lookup,
- * policy maps, conntrack) will slot in between lookup and verdict. */
+ * Order of decisions (docs/datapath.md has the full table):
+ *   not an endpoint -> pass; malformed -> drop; ARP / neighbour discovery
+ *   -> pass; identity unknown (init) -> drop; conntrack hit -> pass;
+ *   otherwise policy for a new flow, and a conntrack entry when allowed. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/endpoint.h"
 #include "lib/counters.h"
+#include "lib/parse.h"
+#include "lib/ipcache.h"
+#include "lib/drop_reasons.h"
+#include "lib/policy.h"
+#include "lib/conntrack.h"
+#include "lib/metrics.h"
+#include "lib/events.h"
+#include "lib/trace.h"
+
+static __always_inline void decide(struct __sk_buff *skb,
+				   enum ebpfcni_direction direction,
+				   const struct ebpfcni_endpoint_info *endpoint,
+				   struct packet *pkt, bool trace,
+				   struct verdict *v)
+{
+	bool from_pod = direction == EBPFCNI_FROM_POD;
+	__u8 own_scope = from_pod ? EBPFCNI_CT_SCOPE_EGRESS : EBPFCNI_CT_SCOPE_INGRESS;
+	__u8 policy_direction = from_pod ? EBPFCNI_POLICY_EGRESS : EBPFCNI_POLICY_INGRESS;
+	__u32 endpoint_id = endpoint->endpoint_id;
+	void *policy;
+	int reason;
+
+	reason = parse_packet(skb, pkt);
+	if (reason != EBPFCNI_DROP_NONE) {
+		verdict_drop(v, reason, 0);
+		return;
+	}
+	if (pkt->flags & (PACKET_F_ARP | PACKET_F_NEIGHBOUR)) {
+		verdict_allow(v, EBPFCNI_VERDICT_ALLOWED_NEIGHBOUR, 0);
+		return;
+	}
+	if (endpoint->identity == EBPFCNI_IDENTITY_UNKNOWN) {
+		verdict_drop(v, EBPFCNI_DROP_INIT_IDENTITY, 0);
+		return;
+	}
+
+	/* Established flows and replies skip the identity and policy lookups. */
+	if (ct_lookup(pkt, endpoint_id, own_scope, trace) != CT_NEW) {
+		verdict_allow(v, EBPFCNI_VERDICT_ALLOWED_CONNTRACK, 0);
+		return;
+	}
+
+	v->peer_identity = ipcache_lookup(pkt->family, from_pod ? pkt->daddr : pkt->saddr);
+	policy = policy_map_of(endpoint_id);
+	v->policy_flags = policy_flags(policy);
+	if (policy_decide(policy, v->policy_flags, endpoint_id, policy_direction,
+			  v->peer_identity, pkt->protocol, pkt->policy_port,
+			  skb->len, trace, v) &&
+	    !trace)
+		ct_create(pkt, endpoint_id, own_scope, v->rule_id);
+}
 
 static __always_inline int handle_packet(struct __sk_buff *skb,
 					 enum ebpfcni_direction direction)
 {
-	__u32 endpoint_id = lookup_endpoint_id(skb);
+	bool trace = is_trace_run(skb);
+	struct ebpfcni_endpoint_info *endpoint = lookup_endpoint(skb);
+	struct packet pkt = {};
+	struct verdict v = {};
+	__u32 endpoint_identity;
 
 	/* Interfaces we do not know are not ours to judge. */
-	if (endpoint_id == EBPFCNI_ENDPOINT_ID_NONE)
+	if (!endpoint) {
+		if (trace) {
+			verdict_allow(&v, EBPFCNI_VERDICT_NOT_AN_ENDPOINT, 0);
+			trace_report(skb, &v, 0);
+		}
 		return TC_ACT_OK;
+	}
+	endpoint_identity = endpoint->identity;
+	if (!trace)
+		count_packet(endpoint->endpoint_id, direction, skb);
 
-	count_packet(endpoint_id, direction, skb);
+	decide(skb, direction, endpoint, &pkt, trace, &v);
+
+	if (trace) {
+		trace_report(skb, &v, endpoint_identity ? endpoint_identity :
+							  EBPFCNI_IDENTITY_INIT);
+		return v.verdict == EBPFCNI_VERDICT_DROPPED ? TC_ACT_SHOT : TC_ACT_OK;
+	}
+
+	metrics_count(EBPFCNI_METRIC_VERDICT(v.verdict), skb->len);
+	if (v.verdict == EBPFCNI_VERDICT_DROPPED) {
+		if (v.reason < EBPFCNI_DROP_REASON_MAX)
+			metrics_count(EBPFCNI_METRIC_DROP(v.reason), skb->len);
+		event_emit(skb, EBPFCNI_EVENT_DROP, direction, endpoint->endpoint_id,
+			   endpoint_identity ? endpoint_identity : EBPFCNI_IDENTITY_INIT,
+			   &pkt, &v);
+		return TC_ACT_SHOT;
+	}
+	if ((v.verdict == EBPFCNI_VERDICT_ALLOWED_POLICY ||
+	     v.verdict == EBPFCNI_VERDICT_ALLOWED_NOT_ISOLATED) &&
+	    (v.policy_flags & EBPFCNI_POLICY_F_VERDICT_EVENTS))
+		event_emit(skb, EBPFCNI_EVENT_POLICY_VERDICT, direction,
+			   endpoint->endpoint_id, endpoint_identity, &pkt, &v);
 	return TC_ACT_OK;
 }
 

@@ -17,8 +17,10 @@
 
 /* Which way a packet crosses the host-side veth, seen from the pod. */
 enum ebpfcni_direction {
-	EBPFCNI_FROM_POD = 0, /* clsact ingress of the host veth */
-	EBPFCNI_TO_POD = 1,   /* clsact egress of the host veth */
+	EBPFCNI_FROM_POD = EBPFCNI_DIR_FROM_POD, /* clsact ingress of the host veth */
+	EBPFCNI_TO_POD = EBPFCNI_DIR_TO_POD,     /* clsact egress of the host veth */
 };
+
+#define NSEC_PER_SEC 1000000000ull
 
 #endif /* EBPFCNI_BPF_LIB_COMMON_H */

@@ -1,13 +1,16 @@
 /* Every BPF map of the datapath, in one place so that the programs and the
  * service agree on names (the service pins each map under --bpf_dir by its
- * name and reuses the pin on restart). Map names are at most 15 chars. */
+ * name and reuses the pin on restart). Map names are at most 15 chars.
+ * Layouts: bpf/include/ebpfcni/datapath_abi.h; docs/datapath.md explains
+ * each map. */
 #ifndef EBPFCNI_BPF_LIB_MAPS_H
 #define EBPFCNI_BPF_LIB_MAPS_H
 
 #include "common.h"
 
-/* Host-side veth ifindex -> endpoint. Written by the service on
- * CreateEndpoint; lets one loaded program serve every endpoint. */
+/* Host-side veth ifindex -> endpoint (id, identity). Written by the service
+ * on CreateEndpoint/SetEndpointIdentity; lets one loaded program serve every
+ * endpoint. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, EBPFCNI_MAX_ENDPOINTS);
@@ -23,5 +26,77 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ebpfcni_endpoint_counters);
 } endpoint_stats SEC(".maps");
+
+/* IP prefix -> security identity. No match = reserved world identity. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, EBPFCNI_IPCACHE_MAX_ENTRIES);
+	__type(key, struct ebpfcni_ipcache_key);
+	__type(value, struct ebpfcni_ipcache_value);
+} ipcache SEC(".maps");
+
+/* One endpoint's complete policy: rules plus the configuration entry. The
+ * service builds a new one aside and swaps it into policy_maps in a single
+ * update, so a packet sees either the old or the new policy, never a mix. */
+struct policy_inner_map {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, EBPFCNI_POLICY_MAX_ENTRIES);
+	/* Sizes rather than __type(): clang emits the value struct only as a
+	 * forward declaration here, which libbpf cannot size. The service
+	 * creates inner maps without BTF, so nothing is lost. */
+	__uint(key_size, sizeof(struct ebpfcni_policy_key));
+	__uint(value_size, sizeof(struct ebpfcni_policy_value));
+};
+
+/* Endpoint id -> that endpoint's policy map. An empty slot = no policy =
+ * not isolated in either direction. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, EBPFCNI_MAX_ENDPOINT_ID + 1);
+	__type(key, __u32);
+	__array(values, struct policy_inner_map);
+} policy_maps SEC(".maps");
+
+/* (endpoint id, rule key) -> packets/bytes that hit the rule. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, EBPFCNI_POLICY_STATS_MAX_ENTRIES);
+	__type(key, struct ebpfcni_policy_stats_key);
+	__type(value, struct ebpfcni_packet_counter);
+} policy_stats SEC(".maps");
+
+/* Connection tracking for both families; LRU so a full table evicts the
+ * least recently used flow instead of refusing new ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, EBPFCNI_CT_MAX_ENTRIES);
+	__type(key, struct ebpfcni_ct_key);
+	__type(value, struct ebpfcni_ct_value);
+} conntrack SEC(".maps");
+
+/* Drop and policy-verdict notifications for the service's event stream. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, EBPFCNI_EVENTS_RINGBUF_BYTES);
+} events SEC(".maps");
+
+/* Per-CPU token bucket that rate-limits events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ebpfcni_event_bucket);
+} event_bucket SEC(".maps");
+
+/* Packets/bytes by verdict and by drop reason (EBPFCNI_METRIC_*). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EBPFCNI_METRIC_MAX);
+	__type(key, __u32);
+	__type(value, struct ebpfcni_packet_counter);
+} metrics SEC(".maps");
 
 #endif /* EBPFCNI_BPF_LIB_MAPS_H */

@@ -118,12 +118,23 @@ absl::Status PrepareMapPin(bpf_map* map, const std::string& pin_dir) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const std::string& pin_dir) {
+  BpfLoadOptions options;
+  options.pin_dir = pin_dir;
+  return Load(options);
+}
+
+absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const BpfLoadOptions& options) {
+  const std::string& pin_dir = options.pin_dir;
   libbpf_set_print(LibbpfPrint);
   endpoint_bpf* skeleton = endpoint_bpf__open();
   if (skeleton == nullptr) {
     return ErrnoError("opening the embedded BPF object", errno);
   }
   std::unique_ptr<BpfObjects> objects(new BpfObjects(skeleton));
+  skeleton->rodata->ct_lifetime_tcp_established_ns = options.conntrack.tcp_established_ns;
+  skeleton->rodata->ct_lifetime_tcp_syn_ns = options.conntrack.tcp_syn_ns;
+  skeleton->rodata->ct_lifetime_tcp_closing_ns = options.conntrack.tcp_closing_ns;
+  skeleton->rodata->ct_lifetime_other_ns = options.conntrack.other_ns;
 
   std::string progs_dir = absl::StrCat(pin_dir, "/progs");
   if (!pin_dir.empty()) {
@@ -132,6 +143,9 @@ absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const std::string& 
     objects->previous_program_ids_.to_container = PinnedProgramId(progs_dir + "/to_container");
     bpf_map* map;
     bpf_object__for_each_map(map, skeleton->obj) {
+      // .rodata and friends belong to this load only (and their names have
+      // a dot, which bpffs refuses).
+      if (bpf_map__is_internal(map)) continue;
       if (absl::Status status = PrepareMapPin(map, pin_dir); !status.ok()) return status;
     }
   }
@@ -184,10 +198,35 @@ int BpfObjects::from_container_fd() const {
 int BpfObjects::to_container_fd() const { return bpf_program__fd(skeleton_->progs.to_container); }
 int BpfObjects::ifindex_map_fd() const { return bpf_map__fd(skeleton_->maps.endpoint_ifidx); }
 int BpfObjects::counters_map_fd() const { return bpf_map__fd(skeleton_->maps.endpoint_stats); }
+int BpfObjects::policy_maps_fd() const { return bpf_map__fd(skeleton_->maps.policy_maps); }
+int BpfObjects::policy_stats_fd() const { return bpf_map__fd(skeleton_->maps.policy_stats); }
+int BpfObjects::ipcache_fd() const { return bpf_map__fd(skeleton_->maps.ipcache); }
+int BpfObjects::conntrack_fd() const { return bpf_map__fd(skeleton_->maps.conntrack); }
+int BpfObjects::events_fd() const { return bpf_map__fd(skeleton_->maps.events); }
+int BpfObjects::metrics_fd() const { return bpf_map__fd(skeleton_->maps.metrics); }
 
-absl::Status BpfObjects::SetEndpointForIfindex(uint32_t ifindex, uint32_t endpoint_id) {
+absl::StatusOr<std::vector<PacketCount>> BpfObjects::ReadMetrics() const {
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return ErrnoError("counting possible CPUs", -cpus);
+  std::vector<ebpfcni_packet_counter> per_cpu(cpus);
+  std::vector<PacketCount> sums(EBPFCNI_METRIC_MAX);
+  for (uint32_t slot = 0; slot < EBPFCNI_METRIC_MAX; ++slot) {
+    if (bpf_map_lookup_elem(metrics_fd(), &slot, per_cpu.data()) != 0) {
+      return ErrnoError(absl::StrCat("reading metrics slot ", slot), errno);
+    }
+    for (const ebpfcni_packet_counter& c : per_cpu) {
+      sums[slot].packets += c.packets;
+      sums[slot].bytes += c.bytes;
+    }
+  }
+  return sums;
+}
+
+absl::Status BpfObjects::SetEndpointForIfindex(uint32_t ifindex, uint32_t endpoint_id,
+                                               uint32_t identity) {
   ebpfcni_endpoint_info info{};
   info.endpoint_id = endpoint_id;
+  info.identity = identity;
   if (bpf_map_update_elem(ifindex_map_fd(), &ifindex, &info, BPF_ANY) != 0) {
     return ErrnoError(absl::StrCat("writing ifindex ", ifindex, " -> endpoint ", endpoint_id), errno);
   }
@@ -201,6 +240,16 @@ absl::StatusOr<std::optional<uint32_t>> BpfObjects::EndpointForIfindex(uint32_t 
     return ErrnoError(absl::StrCat("reading ifindex ", ifindex), errno);
   }
   return info.endpoint_id;
+}
+
+absl::StatusOr<std::optional<EndpointMapEntry>> BpfObjects::EndpointEntry(
+    uint32_t ifindex) const {
+  ebpfcni_endpoint_info info{};
+  if (bpf_map_lookup_elem(ifindex_map_fd(), &ifindex, &info) != 0) {
+    if (errno == ENOENT) return std::nullopt;
+    return ErrnoError(absl::StrCat("reading ifindex ", ifindex), errno);
+  }
+  return EndpointMapEntry{info.endpoint_id, info.identity};
 }
 
 absl::Status BpfObjects::RemoveIfindex(uint32_t ifindex, uint32_t endpoint_id) {

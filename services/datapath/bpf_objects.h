@@ -28,6 +28,32 @@ struct EndpointCounters {
   uint64_t to_pod_bytes = 0;
 };
 
+// Conntrack lifetimes (bpf/lib/conntrack.h); tests shorten them.
+struct ConntrackLifetimes {
+  uint64_t tcp_established_ns = 6ull * 3600 * 1000000000;
+  uint64_t tcp_syn_ns = 60ull * 1000000000;
+  uint64_t tcp_closing_ns = 10ull * 1000000000;
+  uint64_t other_ns = 60ull * 1000000000;
+};
+
+struct BpfLoadOptions {
+  // Empty: nothing is pinned or reused (private maps, for tests).
+  std::string pin_dir;
+  ConntrackLifetimes conntrack;
+};
+
+// What the endpoint map holds for one host-side interface.
+struct EndpointMapEntry {
+  uint32_t endpoint_id = 0;
+  uint32_t identity = 0;  // 0 = not set (init: dropped)
+};
+
+// Packets and bytes of one counter, summed over CPUs.
+struct PacketCount {
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+};
+
 // Program ids, one per TC program.
 struct ProgramIds {
   uint32_t from_container = 0;
@@ -41,6 +67,7 @@ class BpfObjects {
   // bpffs. A pinned map whose type, key/value size or capacity no longer
   // matches this build is dropped (with a warning) and recreated empty.
   static absl::StatusOr<std::unique_ptr<BpfObjects>> Load(const std::string& pin_dir);
+  static absl::StatusOr<std::unique_ptr<BpfObjects>> Load(const BpfLoadOptions& options);
   ~BpfObjects();
   BpfObjects(const BpfObjects&) = delete;
   BpfObjects& operator=(const BpfObjects&) = delete;
@@ -52,8 +79,11 @@ class BpfObjects {
   // what the previous run of the service had attached.
   const ProgramIds& previous_program_ids() const { return previous_program_ids_; }
 
-  absl::Status SetEndpointForIfindex(uint32_t ifindex, uint32_t endpoint_id);
+  // identity 0 = not known yet: the programs drop the endpoint's traffic.
+  absl::Status SetEndpointForIfindex(uint32_t ifindex, uint32_t endpoint_id,
+                                     uint32_t identity = 0);
   absl::StatusOr<std::optional<uint32_t>> EndpointForIfindex(uint32_t ifindex) const;
+  absl::StatusOr<std::optional<EndpointMapEntry>> EndpointEntry(uint32_t ifindex) const;
   // Deletes the ifindex entry only while it still maps to endpoint_id, so an
   // entry already taken over by another endpoint is left alone.
   absl::Status RemoveIfindex(uint32_t ifindex, uint32_t endpoint_id);
@@ -65,9 +95,18 @@ class BpfObjects {
   absl::Status DeleteCounters(uint32_t endpoint_id);
   absl::StatusOr<std::vector<uint32_t>> CountedEndpointIds() const;
 
+  // Slots EBPFCNI_METRIC_* of the metrics map, summed over CPUs.
+  absl::StatusOr<std::vector<PacketCount>> ReadMetrics() const;
+
   // Descriptors for tests and tools.
   int ifindex_map_fd() const;
   int counters_map_fd() const;
+  int policy_maps_fd() const;
+  int policy_stats_fd() const;
+  int ipcache_fd() const;
+  int conntrack_fd() const;
+  int events_fd() const;
+  int metrics_fd() const;
 
  private:
   explicit BpfObjects(endpoint_bpf* skeleton) : skeleton_(skeleton) {}

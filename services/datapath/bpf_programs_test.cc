@@ -18,6 +18,9 @@ using testing::BuildUdpFrame;
 using testing::kOtherHostMac;
 
 constexpr int kTcActOk = 0;
+constexpr int kTcActShot = 2;
+// An allocated identity: without one an endpoint's traffic is dropped.
+constexpr uint32_t kIdentity = 1000;
 // BPF_PROG_TEST_RUN gives the skb to the loopback device when ctx ifindex
 // is <= 1, so packets "arrive" on ifindex 1.
 constexpr uint32_t kTestIfindex = 1;
@@ -46,7 +49,7 @@ class BpfProgramsTest : public ::testing::Test {
 };
 
 TEST_F(BpfProgramsTest, FromContainerCountsAgainstTheInterfacesEndpoint) {
-  ASSERT_TRUE(objects_->SetEndpointForIfindex(kTestIfindex, 42).ok());
+  ASSERT_TRUE(objects_->SetEndpointForIfindex(kTestIfindex, 42, kIdentity).ok());
 
   EXPECT_EQ(RunOnce(objects_->from_container_fd(), frame_), kTcActOk);
   EXPECT_EQ(RunOnce(objects_->from_container_fd(), frame_), kTcActOk);
@@ -60,7 +63,7 @@ TEST_F(BpfProgramsTest, FromContainerCountsAgainstTheInterfacesEndpoint) {
 }
 
 TEST_F(BpfProgramsTest, ToContainerCountsTheOtherDirection) {
-  ASSERT_TRUE(objects_->SetEndpointForIfindex(kTestIfindex, 7).ok());
+  ASSERT_TRUE(objects_->SetEndpointForIfindex(kTestIfindex, 7, kIdentity).ok());
 
   EXPECT_EQ(RunOnce(objects_->to_container_fd(), frame_), kTcActOk);
 
@@ -82,7 +85,7 @@ TEST_F(BpfProgramsTest, UnknownInterfacePassesUncounted) {
 }
 
 TEST_F(BpfProgramsTest, RemovedEndpointStopsCounting) {
-  ASSERT_TRUE(objects_->SetEndpointForIfindex(kTestIfindex, 9).ok());
+  ASSERT_TRUE(objects_->SetEndpointForIfindex(kTestIfindex, 9, kIdentity).ok());
   RunOnce(objects_->from_container_fd(), frame_);
   ASSERT_TRUE(objects_->RemoveIfindex(kTestIfindex, 9).ok());
   ASSERT_TRUE(objects_->DeleteCounters(9).ok());
@@ -91,6 +94,14 @@ TEST_F(BpfProgramsTest, RemovedEndpointStopsCounting) {
   absl::StatusOr<EndpointCounters> counters = objects_->ReadCounters(9);
   ASSERT_TRUE(counters.ok()) << counters.status();
   EXPECT_EQ(counters->from_pod_packets, 0u);
+}
+
+TEST_F(BpfProgramsTest, EndpointWithoutIdentityIsCountedButDropped) {
+  ASSERT_TRUE(objects_->SetEndpointForIfindex(kTestIfindex, 3).ok());
+  EXPECT_EQ(RunOnce(objects_->from_container_fd(), frame_), kTcActShot);
+  absl::StatusOr<EndpointCounters> counters = objects_->ReadCounters(3);
+  ASSERT_TRUE(counters.ok()) << counters.status();
+  EXPECT_EQ(counters->from_pod_packets, 1u);
 }
 
 TEST_F(BpfProgramsTest, RemoveIfindexLeavesAnotherEndpointsEntry) {

@@ -1,6 +1,16 @@
 #include "services/datapath/datapath_service.h"
 
+#include <arpa/inet.h>
+
+#include <map>
+#include <optional>
+#include <set>
+
+#include <absl/strings/str_cat.h>
+
 #include "common/grpc/status.h"
+#include "common/net/ip_address.h"
+#include "ebpfcni/datapath_abi.h"
 
 namespace ebpfcni::datapath {
 namespace {
@@ -26,6 +36,135 @@ v1::AttachmentState ToProto(AttachmentState state) {
   return v1::ATTACHMENT_STATE_UNSPECIFIED;
 }
 
+void ToProto(const PolicySummary& summary, v1::PolicySummary* out) {
+  out->set_installed(summary.installed);
+  out->set_ingress_isolated(summary.ingress_isolated);
+  out->set_egress_isolated(summary.egress_isolated);
+  out->set_rule_count(summary.rule_count);
+  out->set_verdict_events(summary.verdict_events);
+  out->set_rule_hit_packets(summary.rule_hit_packets);
+  out->set_rule_hit_bytes(summary.rule_hit_bytes);
+}
+
+void ToProto(const PolicyRule& rule, v1::PolicyRule* out) {
+  out->set_direction(rule.direction == PolicyDirection::kIngress
+                         ? v1::POLICY_DIRECTION_INGRESS
+                         : v1::POLICY_DIRECTION_EGRESS);
+  out->set_peer_identity(rule.peer_identity);
+  out->set_protocol(rule.protocol);
+  out->set_port(rule.port);
+  out->set_action(rule.action == PolicyAction::kAllow ? v1::POLICY_ACTION_ALLOW
+                                                      : v1::POLICY_ACTION_DENY);
+  out->set_rule_id(rule.rule_id);
+}
+
+absl::StatusOr<EndpointPolicy> FromProto(const v1::EndpointPolicy& in) {
+  EndpointPolicy policy;
+  policy.ingress_isolated = in.ingress_isolated();
+  policy.egress_isolated = in.egress_isolated();
+  policy.verdict_events = in.verdict_events();
+  for (int i = 0; i < in.rules_size(); ++i) {
+    const v1::PolicyRule& r = in.rules(i);
+    std::string where = absl::StrCat("policy.rules[", i, "]");
+    PolicyRule rule;
+    switch (r.direction()) {
+      case v1::POLICY_DIRECTION_INGRESS:
+        rule.direction = PolicyDirection::kIngress;
+        break;
+      case v1::POLICY_DIRECTION_EGRESS:
+        rule.direction = PolicyDirection::kEgress;
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ".direction must be INGRESS or EGRESS"));
+    }
+    switch (r.action()) {
+      case v1::POLICY_ACTION_ALLOW:
+        rule.action = PolicyAction::kAllow;
+        break;
+      case v1::POLICY_ACTION_DENY:
+        rule.action = PolicyAction::kDeny;
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(where, ".action must be ALLOW or DENY"));
+    }
+    if (r.protocol() > 255) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".protocol ", r.protocol(), " is not an IP protocol number (0..255)"));
+    }
+    if (r.port() > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".port ", r.port(), " is out of range (0..65535)"));
+    }
+    rule.peer_identity = r.peer_identity();
+    rule.protocol = static_cast<uint8_t>(r.protocol());
+    rule.port = static_cast<uint16_t>(r.port());
+    rule.rule_id = r.rule_id();
+    policy.rules.push_back(rule);
+  }
+  if (absl::Status status = ValidatePolicy(policy); !status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("policy.", status.message()));
+  }
+  return policy;
+}
+
+v1::Verdict VerdictToProto(uint32_t verdict) {
+  switch (verdict) {
+    case EBPFCNI_VERDICT_ALLOWED_CONNTRACK:
+      return v1::VERDICT_ALLOWED_CONNTRACK;
+    case EBPFCNI_VERDICT_ALLOWED_POLICY:
+      return v1::VERDICT_ALLOWED_POLICY;
+    case EBPFCNI_VERDICT_ALLOWED_NOT_ISOLATED:
+      return v1::VERDICT_ALLOWED_NOT_ISOLATED;
+    case EBPFCNI_VERDICT_ALLOWED_NEIGHBOUR:
+      return v1::VERDICT_ALLOWED_NEIGHBOUR;
+    case EBPFCNI_VERDICT_DROPPED:
+      return v1::VERDICT_DROPPED;
+    case EBPFCNI_VERDICT_NOT_AN_ENDPOINT:
+      return v1::VERDICT_NOT_AN_ENDPOINT;
+    default:
+      return v1::VERDICT_UNSPECIFIED;
+  }
+}
+
+// The BPF codes and the proto enum share numbers on purpose.
+v1::DropReason DropReasonToProto(uint32_t reason) {
+  static_assert(static_cast<int>(v1::DROP_REASON_POLICY_DENY) ==
+                static_cast<int>(EBPFCNI_DROP_POLICY_DENY));
+  static_assert(static_cast<int>(v1::DROP_REASON_IPV6_EXTENSION_LIMIT) ==
+                static_cast<int>(EBPFCNI_DROP_IPV6_EXTENSION_LIMIT));
+  static_assert(static_cast<int>(v1::DropReason_MAX) + 1 ==
+                static_cast<int>(EBPFCNI_DROP_REASON_MAX));
+  if (reason >= EBPFCNI_DROP_REASON_MAX) return v1::DROP_REASON_UNSPECIFIED;
+  return static_cast<v1::DropReason>(reason);
+}
+
+std::string AddressText(uint8_t family, const uint8_t* bytes) {
+  if (family == EBPFCNI_FAMILY_IPV4) return IpAddress::FromV4Bytes(bytes).ToString();
+  if (family == EBPFCNI_FAMILY_IPV6) return IpAddress::FromV6Bytes(bytes).ToString();
+  return "";
+}
+
+void ToProto(const ebpfcni_event& raw, v1::Event* out) {
+  out->set_type(raw.type == EBPFCNI_EVENT_DROP ? v1::EVENT_TYPE_DROP
+                                               : v1::EVENT_TYPE_POLICY_VERDICT);
+  out->set_timestamp_ns(raw.timestamp_ns);
+  out->set_endpoint_id(raw.endpoint_id);
+  out->set_ifindex(raw.ifindex);
+  out->set_direction(raw.direction == EBPFCNI_DIR_FROM_POD ? v1::TRAFFIC_DIRECTION_FROM_POD
+                                                           : v1::TRAFFIC_DIRECTION_TO_POD);
+  out->set_protocol(raw.protocol);
+  out->set_source_ip(AddressText(raw.family, raw.saddr));
+  out->set_destination_ip(AddressText(raw.family, raw.daddr));
+  out->set_source_port(ntohs(raw.sport));
+  out->set_destination_port(ntohs(raw.dport));
+  out->set_source_identity(raw.src_identity);
+  out->set_destination_identity(raw.dst_identity);
+  out->set_reason(DropReasonToProto(raw.reason));
+  out->set_rule_id(raw.rule_id);
+  out->set_length(raw.length);
+}
+
 void ToProto(const EndpointStatus& status, v1::Endpoint* out) {
   const EndpointRecord& r = status.record;
   ToProto(r.key, out->mutable_key());
@@ -42,6 +181,8 @@ void ToProto(const EndpointStatus& status, v1::Endpoint* out) {
   counters->set_to_pod_packets(status.counters.to_pod_packets);
   counters->set_to_pod_bytes(status.counters.to_pod_bytes);
   out->set_state(ToProto(status.state));
+  out->set_identity(r.identity);
+  ToProto(status.policy, out->mutable_policy());
 }
 
 }  // namespace
@@ -57,7 +198,14 @@ grpc::Status DatapathServiceImpl::CreateEndpoint(grpc::ServerContext*,
   record.addresses.assign(request->addresses().begin(), request->addresses().end());
   record.pod_namespace = request->pod_namespace();
   record.pod_name = request->pod_name();
-  absl::StatusOr<EndpointStatus> created = manager_->CreateEndpoint(record);
+  record.identity = request->identity();
+  std::optional<EndpointPolicy> policy;
+  if (request->has_policy()) {
+    absl::StatusOr<EndpointPolicy> parsed = FromProto(request->policy());
+    if (!parsed.ok()) return ToGrpcStatus(parsed.status());
+    policy = *std::move(parsed);
+  }
+  absl::StatusOr<EndpointStatus> created = manager_->CreateEndpoint(record, policy);
   if (!created.ok()) return ToGrpcStatus(created.status());
   ToProto(*created, response->mutable_endpoint());
   return grpc::Status::OK;
@@ -98,6 +246,199 @@ grpc::Status DatapathServiceImpl::GarbageCollectEndpoints(
   absl::StatusOr<std::vector<EndpointKey>> deleted = manager_->GarbageCollect(valid);
   if (!deleted.ok()) return ToGrpcStatus(deleted.status());
   for (const EndpointKey& key : *deleted) ToProto(key, response->add_deleted());
+  return grpc::Status::OK;
+}
+
+grpc::Status DatapathServiceImpl::SetEndpointIdentity(
+    grpc::ServerContext*, const v1::SetEndpointIdentityRequest* request,
+    v1::SetEndpointIdentityResponse* response) {
+  absl::StatusOr<EndpointStatus> endpoint =
+      manager_->SetEndpointIdentity(FromProto(request->key()), request->identity());
+  if (!endpoint.ok()) return ToGrpcStatus(endpoint.status());
+  ToProto(*endpoint, response->mutable_endpoint());
+  return grpc::Status::OK;
+}
+
+grpc::Status DatapathServiceImpl::ReplaceEndpointPolicy(
+    grpc::ServerContext*, const v1::ReplaceEndpointPolicyRequest* request,
+    v1::ReplaceEndpointPolicyResponse* response) {
+  std::optional<EndpointPolicy> policy;
+  if (request->has_policy()) {
+    absl::StatusOr<EndpointPolicy> parsed = FromProto(request->policy());
+    if (!parsed.ok()) return ToGrpcStatus(parsed.status());
+    policy = *std::move(parsed);
+  }
+  absl::StatusOr<PolicySummary> summary =
+      manager_->ReplaceEndpointPolicy(FromProto(request->key()), policy);
+  if (!summary.ok()) return ToGrpcStatus(summary.status());
+  ToProto(*summary, response->mutable_policy());
+  return grpc::Status::OK;
+}
+
+grpc::Status DatapathServiceImpl::UpsertPrefixIdentity(
+    grpc::ServerContext*, const v1::UpsertPrefixIdentityRequest* request,
+    v1::UpsertPrefixIdentityResponse*) {
+  std::vector<std::pair<IpPrefix, uint32_t>> entries;
+  for (int i = 0; i < request->entries_size(); ++i) {
+    const v1::PrefixIdentity& entry = request->entries(i);
+    absl::StatusOr<IpPrefix> prefix = IpPrefix::Parse(entry.prefix(), /*allow_bare_address=*/true);
+    if (!prefix.ok()) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("entries[", i, "].prefix \"", entry.prefix(),
+                       "\" is not an IP prefix (e.g. 10.0.0.0/8, fd00::/64)")));
+    }
+    if (entry.identity() == 0) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat("entries[", i, "].identity must be non-zero")));
+    }
+    entries.emplace_back(*prefix, entry.identity());
+  }
+  return ToGrpcStatus(manager_->UpsertPrefixIdentities(entries));
+}
+
+grpc::Status DatapathServiceImpl::DeletePrefixIdentity(
+    grpc::ServerContext*, const v1::DeletePrefixIdentityRequest* request,
+    v1::DeletePrefixIdentityResponse* response) {
+  std::vector<IpPrefix> prefixes;
+  for (int i = 0; i < request->prefixes_size(); ++i) {
+    absl::StatusOr<IpPrefix> prefix =
+        IpPrefix::Parse(request->prefixes(i), /*allow_bare_address=*/true);
+    if (!prefix.ok()) {
+      return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+          "prefixes[", i, "] \"", request->prefixes(i), "\" is not an IP prefix")));
+    }
+    prefixes.push_back(*prefix);
+  }
+  absl::StatusOr<uint32_t> deleted = manager_->DeletePrefixIdentities(prefixes);
+  if (!deleted.ok()) return ToGrpcStatus(deleted.status());
+  response->set_deleted(*deleted);
+  return grpc::Status::OK;
+}
+
+grpc::Status DatapathServiceImpl::ListPrefixIdentities(grpc::ServerContext*,
+                                                       const v1::ListPrefixIdentitiesRequest*,
+                                                       v1::ListPrefixIdentitiesResponse* response) {
+  absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>> entries =
+      manager_->ListPrefixIdentities();
+  if (!entries.ok()) return ToGrpcStatus(entries.status());
+  for (const auto& [prefix, identity] : *entries) {
+    v1::PrefixIdentity* out = response->add_entries();
+    out->set_prefix(prefix.ToString());
+    out->set_identity(identity);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status DatapathServiceImpl::DumpPolicy(grpc::ServerContext*,
+                                             const v1::DumpPolicyRequest* request,
+                                             v1::DumpPolicyResponse* response) {
+  absl::StatusOr<PolicyDump> dump = manager_->DumpPolicy(FromProto(request->key()));
+  if (!dump.ok()) return ToGrpcStatus(dump.status());
+  ToProto(dump->summary, response->mutable_policy());
+  for (const PolicyEntryCounters& entry : dump->entries) {
+    v1::PolicyEntry* out = response->add_entries();
+    ToProto(entry.rule, out->mutable_rule());
+    out->set_packets(entry.packets);
+    out->set_bytes(entry.bytes);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status DatapathServiceImpl::GetMetrics(grpc::ServerContext*, const v1::GetMetricsRequest*,
+                                             v1::GetMetricsResponse* response) {
+  absl::StatusOr<std::vector<PacketCount>> metrics = manager_->Metrics();
+  if (!metrics.ok()) return ToGrpcStatus(metrics.status());
+  for (uint32_t verdict = 1; verdict < EBPFCNI_VERDICT_MAX; ++verdict) {
+    v1::VerdictCount* out = response->add_verdicts();
+    out->set_verdict(VerdictToProto(verdict));
+    out->set_packets((*metrics)[EBPFCNI_METRIC_VERDICT(verdict)].packets);
+    out->set_bytes((*metrics)[EBPFCNI_METRIC_VERDICT(verdict)].bytes);
+  }
+  for (uint32_t reason = 1; reason < EBPFCNI_DROP_REASON_MAX; ++reason) {
+    v1::DropCount* out = response->add_drops();
+    out->set_reason(DropReasonToProto(reason));
+    out->set_packets((*metrics)[EBPFCNI_METRIC_DROP(reason)].packets);
+    out->set_bytes((*metrics)[EBPFCNI_METRIC_DROP(reason)].bytes);
+  }
+  response->set_events_rate_limited((*metrics)[EBPFCNI_METRIC_EVENTS_RATE_LIMITED].packets);
+  response->set_events_ring_full((*metrics)[EBPFCNI_METRIC_EVENTS_RING_FULL].packets);
+  if (events_ != nullptr) response->set_events_dropped_by_service(events_->dropped());
+  return grpc::Status::OK;
+}
+
+grpc::Status DatapathServiceImpl::StreamEvents(
+    grpc::ServerContext* context, const v1::StreamEventsRequest* request,
+    grpc::ServerWriter<v1::StreamEventsResponse>* writer) {
+  if (events_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "this datapath does not stream events");
+  }
+  std::optional<uint32_t> only_endpoint;
+  if (request->has_key()) {
+    absl::StatusOr<EndpointStatus> endpoint = manager_->GetEndpoint(FromProto(request->key()));
+    if (!endpoint.ok()) return ToGrpcStatus(endpoint.status());
+    only_endpoint = endpoint->record.endpoint_id;
+  }
+  std::set<int> types(request->types().begin(), request->types().end());
+  std::shared_ptr<EventStream::Subscription> subscription = events_->Subscribe();
+  // Tell the client the stream is live before the first event, so a caller
+  // can subscribe and then generate traffic without a race.
+  context->AddInitialMetadata("ebpfcni-stream", "ready");
+  writer->SendInitialMetadata();
+  std::map<uint32_t, std::optional<EndpointKey>> keys;  // cache per stream
+  while (!context->IsCancelled()) {
+    std::optional<ebpfcni_event> raw = subscription->Next(absl::Milliseconds(200));
+    if (!raw.has_value()) continue;
+    if (only_endpoint.has_value() && raw->endpoint_id != *only_endpoint) continue;
+    v1::StreamEventsResponse response;
+    ToProto(*raw, response.mutable_event());
+    if (!types.empty() && !types.contains(response.event().type())) continue;
+    auto [it, inserted] = keys.try_emplace(raw->endpoint_id);
+    if (inserted) it->second = manager_->KeyOfEndpointId(raw->endpoint_id);
+    if (it->second.has_value()) ToProto(*it->second, response.mutable_event()->mutable_endpoint_key());
+    if (!writer->Write(response)) break;
+  }
+  events_->Unsubscribe(subscription);
+  return grpc::Status::OK;
+}
+
+grpc::Status DatapathServiceImpl::Trace(grpc::ServerContext*, const v1::TraceRequest* request,
+                                        v1::TraceResponse* response) {
+  TraceSpec spec;
+  absl::StatusOr<IpAddress> source = IpAddress::Parse(request->source_ip());
+  absl::StatusOr<IpAddress> destination = IpAddress::Parse(request->destination_ip());
+  if (!source.ok() || !destination.ok()) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("source_ip \"", request->source_ip(), "\" and destination_ip \"",
+                     request->destination_ip(), "\" must both be IP addresses")));
+  }
+  if (request->protocol() > 255 || request->source_port() > 65535 ||
+      request->destination_port() > 65535 || request->tcp_flags() > 255) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        "protocol and tcp_flags must be 0..255, ports 0..65535"));
+  }
+  spec.source = *source;
+  spec.destination = *destination;
+  spec.protocol = static_cast<uint8_t>(request->protocol() == 0 ? 6 : request->protocol());
+  spec.source_port = static_cast<uint16_t>(request->source_port());
+  spec.destination_port = static_cast<uint16_t>(request->destination_port());
+  spec.tcp_flags = static_cast<uint8_t>(request->tcp_flags());
+  absl::StatusOr<std::vector<TraceHop>> hops = manager_->Trace(spec);
+  if (!hops.ok()) return ToGrpcStatus(hops.status());
+  bool allowed = true;
+  for (const TraceHop& hop : *hops) {
+    v1::TraceHop* out = response->add_hops();
+    ToProto(hop.key, out->mutable_endpoint_key());
+    out->set_endpoint_id(hop.endpoint_id);
+    out->set_direction(hop.from_pod ? v1::TRAFFIC_DIRECTION_FROM_POD
+                                    : v1::TRAFFIC_DIRECTION_TO_POD);
+    out->set_verdict(VerdictToProto(hop.result.verdict));
+    out->set_reason(DropReasonToProto(hop.result.reason));
+    out->set_rule_id(hop.result.rule_id);
+    out->set_endpoint_identity(hop.result.endpoint_identity);
+    out->set_peer_identity(hop.result.peer_identity);
+    if (hop.result.verdict == EBPFCNI_VERDICT_DROPPED) allowed = false;
+  }
+  response->set_allowed(allowed);
   return grpc::Status::OK;
 }
 

@@ -3,13 +3,16 @@
 // messages and status codes; the work is done by EndpointManager.
 #include "ebpfcni/datapath/v1/datapath.grpc.pb.h"
 #include "services/datapath/endpoint_manager.h"
+#include "services/datapath/event_stream.h"
 
 namespace ebpfcni::datapath {
 
 class DatapathServiceImpl final : public ebpfcni::datapath::v1::DatapathService::Service {
  public:
-  // `manager` must outlive the service.
-  explicit DatapathServiceImpl(EndpointManager* manager) : manager_(manager) {}
+  // `manager` (and `events`, if given) must outlive the service. Without
+  // `events`, StreamEvents answers UNAVAILABLE.
+  explicit DatapathServiceImpl(EndpointManager* manager, EventStream* events = nullptr)
+      : manager_(manager), events_(events) {}
 
   grpc::Status CreateEndpoint(grpc::ServerContext* context,
                               const v1::CreateEndpointRequest* request,
@@ -25,9 +28,34 @@ class DatapathServiceImpl final : public ebpfcni::datapath::v1::DatapathService:
   grpc::Status GarbageCollectEndpoints(grpc::ServerContext* context,
                                        const v1::GarbageCollectEndpointsRequest* request,
                                        v1::GarbageCollectEndpointsResponse* response) override;
+  grpc::Status SetEndpointIdentity(grpc::ServerContext* context,
+                                   const v1::SetEndpointIdentityRequest* request,
+                                   v1::SetEndpointIdentityResponse* response) override;
+  grpc::Status ReplaceEndpointPolicy(grpc::ServerContext* context,
+                                     const v1::ReplaceEndpointPolicyRequest* request,
+                                     v1::ReplaceEndpointPolicyResponse* response) override;
+  grpc::Status UpsertPrefixIdentity(grpc::ServerContext* context,
+                                    const v1::UpsertPrefixIdentityRequest* request,
+                                    v1::UpsertPrefixIdentityResponse* response) override;
+  grpc::Status DeletePrefixIdentity(grpc::ServerContext* context,
+                                    const v1::DeletePrefixIdentityRequest* request,
+                                    v1::DeletePrefixIdentityResponse* response) override;
+  grpc::Status ListPrefixIdentities(grpc::ServerContext* context,
+                                    const v1::ListPrefixIdentitiesRequest* request,
+                                    v1::ListPrefixIdentitiesResponse* response) override;
+  grpc::Status DumpPolicy(grpc::ServerContext* context, const v1::DumpPolicyRequest* request,
+                          v1::DumpPolicyResponse* response) override;
+  grpc::Status GetMetrics(grpc::ServerContext* context, const v1::GetMetricsRequest* request,
+                          v1::GetMetricsResponse* response) override;
+  grpc::Status StreamEvents(grpc::ServerContext* context,
+                            const v1::StreamEventsRequest* request,
+                            grpc::ServerWriter<v1::StreamEventsResponse>* writer) override;
+  grpc::Status Trace(grpc::ServerContext* context, const v1::TraceRequest* request,
+                     v1::TraceResponse* response) override;
 
  private:
   EndpointManager* manager_;
+  EventStream* events_;
 };
 
 }  // namespace ebpfcni::datapath

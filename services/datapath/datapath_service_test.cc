@@ -108,6 +108,9 @@ class DatapathServiceTest : public ::testing::Test {
     request.add_addresses("10.251.0.2");
     request.set_pod_namespace("default");
     request.set_pod_name("pod-" + container);
+    // With an identity and no policy the pod is not isolated: traffic
+    // passes and is counted.
+    request.set_identity(1000);
     return request;
   }
 

@@ -1,5 +1,10 @@
 #include "services/datapath/endpoint_manager.h"
 
+#include <ifaddrs.h>
+#include <cerrno>
+#include <cstring>
+#include <netinet/in.h>
+
 #include <set>
 #include <utility>
 
@@ -7,8 +12,10 @@
 #include <spdlog/spdlog.h>
 
 #include "common/net/ip_address.h"
+#include "ebpfcni/datapath_abi.h"
 #include "services/datapath/bpf_filesystem.h"
 #include "services/datapath/network_interface.h"
+#include "services/datapath/packet_builder.h"
 #include "services/datapath/tc_attachment.h"
 
 namespace ebpfcni::datapath {
@@ -21,12 +28,30 @@ std::string Describe(const EndpointKey& key) {
 constexpr TcDirection kFromContainer = TcDirection::kIngress;
 constexpr TcDirection kToContainer = TcDirection::kEgress;
 
+IpPrefix HostPrefix(const IpAddress& address) {
+  return IpPrefix(address, address.max_prefix_length());
+}
+
+// The addresses of the record that parse (CreateEndpoint validated them).
+std::vector<IpAddress> AddressesOf(const EndpointRecord& record) {
+  std::vector<IpAddress> addresses;
+  for (const std::string& text : record.addresses) {
+    if (absl::StatusOr<IpAddress> address = IpAddress::Parse(text); address.ok()) {
+      addresses.push_back(*address);
+    }
+  }
+  return addresses;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
     const EndpointManagerOptions& options) {
   if (absl::Status status = PrepareBpfDir(options.bpf_dir); !status.ok()) return status;
-  absl::StatusOr<std::unique_ptr<BpfObjects>> bpf = BpfObjects::Load(options.bpf_dir);
+  BpfLoadOptions load_options;
+  load_options.pin_dir = options.bpf_dir;
+  load_options.conntrack = options.conntrack;
+  absl::StatusOr<std::unique_ptr<BpfObjects>> bpf = BpfObjects::Load(load_options);
   if (!bpf.ok()) return bpf.status();
   absl::StatusOr<std::unique_ptr<EndpointRegistry>> registry =
       EndpointRegistry::Open(absl::StrCat(options.state_dir, "/datapath/endpoints.json"));
@@ -41,9 +66,80 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
                previous.to_container);
   {
     absl::MutexLock lock(&manager->mutex_);
+    if (options.map_host_addresses) {
+      if (absl::Status status = manager->MapHostAddresses(); !status.ok()) return status;
+    }
     if (absl::Status status = manager->Restore(); !status.ok()) return status;
   }
   return manager;
+}
+
+absl::Status EndpointManager::MapHostAddresses() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) {
+    return absl::InternalError(absl::StrCat("listing host addresses: ", std::strerror(errno)));
+  }
+  absl::Status result = absl::OkStatus();
+  for (ifaddrs* entry = list; entry != nullptr && result.ok(); entry = entry->ifa_next) {
+    if (entry->ifa_addr == nullptr) continue;
+    std::optional<IpAddress> address;
+    if (entry->ifa_addr->sa_family == AF_INET) {
+      address = IpAddress::FromV4Bytes(reinterpret_cast<const uint8_t*>(
+          &reinterpret_cast<const sockaddr_in*>(entry->ifa_addr)->sin_addr));
+    } else if (entry->ifa_addr->sa_family == AF_INET6) {
+      address = IpAddress::FromV6Bytes(reinterpret_cast<const uint8_t*>(
+          &reinterpret_cast<const sockaddr_in6*>(entry->ifa_addr)->sin6_addr));
+    }
+    if (!address.has_value()) continue;
+    result = ipcache_.Upsert(HostPrefix(*address), EBPFCNI_IDENTITY_HOST);
+  }
+  freeifaddrs(list);
+  return result;
+}
+
+absl::Status EndpointManager::MapEndpointAddresses(const EndpointRecord& record) {
+  // Without an identity the pod's addresses stay "world" to its peers.
+  if (record.identity == EBPFCNI_IDENTITY_UNKNOWN) return absl::OkStatus();
+  for (const IpAddress& address : AddressesOf(record)) {
+    if (absl::Status status = ipcache_.Upsert(HostPrefix(address), record.identity);
+        !status.ok()) {
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EndpointManager::UnmapEndpointAddresses(const EndpointRecord& record) {
+  std::set<IpAddress> still_used;
+  for (const EndpointRecord& other : registry_->List()) {
+    if (other.key == record.key) continue;
+    for (const IpAddress& address : AddressesOf(other)) still_used.insert(address);
+  }
+  for (const IpAddress& address : AddressesOf(record)) {
+    if (still_used.contains(address)) continue;
+    absl::StatusOr<bool> deleted = ipcache_.Delete(HostPrefix(address));
+    if (!deleted.ok()) return deleted.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PolicySummary> EndpointManager::SummarizePolicy(uint32_t endpoint_id) {
+  PolicySummary summary;
+  absl::StatusOr<std::optional<EndpointPolicy>> policy = policy_.Read(endpoint_id);
+  if (!policy.ok()) return policy.status();
+  if (!policy->has_value()) return summary;
+  summary.installed = true;
+  summary.ingress_isolated = (*policy)->ingress_isolated;
+  summary.egress_isolated = (*policy)->egress_isolated;
+  summary.verdict_events = (*policy)->verdict_events;
+  summary.rule_count = static_cast<uint32_t>((*policy)->rules.size());
+  absl::StatusOr<std::vector<PolicyEntryCounters>> counters = policy_.ReadCounters(endpoint_id);
+  if (!counters.ok()) return counters.status();
+  for (const PolicyEntryCounters& entry : *counters) {
+    summary.rule_hit_packets += entry.packets;
+    summary.rule_hit_bytes += entry.bytes;
+  }
+  return summary;
 }
 
 absl::Status EndpointManager::Restore() {
@@ -74,6 +170,7 @@ absl::Status EndpointManager::Restore() {
       }
       continue;
     }
+    if (absl::Status status = MapEndpointAddresses(record); !status.ok()) return status;
     spdlog::info("re-adopted endpoint {} (id {}) on {} (ifindex {})", Describe(record.key),
                  record.endpoint_id, record.host_interface_name, record.host_ifindex);
     restore_summary_.readopted.push_back(record.key);
@@ -110,7 +207,8 @@ absl::Status EndpointManager::RemoveOrphanMapEntries() {
 
 absl::Status EndpointManager::Attach(const EndpointRecord& record) {
   int ifindex = static_cast<int>(record.host_ifindex);
-  if (absl::Status status = bpf_->SetEndpointForIfindex(record.host_ifindex, record.endpoint_id);
+  if (absl::Status status = bpf_->SetEndpointForIfindex(record.host_ifindex, record.endpoint_id,
+                                                       record.identity);
       !status.ok()) {
     return status;
   }
@@ -152,6 +250,8 @@ absl::Status EndpointManager::Forget(const EndpointRecord& record) {
     return status;
   }
   if (absl::Status status = bpf_->DeleteCounters(record.endpoint_id); !status.ok()) return status;
+  if (absl::Status status = policy_.Clear(record.endpoint_id); !status.ok()) return status;
+  if (absl::Status status = UnmapEndpointAddresses(record); !status.ok()) return status;
   absl::StatusOr<bool> removed = registry_->Remove(record.key);
   return removed.status();
 }
@@ -162,6 +262,9 @@ absl::StatusOr<EndpointStatus> EndpointManager::StatusOf(const EndpointRecord& r
   absl::StatusOr<EndpointCounters> counters = bpf_->ReadCounters(record.endpoint_id);
   if (!counters.ok()) return counters.status();
   status.counters = *counters;
+  absl::StatusOr<PolicySummary> policy = SummarizePolicy(record.endpoint_id);
+  if (!policy.ok()) return policy.status();
+  status.policy = *policy;
   if (!InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) {
     status.state = AttachmentState::kInterfaceGone;
     return status;
@@ -176,7 +279,8 @@ absl::StatusOr<EndpointStatus> EndpointManager::StatusOf(const EndpointRecord& r
   return status;
 }
 
-absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(const EndpointRecord& request) {
+absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
+    const EndpointRecord& request, const std::optional<EndpointPolicy>& policy) {
   if (request.key.container_id.empty()) {
     return absl::InvalidArgumentError("key.container_id is required");
   }
@@ -191,6 +295,9 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(const EndpointRec
       return absl::InvalidArgumentError(
           absl::StrCat("addresses: \"", address, "\" is not an IP address (no prefix length)"));
     }
+  }
+  if (policy.has_value()) {
+    if (absl::Status status = ValidatePolicy(*policy); !status.ok()) return status;
   }
   std::optional<std::string> actual_name = InterfaceName(request.host_ifindex);
   if (!actual_name.has_value()) {
@@ -240,13 +347,35 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(const EndpointRec
 
   EndpointRecord record = request;
   record.host_interface_name = *actual_name;
+  if (record.identity == EBPFCNI_IDENTITY_UNKNOWN && existing.has_value()) {
+    record.identity = existing->identity;
+  }
   absl::StatusOr<EndpointRecord> stored = registry_->Put(record);
   if (!stored.ok()) return stored.status();
   if (!existing.has_value()) {
-    // A recycled id must not inherit counters of its previous owner.
+    // A recycled id must not inherit counters or policy of its previous
+    // owner.
     if (absl::Status status = bpf_->DeleteCounters(stored->endpoint_id); !status.ok()) {
       return status;
     }
+  }
+  // Identity and policy are in the maps before the programs can see the
+  // endpoint: there is no moment in which its traffic bypasses policy.
+  absl::Status prepared = absl::OkStatus();
+  if (policy.has_value()) {
+    prepared = policy_.Replace(stored->endpoint_id, *policy);
+  } else if (!existing.has_value()) {
+    prepared = policy_.Clear(stored->endpoint_id);
+  }
+  if (prepared.ok()) prepared = MapEndpointAddresses(*stored);
+  if (!prepared.ok()) {
+    if (!existing.has_value()) {
+      if (absl::Status cleanup = Forget(*stored); !cleanup.ok()) {
+        spdlog::warn("cleaning up endpoint {} after failed setup: {}", Describe(request.key),
+                     cleanup.ToString());
+      }
+    }
+    return prepared;
   }
   if (absl::Status status = Attach(*stored); !status.ok()) {
     if (!existing.has_value()) {
@@ -258,9 +387,13 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(const EndpointRec
     }
     return status;
   }
-  spdlog::info("{} endpoint {} (id {}) on {} (ifindex {})",
+  spdlog::info("{} endpoint {} (id {}, identity {}) on {} (ifindex {}){}",
                existing.has_value() ? "updated" : "created", Describe(stored->key),
-               stored->endpoint_id, stored->host_interface_name, stored->host_ifindex);
+               stored->endpoint_id, stored->identity, stored->host_interface_name,
+               stored->host_ifindex,
+               stored->identity == EBPFCNI_IDENTITY_UNKNOWN
+                   ? "; no identity yet: its traffic is dropped until SetEndpointIdentity"
+                   : "");
   return StatusOf(*stored);
 }
 
@@ -309,6 +442,179 @@ absl::StatusOr<std::vector<EndpointKey>> EndpointManager::GarbageCollect(
     deleted.push_back(record.key);
   }
   return deleted;
+}
+
+}  // namespace ebpfcni::datapath
+
+namespace ebpfcni::datapath {
+
+absl::StatusOr<EndpointStatus> EndpointManager::SetEndpointIdentity(const EndpointKey& key,
+                                                                    uint32_t identity) {
+  if (identity == EBPFCNI_IDENTITY_UNKNOWN) {
+    return absl::InvalidArgumentError("identity must be non-zero");
+  }
+  absl::MutexLock lock(&mutex_);
+  std::optional<EndpointRecord> record = registry_->Find(key);
+  if (!record.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no endpoint ", Describe(key)));
+  }
+  record->identity = identity;
+  absl::StatusOr<EndpointRecord> stored = registry_->Put(*record);
+  if (!stored.ok()) return stored.status();
+  if (absl::Status status = MapEndpointAddresses(*stored); !status.ok()) return status;
+  // The endpoint map entry last: from here on the programs judge the pod as
+  // `identity`, and its peers already see its addresses with it.
+  if (InterfaceStillNamed(stored->host_ifindex, stored->host_interface_name)) {
+    if (absl::Status status =
+            bpf_->SetEndpointForIfindex(stored->host_ifindex, stored->endpoint_id, identity);
+        !status.ok()) {
+      return status;
+    }
+  }
+  spdlog::info("endpoint {} (id {}) has identity {}", Describe(key), stored->endpoint_id,
+               identity);
+  return StatusOf(*stored);
+}
+
+absl::StatusOr<PolicySummary> EndpointManager::ReplaceEndpointPolicy(
+    const EndpointKey& key, const std::optional<EndpointPolicy>& policy) {
+  absl::MutexLock lock(&mutex_);
+  std::optional<EndpointRecord> record = registry_->Find(key);
+  if (!record.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no endpoint ", Describe(key)));
+  }
+  absl::Status status = policy.has_value() ? policy_.Replace(record->endpoint_id, *policy)
+                                           : policy_.Clear(record->endpoint_id);
+  if (!status.ok()) return status;
+  spdlog::info("endpoint {} (id {}): policy {}", Describe(key), record->endpoint_id,
+               policy.has_value()
+                   ? absl::StrCat("replaced: ", policy->rules.size(), " rules, ingress ",
+                                  policy->ingress_isolated ? "isolated" : "open", ", egress ",
+                                  policy->egress_isolated ? "isolated" : "open")
+                   : std::string("removed (not isolated)"));
+  return SummarizePolicy(record->endpoint_id);
+}
+
+absl::StatusOr<PolicyDump> EndpointManager::DumpPolicy(const EndpointKey& key) {
+  absl::MutexLock lock(&mutex_);
+  std::optional<EndpointRecord> record = registry_->Find(key);
+  if (!record.has_value()) {
+    return absl::NotFoundError(absl::StrCat("no endpoint ", Describe(key)));
+  }
+  PolicyDump dump;
+  absl::StatusOr<PolicySummary> summary = SummarizePolicy(record->endpoint_id);
+  if (!summary.ok()) return summary.status();
+  dump.summary = *summary;
+  absl::StatusOr<std::vector<PolicyEntryCounters>> entries =
+      policy_.ReadCounters(record->endpoint_id);
+  if (!entries.ok()) return entries.status();
+  dump.entries = *std::move(entries);
+  return dump;
+}
+
+absl::Status EndpointManager::UpsertPrefixIdentities(
+    const std::vector<std::pair<IpPrefix, uint32_t>>& entries) {
+  absl::MutexLock lock(&mutex_);
+  for (const auto& [prefix, identity] : entries) {
+    if (absl::Status status = ipcache_.Upsert(prefix, identity); !status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> EndpointManager::DeletePrefixIdentities(
+    const std::vector<IpPrefix>& prefixes) {
+  absl::MutexLock lock(&mutex_);
+  uint32_t deleted = 0;
+  for (const IpPrefix& prefix : prefixes) {
+    absl::StatusOr<bool> existed = ipcache_.Delete(prefix);
+    if (!existed.ok()) return existed.status();
+    if (*existed) ++deleted;
+  }
+  return deleted;
+}
+
+absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>>
+EndpointManager::ListPrefixIdentities() {
+  absl::MutexLock lock(&mutex_);
+  return ipcache_.List();
+}
+
+absl::StatusOr<std::vector<PacketCount>> EndpointManager::Metrics() {
+  absl::MutexLock lock(&mutex_);
+  return bpf_->ReadMetrics();
+}
+
+std::optional<EndpointKey> EndpointManager::KeyOfEndpointId(uint32_t endpoint_id) {
+  absl::MutexLock lock(&mutex_);
+  for (const EndpointRecord& record : registry_->List()) {
+    if (record.endpoint_id == endpoint_id) return record.key;
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::vector<TraceHop>> EndpointManager::Trace(const TraceSpec& spec) {
+  if (spec.source.is_v4() != spec.destination.is_v4()) {
+    return absl::InvalidArgumentError(absl::StrCat("source ", spec.source.ToString(),
+                                                   " and destination ",
+                                                   spec.destination.ToString(),
+                                                   " are of different IP families"));
+  }
+  PacketBuilder packet = [&] {
+    switch (spec.protocol) {
+      case kProtoTcp:
+        return PacketBuilder::Tcp(spec.source, spec.destination, spec.source_port,
+                                  spec.destination_port,
+                                  spec.tcp_flags == 0 ? kTcpSyn : spec.tcp_flags);
+      case kProtoUdp:
+        return PacketBuilder::Udp(spec.source, spec.destination, spec.source_port,
+                                  spec.destination_port);
+      case kProtoSctp:
+        return PacketBuilder::Sctp(spec.source, spec.destination, spec.source_port,
+                                   spec.destination_port);
+      case kProtoIcmp:
+      case kProtoIcmpV6: {
+        uint8_t echo_request = spec.source.is_v4() ? 8 : 128;
+        uint8_t type = spec.destination_port == 0 ? echo_request
+                                                  : static_cast<uint8_t>(spec.destination_port);
+        return PacketBuilder::Icmp(spec.source, spec.destination, type, spec.source_port);
+      }
+      default:
+        return PacketBuilder::Protocol(spec.source, spec.destination, spec.protocol);
+    }
+  }();
+  std::vector<uint8_t> frame = packet.Payload(16).Build();
+
+  absl::MutexLock lock(&mutex_);
+  std::optional<EndpointRecord> source_endpoint;
+  std::optional<EndpointRecord> destination_endpoint;
+  for (const EndpointRecord& record : registry_->List()) {
+    for (const IpAddress& address : AddressesOf(record)) {
+      if (address == spec.source) source_endpoint = record;
+      if (address == spec.destination) destination_endpoint = record;
+    }
+  }
+  if (!source_endpoint.has_value() && !destination_endpoint.has_value()) {
+    return absl::NotFoundError(absl::StrCat("neither ", spec.source.ToString(), " nor ",
+                                            spec.destination.ToString(),
+                                            " is the address of an endpoint on this node"));
+  }
+  std::vector<TraceHop> hops;
+  for (bool from_pod : {true, false}) {
+    const std::optional<EndpointRecord>& endpoint =
+        from_pod ? source_endpoint : destination_endpoint;
+    if (!endpoint.has_value()) continue;
+    if (!InterfaceStillNamed(endpoint->host_ifindex, endpoint->host_interface_name)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("endpoint ", Describe(endpoint->key), " has lost its interface ",
+                       endpoint->host_interface_name));
+    }
+    absl::StatusOr<TraceResult> result =
+        TraceProgram(from_pod ? bpf_->from_container_fd() : bpf_->to_container_fd(),
+                     endpoint->host_ifindex, frame);
+    if (!result.ok()) return result.status();
+    hops.push_back(TraceHop{endpoint->key, endpoint->endpoint_id, from_pod, *result});
+  }
+  return hops;
 }
 
 }  // namespace ebpfcni::datapath

@@ -4,6 +4,8 @@
 // including across restarts of the service.
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -12,8 +14,13 @@
 #include <absl/status/statusor.h>
 #include <absl/synchronization/mutex.h>
 
+#include "common/net/ip_address.h"
 #include "services/datapath/bpf_objects.h"
+#include "services/datapath/endpoint_policy.h"
 #include "services/datapath/endpoint_registry.h"
+#include "services/datapath/ipcache_map.h"
+#include "services/datapath/policy_map.h"
+#include "services/datapath/program_runner.h"
 
 namespace ebpfcni::datapath {
 
@@ -25,10 +32,46 @@ enum class AttachmentState {
   kInterfaceGone,
 };
 
+// An endpoint's installed policy in brief.
+struct PolicySummary {
+  bool installed = false;  // false: no policy, not isolated
+  bool ingress_isolated = false;
+  bool egress_isolated = false;
+  bool verdict_events = false;
+  uint32_t rule_count = 0;
+  uint64_t rule_hit_packets = 0;
+  uint64_t rule_hit_bytes = 0;
+};
+
 struct EndpointStatus {
   EndpointRecord record;
   EndpointCounters counters;
   AttachmentState state = AttachmentState::kDetached;
+  PolicySummary policy;
+};
+
+struct PolicyDump {
+  PolicySummary summary;
+  std::vector<PolicyEntryCounters> entries;
+};
+
+// A synthetic packet for Trace().
+struct TraceSpec {
+  IpAddress source;
+  IpAddress destination;
+  uint8_t protocol = 6;
+  uint16_t source_port = 0;
+  // Destination port; the ICMP type for ICMP (0: echo request).
+  uint16_t destination_port = 0;
+  uint8_t tcp_flags = 0;  // 0: SYN
+};
+
+// One program the traced packet went through.
+struct TraceHop {
+  EndpointKey key;
+  uint32_t endpoint_id = 0;
+  bool from_pod = true;  // source endpoint's egress; false: destination's ingress
+  TraceResult result;
 };
 
 // What Start() found and did about endpoints of an earlier run.
@@ -44,6 +87,10 @@ struct EndpointManagerOptions {
   std::string bpf_dir;
   // The registry lives at <state_dir>/datapath/endpoints.json.
   std::string state_dir;
+  ConntrackLifetimes conntrack;
+  // Map this host's own addresses to the reserved host identity (1) in the
+  // ipcache at start.
+  bool map_host_addresses = true;
 };
 
 class EndpointManager {
@@ -54,7 +101,11 @@ class EndpointManager {
       const EndpointManagerOptions& options);
 
   // `request.endpoint_id` is ignored; host_interface_name may be empty.
-  absl::StatusOr<EndpointStatus> CreateEndpoint(const EndpointRecord& request);
+  // request.identity 0 keeps an existing endpoint's identity (a new one is
+  // init: dropped). `policy` is installed before the programs are attached;
+  // nullopt keeps an existing endpoint's policy (a new one has none).
+  absl::StatusOr<EndpointStatus> CreateEndpoint(
+      const EndpointRecord& request, const std::optional<EndpointPolicy>& policy = std::nullopt);
   // False when there was nothing to delete.
   absl::StatusOr<bool> DeleteEndpoint(const EndpointKey& key);
   absl::StatusOr<EndpointStatus> GetEndpoint(const EndpointKey& key);
@@ -62,12 +113,47 @@ class EndpointManager {
   // Deletes every endpoint not in `valid`; returns the deleted keys.
   absl::StatusOr<std::vector<EndpointKey>> GarbageCollect(const std::vector<EndpointKey>& valid);
 
+  absl::StatusOr<EndpointStatus> SetEndpointIdentity(const EndpointKey& key, uint32_t identity);
+  // nullopt removes the policy (not isolated).
+  absl::StatusOr<PolicySummary> ReplaceEndpointPolicy(const EndpointKey& key,
+                                                      const std::optional<EndpointPolicy>& policy);
+  absl::StatusOr<PolicyDump> DumpPolicy(const EndpointKey& key);
+
+  absl::Status UpsertPrefixIdentities(const std::vector<std::pair<IpPrefix, uint32_t>>& entries);
+  // Returns how many of the prefixes existed.
+  absl::StatusOr<uint32_t> DeletePrefixIdentities(const std::vector<IpPrefix>& prefixes);
+  absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>> ListPrefixIdentities();
+
+  // Node-wide counters, slots EBPFCNI_METRIC_*.
+  absl::StatusOr<std::vector<PacketCount>> Metrics();
+
+  // Runs the packet through the source endpoint's egress and/or the
+  // destination endpoint's ingress program; NOT_FOUND if neither address
+  // belongs to an endpoint here.
+  absl::StatusOr<std::vector<TraceHop>> Trace(const TraceSpec& spec);
+
+  // The key of a live endpoint id (for naming endpoints in events).
+  std::optional<EndpointKey> KeyOfEndpointId(uint32_t endpoint_id);
+
   const RestoreSummary& restore_summary() const { return restore_summary_; }
   const BpfObjects& bpf() const { return *bpf_; }
 
  private:
   EndpointManager(std::unique_ptr<BpfObjects> bpf, std::unique_ptr<EndpointRegistry> registry)
-      : bpf_(std::move(bpf)), registry_(std::move(registry)) {}
+      : bpf_(std::move(bpf)),
+        registry_(std::move(registry)),
+        policy_(bpf_->policy_maps_fd(), bpf_->policy_stats_fd()),
+        ipcache_(bpf_->ipcache_fd()) {}
+
+  absl::Status MapHostAddresses() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // /32 and /128 ipcache entries of the endpoint's addresses -> identity.
+  absl::Status MapEndpointAddresses(const EndpointRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Removes them unless another endpoint still has the address.
+  absl::Status UnmapEndpointAddresses(const EndpointRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  absl::StatusOr<PolicySummary> SummarizePolicy(uint32_t endpoint_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   absl::Status Restore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::Status RemoveOrphanMapEntries() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -83,6 +169,8 @@ class EndpointManager {
   absl::Mutex mutex_;
   std::unique_ptr<BpfObjects> bpf_ ABSL_GUARDED_BY(mutex_);
   std::unique_ptr<EndpointRegistry> registry_ ABSL_GUARDED_BY(mutex_);
+  PolicyMap policy_ ABSL_GUARDED_BY(mutex_);
+  IpCacheMap ipcache_ ABSL_GUARDED_BY(mutex_);
   RestoreSummary restore_summary_;
 };
 

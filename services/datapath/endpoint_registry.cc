@@ -32,6 +32,7 @@ nlohmann::json ToJson(const EndpointRecord& r) {
       {"addresses", r.addresses},
       {"pod_namespace", r.pod_namespace},
       {"pod_name", r.pod_name},
+      {"identity", r.identity},
   };
 }
 
@@ -46,6 +47,7 @@ EndpointRecord FromJson(const nlohmann::json& j) {
   r.addresses = j.value("addresses", std::vector<std::string>{});
   r.pod_namespace = j.value("pod_namespace", "");
   r.pod_name = j.value("pod_name", "");
+  r.identity = j.value("identity", 0u);
   return r;
 }
 

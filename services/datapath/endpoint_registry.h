@@ -34,6 +34,8 @@ struct EndpointRecord {
   std::vector<std::string> addresses;
   std::string pod_namespace;
   std::string pod_name;
+  // Security identity; 0 = not known yet (the endpoint is "init": dropped).
+  uint32_t identity = 0;
 };
 
 class EndpointRegistry {

@@ -12,6 +12,7 @@
 #include "common/service/service_flags.h"
 #include "services/datapath/datapath_service.h"
 #include "services/datapath/endpoint_manager.h"
+#include "services/datapath/event_stream.h"
 
 ABSL_FLAG(std::string, bpf_dir, "/sys/fs/bpf/ebpf-cni",
           "Directory on bpffs where maps and programs are pinned");
@@ -36,7 +37,12 @@ int main(int argc, char** argv) {
                restored.readopted.size(), restored.removed_stale.size(),
                restored.failed.size());
 
-  ebpfcni::datapath::DatapathServiceImpl service(manager->get());
+  auto events = ebpfcni::datapath::EventStream::Start((*manager)->bpf().events_fd());
+  if (!events.ok()) {
+    spdlog::critical("cannot read datapath events: {}", events.status().ToString());
+    return EXIT_FAILURE;
+  }
+  ebpfcni::datapath::DatapathServiceImpl service(manager->get(), events->get());
   absl::Status served = ebpfcni::ServeUntilSignal(
       ebpfcni::ListenOptionsFromFlags("/run/ebpf-cni/datapath.sock"),
       {{&service, "ebpfcni.datapath.v1.DatapathService"}});

@@ -2,7 +2,9 @@
  * service (C++). Only fixed-width types and plain C so that both clang
  * -target bpf (with vmlinux.h) and g++ compile it to the same layout; a
  * change here changes the layout of pinned maps, so the service recreates
- * maps whose key/value sizes no longer match (see bpf_objects.cc). */
+ * maps whose key/value sizes no longer match (see bpf_objects.cc).
+ *
+ * Every map, key and value is described in docs/datapath.md. */
 #ifndef EBPFCNI_DATAPATH_ABI_H
 #define EBPFCNI_DATAPATH_ABI_H
 
@@ -20,12 +22,30 @@
 #define EBPFCNI_ENDPOINT_ID_NONE 0
 #define EBPFCNI_MAX_ENDPOINT_ID 0xffff
 
-/* Value of the ifindex -> endpoint map (key: __u32 host-side ifindex).
- * A struct rather than a bare id so later fields (identity, flags) can be
- * added without changing the key. */
+/* Reserved security identities (the numbers of services/identity, which are
+ * Cilium's). Allocated identities start at 256. */
+#define EBPFCNI_IDENTITY_UNKNOWN 0
+#define EBPFCNI_IDENTITY_HOST 1
+#define EBPFCNI_IDENTITY_WORLD 2 /* ipcache miss: anything outside the cluster */
+#define EBPFCNI_IDENTITY_INIT 5  /* endpoint whose identity is not known yet */
+
+/* Capacities. Inner policy maps and the ipcache are not preallocated, so
+ * these bound memory without reserving it. */
+#define EBPFCNI_POLICY_MAX_ENTRIES 131072 /* rules per endpoint */
+#define EBPFCNI_POLICY_STATS_MAX_ENTRIES 262144
+#define EBPFCNI_IPCACHE_MAX_ENTRIES 262144
+#define EBPFCNI_CT_MAX_ENTRIES 131072
+#define EBPFCNI_EVENTS_RINGBUF_BYTES (1 << 20)
+
+/* ---- endpoint map: host-side veth ifindex (__u32) -> endpoint ---------- */
 struct ebpfcni_endpoint_info {
 	__u32 endpoint_id;
+	/* Security identity of the pod; EBPFCNI_IDENTITY_UNKNOWN (0) means
+	 * "not resolved yet" and is treated as the reserved init identity: all
+	 * traffic of the endpoint is dropped (DROP_INIT_IDENTITY). */
+	__u32 identity;
 	__u32 flags; /* reserved, 0 */
+	__u32 pad;
 };
 
 /* Value of the per-CPU endpoint counters map (key: __u32 endpoint id).
@@ -36,5 +56,185 @@ struct ebpfcni_endpoint_counters {
 	__u64 to_pod_packets;
 	__u64 to_pod_bytes;
 };
+
+/* ---- ipcache: LPM trie, IP prefix -> security identity ----------------- */
+#define EBPFCNI_FAMILY_IPV4 4
+#define EBPFCNI_FAMILY_IPV6 6
+/* prefixlen counts the 32 bits of family+pad, then the IP prefix length:
+ * family is matched exactly, so an IPv4 /0 never matches IPv6 packets.
+ * IPv4 addresses sit in addr[0..3]. */
+#define EBPFCNI_IPCACHE_PREFIX_BASE 32
+struct ebpfcni_ipcache_key {
+	__u32 prefixlen;
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct ebpfcni_ipcache_value {
+	__u32 identity;
+	__u32 flags; /* reserved, 0 */
+};
+
+/* ---- policy: outer ARRAY_OF_MAPS [endpoint id] -> inner HASH ------------ */
+/* Direction of a rule, from the endpoint's point of view. */
+#define EBPFCNI_POLICY_CONFIG 0 /* the reserved configuration key */
+#define EBPFCNI_POLICY_INGRESS 1
+#define EBPFCNI_POLICY_EGRESS 2
+
+/* Key of a rule. 0 in peer_identity/protocol/dport is the wildcard "any".
+ * dport is the destination port (network order) for TCP/UDP/SCTP and the
+ * ICMP type (network order, type in the low byte) for ICMP/ICMPv6. The key
+ * with direction EBPFCNI_POLICY_CONFIG (all other fields 0) holds the
+ * endpoint's policy flags, so one swap of the inner map replaces rules and
+ * isolation together. */
+struct ebpfcni_policy_key {
+	__u32 peer_identity;
+	__u8 direction;
+	__u8 protocol;
+	__be16 dport;
+};
+
+#define EBPFCNI_ACTION_ALLOW 1
+#define EBPFCNI_ACTION_DENY 2
+
+/* Flags of the configuration entry. */
+#define EBPFCNI_POLICY_F_ISOLATED_INGRESS (1u << 0)
+#define EBPFCNI_POLICY_F_ISOLATED_EGRESS (1u << 1)
+/* Emit a policy-verdict event for every newly allowed flow. */
+#define EBPFCNI_POLICY_F_VERDICT_EVENTS (1u << 2)
+
+struct ebpfcni_policy_value {
+	__u8 action; /* EBPFCNI_ACTION_*; 0 in the configuration entry */
+	__u8 pad[3];
+	/* Rules: the rule id reported in events and counters.
+	 * Configuration entry: EBPFCNI_POLICY_F_* flags. */
+	__u32 rule_id_or_flags;
+};
+
+/* Per-entry per-CPU counters: key = endpoint id + rule key. */
+struct ebpfcni_policy_stats_key {
+	__u32 endpoint_id;
+	struct ebpfcni_policy_key rule;
+};
+
+struct ebpfcni_packet_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* ---- conntrack: LRU hash, both families -------------------------------- */
+/* An entry is owned by one endpoint and one side of it: the egress of the
+ * flow's source endpoint or the ingress of its destination endpoint. */
+#define EBPFCNI_CT_SCOPE_EGRESS 1
+#define EBPFCNI_CT_SCOPE_INGRESS 2
+
+/* The original direction's tuple (as the first packet had it). For ICMP
+ * echo, both ports carry the echo identifier so that replies match. */
+struct ebpfcni_ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 protocol;
+	__u8 family;
+	__u8 scope;
+	__u8 pad;
+	__u32 endpoint_id;
+};
+
+/* TCP flags seen on the flow, per direction where it matters. */
+#define EBPFCNI_CT_SEEN_SYN (1u << 0)
+#define EBPFCNI_CT_SEEN_REPLY (1u << 1) /* any packet in the reply direction */
+#define EBPFCNI_CT_SEEN_FIN_ORIGINAL (1u << 2)
+#define EBPFCNI_CT_SEEN_FIN_REPLY (1u << 3)
+#define EBPFCNI_CT_SEEN_RST (1u << 4)
+
+struct ebpfcni_ct_value {
+	__u64 last_seen_ns; /* bpf_ktime_get_ns(), refreshed at most once a second */
+	__u64 created_ns;
+	__u32 seen;         /* EBPFCNI_CT_SEEN_* */
+	__u32 rule_id;      /* the rule that allowed the flow, 0 = not isolated */
+};
+
+/* ---- drop reasons and verdicts (events, metrics, trace) ---------------- */
+enum ebpfcni_drop_reason {
+	EBPFCNI_DROP_NONE = 0,
+	EBPFCNI_DROP_POLICY_DENY = 1,          /* a deny rule matched */
+	EBPFCNI_DROP_POLICY_DEFAULT_DENY = 2,  /* isolated, no rule matched */
+	EBPFCNI_DROP_INIT_IDENTITY = 3,        /* endpoint identity not set yet */
+	EBPFCNI_DROP_TRUNCATED_L2 = 4,         /* shorter than an Ethernet header */
+	EBPFCNI_DROP_UNSUPPORTED_L3 = 5,       /* neither IPv4, IPv6 nor ARP */
+	EBPFCNI_DROP_TRUNCATED_L3 = 6,         /* IP header cut short */
+	EBPFCNI_DROP_MALFORMED_L3 = 7,         /* bad version/IHL/lengths */
+	EBPFCNI_DROP_TRUNCATED_L4 = 8,         /* L4 header (first fragment) cut short */
+	EBPFCNI_DROP_IPV6_EXTENSION_LIMIT = 9, /* too many IPv6 extension headers */
+	EBPFCNI_DROP_REASON_MAX = 10,
+};
+
+enum ebpfcni_verdict {
+	EBPFCNI_VERDICT_NONE = 0,
+	EBPFCNI_VERDICT_ALLOWED_CONNTRACK = 1,    /* established flow or reply */
+	EBPFCNI_VERDICT_ALLOWED_POLICY = 2,       /* new flow, an allow rule matched */
+	EBPFCNI_VERDICT_ALLOWED_NOT_ISOLATED = 3, /* new flow, direction not isolated */
+	EBPFCNI_VERDICT_ALLOWED_NEIGHBOUR = 4,    /* ARP / IPv6 neighbour discovery */
+	EBPFCNI_VERDICT_DROPPED = 5,              /* see the drop reason */
+	EBPFCNI_VERDICT_NOT_AN_ENDPOINT = 6,      /* interface is not ours: passed */
+	EBPFCNI_VERDICT_MAX = 7,
+};
+
+/* ---- metrics: PERCPU_ARRAY of ebpfcni_packet_counter ------------------- */
+/* Slots [0, EBPFCNI_VERDICT_MAX) count packets by verdict, then one slot
+ * per drop reason, then events lost to the rate limit or a full ring. */
+#define EBPFCNI_METRIC_VERDICT(v) (v)
+#define EBPFCNI_METRIC_DROP(reason) ((__u32)EBPFCNI_VERDICT_MAX + (__u32)(reason))
+#define EBPFCNI_METRIC_EVENTS_RATE_LIMITED EBPFCNI_METRIC_DROP(EBPFCNI_DROP_REASON_MAX)
+#define EBPFCNI_METRIC_EVENTS_RING_FULL (EBPFCNI_METRIC_EVENTS_RATE_LIMITED + 1)
+#define EBPFCNI_METRIC_MAX (EBPFCNI_METRIC_EVENTS_RING_FULL + 1)
+
+/* ---- events: ring buffer records --------------------------------------- */
+#define EBPFCNI_EVENT_DROP 1
+#define EBPFCNI_EVENT_POLICY_VERDICT 2
+
+/* Direction of the packet as events report it (seen from the pod). */
+#define EBPFCNI_DIR_FROM_POD 0
+#define EBPFCNI_DIR_TO_POD 1
+
+struct ebpfcni_event {
+	__u64 timestamp_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) */
+	__u8 type;          /* EBPFCNI_EVENT_* */
+	__u8 direction;     /* EBPFCNI_DIR_* */
+	__u8 family;        /* EBPFCNI_FAMILY_* or 0 when not IP */
+	__u8 protocol;
+	__u32 endpoint_id;
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 reason;  /* enum ebpfcni_drop_reason (0 for verdict events) */
+	__u32 rule_id; /* denying/allowing rule, 0 = default deny / not isolated */
+	__be16 sport;
+	__be16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 length; /* skb->len */
+	__u32 pad;
+};
+
+/* Events per second per CPU that the rate limiter lets through (and the
+ * burst it allows). */
+#define EBPFCNI_EVENTS_PER_SECOND 1000
+
+struct ebpfcni_event_bucket {
+	__u64 tokens;
+	__u64 last_refill_ns;
+};
+
+/* ---- tracing: BPF_PROG_TEST_RUN with these magic values in skb->cb[3..4]
+ * runs the program without side effects (no conntrack entry, counter,
+ * metric or event); the verdict comes back in the output context's cb:
+ * cb[0] = enum ebpfcni_verdict, cb[1] = drop reason, cb[2] = rule id,
+ * cb[3] = the peer's identity, cb[4] = the endpoint's identity. */
+#define EBPFCNI_TRACE_MAGIC_0 0x74726163u /* "trac" */
+#define EBPFCNI_TRACE_MAGIC_1 0x65656263u /* "eebc" */
 
 #endif /* EBPFCNI_DATAPATH_ABI_H */

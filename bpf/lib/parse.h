@@ -1,0 +1,256 @@
+/* Packet parsing: Ethernet, ARP, IPv4 (with options), IPv6 (with a bounded
+ * walk over extension headers), and the L4 fields policy and conntrack need.
+ *
+ * Every read goes through bpf_skb_load_bytes, which checks the offset and
+ * length against the packet and also works on non-linear skbs: nothing here
+ * dereferences packet memory the verifier would have to trust. A header that
+ * is cut short or inconsistent ends parsing with a drop reason; the caller
+ * drops the packet. */
+#ifndef EBPFCNI_BPF_LIB_PARSE_H
+#define EBPFCNI_BPF_LIB_PARSE_H
+
+#include "common.h"
+
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_ARP 0x0806
+#define ETH_P_IPV6 0x86DD
+
+#define IPPROTO_HOPOPTS_ 0
+#define IPPROTO_ICMP_ 1
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define IPPROTO_ROUTING_ 43
+#define IPPROTO_FRAGMENT_ 44
+#define IPPROTO_AH_ 51
+#define IPPROTO_ICMPV6_ 58
+#define IPPROTO_DSTOPTS_ 60
+#define IPPROTO_SCTP_ 132
+
+/* IPv6 extension headers walked before giving up with
+ * DROP_IPV6_EXTENSION_LIMIT. Real traffic carries zero to two. */
+#define IPV6_MAX_EXTENSION_HEADERS 8
+
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+
+/* Packet classification flags. */
+#define PACKET_F_ARP (1u << 0)
+/* IPv6 neighbour/router discovery (ICMPv6 133..137): always passes. */
+#define PACKET_F_NEIGHBOUR (1u << 1)
+/* A fragment other than the first: it carries no L4 header, so its ports
+ * are 0 ("unknown") and only any-port rules can allow it. */
+#define PACKET_F_LATER_FRAGMENT (1u << 2)
+
+struct packet {
+	__u8 family; /* EBPFCNI_FAMILY_*, 0 for ARP */
+	__u8 protocol;
+	__u8 tcp_flags;
+	__u8 flags; /* PACKET_F_* */
+	/* Conntrack tuple ports (ICMP echo: the identifier in both). */
+	__be16 sport;
+	__be16 dport;
+	/* What policy matches on: the destination port, the ICMP type for
+	 * ICMP, 0 when unknown (later fragments, other protocols). */
+	__be16 policy_port;
+	__u16 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* Parses ports/types at `offset` for `protocol`. Returns a drop reason. */
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
+				    struct packet *pkt)
+{
+	switch (pkt->protocol) {
+	case IPPROTO_TCP_: {
+		__u8 tcp[20]; /* the fixed header; options are not needed */
+
+		if (bpf_skb_load_bytes(skb, offset, tcp, sizeof(tcp)) < 0)
+			return EBPFCNI_DROP_TRUNCATED_L4;
+		__builtin_memcpy(&pkt->sport, &tcp[0], 2);
+		__builtin_memcpy(&pkt->dport, &tcp[2], 2);
+		pkt->tcp_flags = tcp[13];
+		pkt->policy_port = pkt->dport;
+		return EBPFCNI_DROP_NONE;
+	}
+	case IPPROTO_UDP_:
+	case IPPROTO_SCTP_: {
+		/* UDP header is 8 bytes, SCTP's common header 12; both start
+		 * with the two ports. */
+		__u8 ports[12];
+		__u32 size = pkt->protocol == IPPROTO_UDP_ ? 8 : 12;
+
+		if (size == 8) {
+			if (bpf_skb_load_bytes(skb, offset, ports, 8) < 0)
+				return EBPFCNI_DROP_TRUNCATED_L4;
+		} else {
+			if (bpf_skb_load_bytes(skb, offset, ports, 12) < 0)
+				return EBPFCNI_DROP_TRUNCATED_L4;
+		}
+		__builtin_memcpy(&pkt->sport, &ports[0], 2);
+		__builtin_memcpy(&pkt->dport, &ports[2], 2);
+		pkt->policy_port = pkt->dport;
+		return EBPFCNI_DROP_NONE;
+	}
+	case IPPROTO_ICMP_:
+	case IPPROTO_ICMPV6_: {
+		/* type, code, checksum, then 4 bytes that echo uses for
+		 * identifier and sequence. Every ICMP message has all 8. */
+		__u8 icmp[8];
+		__u8 type;
+		bool v6 = pkt->protocol == IPPROTO_ICMPV6_;
+
+		/* ICMP inside IPv6 (or ICMPv6 inside IPv4) is not ICMP for
+		 * that family: no ports, policy by protocol only. */
+		if (v6 != (pkt->family == EBPFCNI_FAMILY_IPV6))
+			return EBPFCNI_DROP_NONE;
+		if (bpf_skb_load_bytes(skb, offset, icmp, sizeof(icmp)) < 0)
+			return EBPFCNI_DROP_TRUNCATED_L4;
+		type = icmp[0];
+		pkt->policy_port = bpf_htons(type);
+		if ((!v6 && (type == 8 || type == 0)) ||
+		    (v6 && (type == 128 || type == 129))) {
+			/* Echo request/reply: the identifier makes replies
+			 * find the request's conntrack entry. */
+			__builtin_memcpy(&pkt->sport, &icmp[4], 2);
+			pkt->dport = pkt->sport;
+		}
+		if (v6 && type >= 133 && type <= 137)
+			pkt->flags |= PACKET_F_NEIGHBOUR;
+		return EBPFCNI_DROP_NONE;
+	}
+	default:
+		/* Other protocols: no ports; rules with protocol and port 0
+		 * (or any protocol) decide. */
+		return EBPFCNI_DROP_NONE;
+	}
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *pkt)
+{
+	struct iphdr ip;
+	__u32 header_length;
+	__u16 fragment;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+		return EBPFCNI_DROP_TRUNCATED_L3;
+	if (ip.version != 4 || ip.ihl < 5)
+		return EBPFCNI_DROP_MALFORMED_L3;
+	header_length = ip.ihl * 4;
+	if (bpf_ntohs(ip.tot_len) < header_length)
+		return EBPFCNI_DROP_MALFORMED_L3;
+	/* The frame may be longer (Ethernet padding), never shorter than the
+	 * IP total length: the options or payload were cut off. */
+	if (skb->len < ETH_HLEN + (__u32)bpf_ntohs(ip.tot_len))
+		return EBPFCNI_DROP_TRUNCATED_L3;
+
+	pkt->family = EBPFCNI_FAMILY_IPV4;
+	pkt->protocol = ip.protocol;
+	__builtin_memcpy(pkt->saddr, &ip.saddr, 4);
+	__builtin_memcpy(pkt->daddr, &ip.daddr, 4);
+
+	fragment = bpf_ntohs(ip.frag_off);
+	if (fragment & 0x1fff) {
+		/* Fragment offset > 0: the L4 header is in the first one. */
+		pkt->flags |= PACKET_F_LATER_FRAGMENT;
+		return EBPFCNI_DROP_NONE;
+	}
+	/* IP options (IHL > 5) are skipped, not interpreted: the L4 header
+	 * starts after them. */
+	return parse_l4(skb, ETH_HLEN + header_length, pkt);
+}
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
+{
+	struct ipv6hdr ip6;
+	__u32 offset = ETH_HLEN + sizeof(struct ipv6hdr);
+	__u8 next;
+	int i;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+		return EBPFCNI_DROP_TRUNCATED_L3;
+	if (ip6.version != 6)
+		return EBPFCNI_DROP_MALFORMED_L3;
+	/* Payload length 0 is a jumbogram (length in a hop-by-hop option);
+	 * otherwise the frame must hold the whole payload. */
+	if (ip6.payload_len &&
+	    skb->len < offset + (__u32)bpf_ntohs(ip6.payload_len))
+		return EBPFCNI_DROP_TRUNCATED_L3;
+
+	pkt->family = EBPFCNI_FAMILY_IPV6;
+	__builtin_memcpy(pkt->saddr, &ip6.saddr, 16);
+	__builtin_memcpy(pkt->daddr, &ip6.daddr, 16);
+	next = ip6.nexthdr;
+
+	for (i = 0; i < IPV6_MAX_EXTENSION_HEADERS; i++) {
+		__u8 ext[8];
+
+		switch (next) {
+		case IPPROTO_HOPOPTS_:
+		case IPPROTO_ROUTING_:
+		case IPPROTO_DSTOPTS_:
+			/* next header, length in 8-byte units not counting
+			 * the first 8 */
+			if (bpf_skb_load_bytes(skb, offset, ext, 2) < 0)
+				return EBPFCNI_DROP_TRUNCATED_L3;
+			next = ext[0];
+			offset += ((__u32)ext[1] + 1) * 8;
+			break;
+		case IPPROTO_AH_:
+			/* length in 4-byte units, not counting the first 8 */
+			if (bpf_skb_load_bytes(skb, offset, ext, 2) < 0)
+				return EBPFCNI_DROP_TRUNCATED_L3;
+			next = ext[0];
+			offset += ((__u32)ext[1] + 2) * 4;
+			break;
+		case IPPROTO_FRAGMENT_: {
+			__u16 fragment_offset;
+
+			if (bpf_skb_load_bytes(skb, offset, ext, 8) < 0)
+				return EBPFCNI_DROP_TRUNCATED_L3;
+			next = ext[0];
+			offset += 8;
+			fragment_offset = ((__u16)ext[2] << 8 | ext[3]) & 0xfff8;
+			if (fragment_offset) {
+				pkt->protocol = next;
+				pkt->flags |= PACKET_F_LATER_FRAGMENT;
+				return EBPFCNI_DROP_NONE;
+			}
+			break;
+		}
+		default:
+			pkt->protocol = next;
+			return parse_l4(skb, offset, pkt);
+		}
+	}
+	return EBPFCNI_DROP_IPV6_EXTENSION_LIMIT;
+}
+
+/* Fills `pkt`; returns EBPFCNI_DROP_NONE or why the packet must be dropped. */
+static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pkt)
+{
+	__be16 ethertype;
+
+	/* The last two bytes of the Ethernet header. */
+	if (bpf_skb_load_bytes(skb, 12, &ethertype, sizeof(ethertype)) < 0)
+		return EBPFCNI_DROP_TRUNCATED_L2;
+	switch (bpf_ntohs(ethertype)) {
+	case ETH_P_IP:
+		return parse_ipv4(skb, pkt);
+	case ETH_P_IPV6:
+		return parse_ipv6(skb, pkt);
+	case ETH_P_ARP:
+		pkt->flags |= PACKET_F_ARP;
+		return EBPFCNI_DROP_NONE;
+	default:
+		/* Pods on a routed veth speak IPv4, IPv6 and ARP; anything else
+		 * (VLAN tags, raw Ethernet protocols) could not be judged by
+		 * identity and is dropped. */
+		return EBPFCNI_DROP_UNSUPPORTED_L3;
+	}
+}
+
+#endif /* EBPFCNI_BPF_LIB_PARSE_H */

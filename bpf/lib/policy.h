@@ -1,0 +1,119 @@
+/* Per-endpoint identity policy.
+ *
+ * policy_maps[endpoint id] is the endpoint's whole policy: an inner hash map
+ * of rules plus one configuration entry with the isolation flags. Lookup
+ * order, first hit wins, most specific first:
+ *   (peer, proto, port) -> (peer, proto, any) -> (peer, any, any)
+ *   -> (any, proto, port) -> (any, proto, any) -> (any, any, any)
+ * A direction that is not isolated passes without a rule lookup; an
+ * isolated one with no hit is default deny. */
+#ifndef EBPFCNI_BPF_LIB_POLICY_H
+#define EBPFCNI_BPF_LIB_POLICY_H
+
+#include "common.h"
+#include "maps.h"
+#include "drop_reasons.h"
+
+/* The endpoint's policy map, NULL when it has none. */
+static __always_inline void *policy_map_of(__u32 endpoint_id)
+{
+	return bpf_map_lookup_elem(&policy_maps, &endpoint_id);
+}
+
+/* EBPFCNI_POLICY_F_* of the endpoint (0 without a policy map). */
+static __always_inline __u32 policy_flags(void *policy)
+{
+	struct ebpfcni_policy_key key = {};
+	struct ebpfcni_policy_value *value;
+
+	if (!policy)
+		return 0;
+	key.direction = EBPFCNI_POLICY_CONFIG;
+	value = bpf_map_lookup_elem(policy, &key);
+	return value ? value->rule_id_or_flags : 0;
+}
+
+static __always_inline void policy_count_hit(__u32 endpoint_id,
+					     const struct ebpfcni_policy_key *key,
+					     __u32 bytes)
+{
+	struct ebpfcni_policy_stats_key stats_key = {};
+	struct ebpfcni_packet_counter *counter;
+
+	stats_key.endpoint_id = endpoint_id;
+	stats_key.rule = *key;
+	counter = bpf_map_lookup_elem(&policy_stats, &stats_key);
+	if (counter) {
+		counter->packets += 1;
+		counter->bytes += bytes;
+		return;
+	}
+	/* First hit on this CPU's view: create it. Another CPU creating it
+	 * at the same moment can cost one count, never corrupt one. */
+	struct ebpfcni_packet_counter first = { .packets = 1, .bytes = bytes };
+
+	bpf_map_update_elem(&policy_stats, &stats_key, &first, BPF_NOEXIST);
+}
+
+/* Looks up one key; on a hit fills `hit_key` and returns the value. */
+static __always_inline struct ebpfcni_policy_value *
+policy_try(void *policy, __u32 peer, __u8 direction, __u8 protocol,
+	   __be16 port, struct ebpfcni_policy_key *hit_key)
+{
+	hit_key->peer_identity = peer;
+	hit_key->direction = direction;
+	hit_key->protocol = protocol;
+	hit_key->dport = port;
+	return bpf_map_lookup_elem(policy, hit_key);
+}
+
+/* Decides a new flow in `direction` (EBPFCNI_POLICY_INGRESS/EGRESS) against
+ * `peer`. Fills the verdict; returns true when the packet may pass.
+ * Counts the hit entry unless `trace`. */
+static __always_inline bool policy_decide(void *policy, __u32 flags,
+					  __u32 endpoint_id, __u8 direction,
+					  __u32 peer, __u8 protocol, __be16 port,
+					  __u32 bytes, bool trace,
+					  struct verdict *v)
+{
+	struct ebpfcni_policy_key key = {};
+	struct ebpfcni_policy_value *hit = NULL;
+	__u32 isolated_flag = direction == EBPFCNI_POLICY_INGRESS ?
+				      EBPFCNI_POLICY_F_ISOLATED_INGRESS :
+				      EBPFCNI_POLICY_F_ISOLATED_EGRESS;
+
+	if (!policy || !(flags & isolated_flag)) {
+		verdict_allow(v, EBPFCNI_VERDICT_ALLOWED_NOT_ISOLATED, 0);
+		return true;
+	}
+
+	/* Port-specific keys only exist with a protocol and a known port. */
+	if (port)
+		hit = policy_try(policy, peer, direction, protocol, port, &key);
+	if (!hit)
+		hit = policy_try(policy, peer, direction, protocol, 0, &key);
+	if (!hit)
+		hit = policy_try(policy, peer, direction, 0, 0, &key);
+	if (!hit && port)
+		hit = policy_try(policy, 0, direction, protocol, port, &key);
+	if (!hit)
+		hit = policy_try(policy, 0, direction, protocol, 0, &key);
+	if (!hit)
+		hit = policy_try(policy, 0, direction, 0, 0, &key);
+
+	if (!hit) {
+		verdict_drop(v, EBPFCNI_DROP_POLICY_DEFAULT_DENY, 0);
+		return false;
+	}
+	if (!trace)
+		policy_count_hit(endpoint_id, &key, bytes);
+	if (hit->action == EBPFCNI_ACTION_ALLOW) {
+		verdict_allow(v, EBPFCNI_VERDICT_ALLOWED_POLICY, hit->rule_id_or_flags);
+		return true;
+	}
+	/* Deny, and anything that is not a valid allow: fail closed. */
+	verdict_drop(v, EBPFCNI_DROP_POLICY_DENY, hit->rule_id_or_flags);
+	return false;
+}
+
+#endif /* EBPFCNI_BPF_LIB_POLICY_H */

@@ -70,66 +70,52 @@ absl::Status EtcdClient::CallError(const char* what, const grpc::Status& status)
   }
 }
 
-absl::StatusOr<etcdserverpb::RangeResponse> EtcdClient::Range(const etcdserverpb::RangeRequest& request) {
+// One unary etcd call with the deadline and the error translation.
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> EtcdClient::Unary(const char* what, Stub& stub,
+                                           grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                                           const Request& request) const {
   grpc::ClientContext context;
   SetDeadline(context);
-  etcdserverpb::RangeResponse response;
-  grpc::Status status = kv_->Range(&context, request, &response);
-  if (!status.ok()) return CallError("Range", status);
+  Response response;
+  grpc::Status status = (stub.*method)(&context, request, &response);
+  if (!status.ok()) return CallError(what, status);
   return response;
+}
+
+absl::StatusOr<etcdserverpb::RangeResponse> EtcdClient::Range(const etcdserverpb::RangeRequest& request) {
+  return Unary("Range", *kv_, &etcdserverpb::KV::Stub::Range, request);
 }
 
 absl::StatusOr<etcdserverpb::TxnResponse> EtcdClient::Txn(const etcdserverpb::TxnRequest& request) {
-  grpc::ClientContext context;
-  SetDeadline(context);
-  etcdserverpb::TxnResponse response;
-  grpc::Status status = kv_->Txn(&context, request, &response);
-  if (!status.ok()) return CallError("Txn", status);
-  return response;
+  return Unary("Txn", *kv_, &etcdserverpb::KV::Stub::Txn, request);
 }
 
 absl::StatusOr<etcdserverpb::PutResponse> EtcdClient::Put(const etcdserverpb::PutRequest& request) {
-  grpc::ClientContext context;
-  SetDeadline(context);
-  etcdserverpb::PutResponse response;
-  grpc::Status status = kv_->Put(&context, request, &response);
-  if (!status.ok()) return CallError("Put", status);
-  return response;
+  return Unary("Put", *kv_, &etcdserverpb::KV::Stub::Put, request);
 }
 
 absl::Status EtcdClient::Compact(int64_t revision) {
-  grpc::ClientContext context;
-  SetDeadline(context);
   etcdserverpb::CompactionRequest request;
   request.set_revision(revision);
   request.set_physical(true);
-  etcdserverpb::CompactionResponse response;
-  grpc::Status status = kv_->Compact(&context, request, &response);
-  if (!status.ok()) return CallError("Compact", status);
-  return absl::OkStatus();
+  return Unary("Compact", *kv_, &etcdserverpb::KV::Stub::Compact, request).status();
 }
 
 absl::StatusOr<etcdserverpb::LeaseGrantResponse> EtcdClient::LeaseGrant(int64_t ttl_seconds) {
-  grpc::ClientContext context;
-  SetDeadline(context);
   etcdserverpb::LeaseGrantRequest request;
   request.set_ttl(ttl_seconds);
-  etcdserverpb::LeaseGrantResponse response;
-  grpc::Status status = lease_->LeaseGrant(&context, request, &response);
-  if (!status.ok()) return CallError("LeaseGrant", status);
-  if (!response.error().empty()) return absl::InternalError(absl::StrCat("etcd LeaseGrant: ", response.error()));
+  auto response = Unary("LeaseGrant", *lease_, &etcdserverpb::Lease::Stub::LeaseGrant, request);
+  if (response.ok() && !response->error().empty()) {
+    return absl::InternalError(absl::StrCat("etcd LeaseGrant: ", response->error()));
+  }
   return response;
 }
 
 absl::Status EtcdClient::LeaseRevoke(int64_t lease_id) {
-  grpc::ClientContext context;
-  SetDeadline(context);
   etcdserverpb::LeaseRevokeRequest request;
   request.set_id(lease_id);
-  etcdserverpb::LeaseRevokeResponse response;
-  grpc::Status status = lease_->LeaseRevoke(&context, request, &response);
-  if (!status.ok()) return CallError("LeaseRevoke", status);
-  return absl::OkStatus();
+  return Unary("LeaseRevoke", *lease_, &etcdserverpb::Lease::Stub::LeaseRevoke, request).status();
 }
 
 etcdserverpb::Compare CompareCreateRevision(const std::string& key, etcdserverpb::Compare::CompareResult result,

@@ -55,6 +55,10 @@ class EtcdClient {
 
  private:
   void SetDeadline(grpc::ClientContext& context) const;
+  template <typename Stub, typename Request, typename Response>
+  absl::StatusOr<Response> Unary(const char* what, Stub& stub,
+                                 grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                                 const Request& request) const;
 
   EtcdClientOptions options_;
   std::string endpoints_text_;

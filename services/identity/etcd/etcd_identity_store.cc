@@ -84,25 +84,39 @@ EtcdIdentityStore::~EtcdIdentityStore() {
 // Cache: one Range of the prefix, then one Watch from the revision after it.
 
 absl::Status EtcdIdentityStore::LoadSnapshot() {
-  etcdserverpb::RangeRequest request;
-  request.set_key(keys_.prefix());
-  request.set_range_end(PrefixEnd(keys_.prefix()));
-  auto range = client_->Range(request);
-  if (!range.ok()) return range.status();
+  // Pages of kSnapshotPage keys, all read at the first page's revision, so
+  // a large cluster's state never needs one huge message.
+  constexpr int64_t kSnapshotPage = 5000;
+  std::vector<mvccpb::KeyValue> kvs;
+  int64_t revision = 0;
+  std::string from = keys_.prefix();
+  while (true) {
+    etcdserverpb::RangeRequest request;
+    request.set_key(from);
+    request.set_range_end(PrefixEnd(keys_.prefix()));
+    request.set_limit(kSnapshotPage);
+    request.set_revision(revision);
+    auto range = client_->Range(request);
+    if (!range.ok()) return range.status();
+    if (revision == 0) revision = range->header().revision();
+    for (auto& kv : *range->mutable_kvs()) kvs.push_back(std::move(kv));
+    if (!range->more() || kvs.empty()) break;
+    from = kvs.back().key() + std::string(1, '\0');  // the next key after the last one read
+  }
   std::lock_guard<std::mutex> lock(mu_);
   by_id_.clear();
   by_labels_.clear();
   ref_counts_.clear();
   markers_.clear();
   change_log_.clear();
-  for (const auto& kv : range->kvs()) {
+  for (auto& kv : kvs) {
     mvccpb::Event event;
-    *event.mutable_kv() = kv;
+    *event.mutable_kv() = std::move(kv);
     ApplyEventLocked(event, /*from_snapshot=*/true);
   }
-  // The log restarts here: resuming from an older revision needs a snapshot.
+  // The log restarts here; older revisions are read from etcd's history.
   change_log_.clear();
-  applied_revision_ = range->header().revision();
+  applied_revision_ = revision;
   history_start_ = applied_revision_;
   applied_cv_.notify_all();
   return absl::OkStatus();

@@ -225,5 +225,16 @@ TEST_F(IdentityReplicaTest, EveryReplicaAnswersLookupsForIdentitiesAllocatedElse
   }
 }
 
+TEST(BalancedChannel, RejectsTargetsItCannotBalanceOver) {
+  EXPECT_EQ(MakeBalancedChannel({}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeBalancedChannel({"/run/a.sock", "127.0.0.1:7070"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto names = MakeBalancedChannel({"identity-a.example:7070", "identity-b.example:7070"});
+  EXPECT_EQ(names.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(names.status().message().find("one name"), std::string::npos) << names.status();
+  EXPECT_TRUE(MakeBalancedChannel({"127.0.0.1:7070", "127.0.0.2:7070"}).ok());
+  EXPECT_TRUE(MakeBalancedChannel({"dns:///identity.kube-system.svc:7070"}).ok());
+}
+
 }  // namespace
 }  // namespace ebpfcni::identity

@@ -133,6 +133,44 @@ TEST_F(EtcdIdentityStoreTest, LostEtcdIsUnavailableAndNothingIsAllocatedTwice) {
   EXPECT_FALSE(a_again->newly_allocated);
 }
 
+TEST_F(EtcdIdentityStoreTest, WatchResumesAfterEtcdRestartWithoutLoss) {
+  auto follower = Open();
+  auto writer = Open();
+  ASSERT_TRUE(follower && writer);
+  uint64_t before = follower->List()->revision;
+  auto a = writer->AllocateOrGet("k8s:app=a", "n/e1");
+  ASSERT_TRUE(a.ok());
+
+  etcd_->Kill();
+  ASSERT_TRUE(etcd_->Restart().ok());
+  // Written as soon as etcd is back, most likely before the follower's
+  // watch has reconnected: it must be replayed from the revision the
+  // follower had reached, not skipped.
+  absl::StatusOr<AllocationResult> b = absl::UnknownError("not tried");
+  ASSERT_TRUE(Eventually(
+      [&] {
+        b = writer->AllocateOrGet("k8s:app=b", "n/e2");
+        return b.ok();
+      },
+      std::chrono::seconds(20)))
+      << b.status();
+  std::vector<IdentityChange> changes;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        auto got = follower->ChangesSince(before);
+        if (got.ok()) changes = *got;
+        return got.ok() && changes.size() >= 2;
+      },
+      std::chrono::seconds(20)));
+  ASSERT_EQ(changes.size(), 2u) << "each change exactly once";
+  EXPECT_EQ(changes[0].identity, a->identity);
+  EXPECT_EQ(changes[1].identity, b->identity);
+  EXPECT_LT(changes[0].revision, changes[1].revision);
+  auto found = follower->Lookup("k8s:app=b");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->id, b->identity.id);
+}
+
 TEST_F(EtcdIdentityStoreTest, RevisionsAreSharedAcrossReplicas) {
   auto first = Open();
   ASSERT_TRUE(first);

@@ -95,7 +95,7 @@ httpd_pid=$!
 rt_defer "kill $httpd_pid 2>/dev/null; true"
 rt_wait_until 5 nsenter --net="/proc/$pid2/ns/net" sh -c 'cat /proc/net/tcp /proc/net/tcp6 | grep -q ":1F90 "'
 rt_expect "p1 fetches a page from p2 over HTTP" bash -c \
-  "nsenter --net=/proc/$pid1/ns/net busybox wget -q -O - http://$ip2:8080/index.html | grep -q 'hello from $RT_TAG'"
+  "timeout 15 nsenter --net=/proc/$pid1/ns/net busybox wget -q -O - http://$ip2:8080/index.html | grep -q 'hello from $RT_TAG'"
 rt_expect "hostPort 127.0.0.1:$host_port reaches p2 (portmap through CRI)" \
   bash -c "curl -sf --max-time 5 'http://127.0.0.1:$host_port/index.html' | grep -q 'hello from $RT_TAG'"
 kill "$httpd_pid" 2>/dev/null

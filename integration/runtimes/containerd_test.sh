@@ -82,7 +82,7 @@ rt_expect_pod_state_count 2
 
 rt_expect "$c1 pings $c2" ctr_ tasks exec --exec-id "ping-$RANDOM" "$c1" ping -q -c 2 -W 2 "$ip2"
 rt_expect "$c2 pings $c1" ctr_ tasks exec --exec-id "ping-$RANDOM" "$c2" ping -q -c 2 -W 2 "$ip1"
-rt_expect "$c1 fetches $c2's page over HTTP" bash -c \
+rt_expect "$c1 fetches $c2's page over HTTP" timeout 15 bash -c \
   "ctr_ tasks exec --exec-id wget-$RANDOM $c1 wget -q -O - http://$ip2:8080/index.html | grep -q 'hello from $RT_TAG'"
 
 # Stop both: ctr sees the task exit, runs CNI DEL and deletes the container.

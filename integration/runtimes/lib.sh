@@ -50,13 +50,15 @@ rt_run_cleanups() {
   local status=$?
   trap - EXIT INT TERM
   [[ -n $RT_WATCHDOG_PID ]] && kill "$RT_WATCHDOG_PID" 2>/dev/null
+  if ((status == 0 && RT_FAILURES > 0)); then status=1; fi
+  # Clean-up steps may keep evidence when the test failed.
+  export RT_EXIT_STATUS=$status
   local i
   for ((i = ${#RT_CLEANUPS[@]} - 1; i >= 0; i--)); do
     # Each step is bounded so one stuck clean-up cannot hide the others.
     timeout 60 bash -c "${RT_CLEANUPS[i]}" >>"$RT_WORK/cleanup.log" 2>&1 ||
       rt_log "cleanup step failed (see $RT_WORK/cleanup.log): ${RT_CLEANUPS[i]}"
   done
-  if ((status == 0 && RT_FAILURES > 0)); then status=1; fi
   # Never rm -rf through a mount a failed clean-up left behind.
   awk -v w="$RT_WORK/" 'index($2, w) == 1 {print $2}' /proc/self/mounts | sort -r |
     while read -r mnt; do umount -l "$mnt" || true; done
@@ -230,6 +232,10 @@ rt_setup_ebpf_cni_network() {
   RT_PROBE=$(rt_find_built ebpf-cni-grpc-probe) || rt_die "ebpf-cni-grpc-probe not built in $EBPF_CNI_BUILD_DIR"
   # Registered before up.sh so a half-started node is stopped too.
   rt_defer "EBPF_CNI_PURGE=1 '$down'"
+  # down.sh purges the state dir; keep the daemons' and CNI's logs of a
+  # failed run first (runs before the purge: registered later).
+  rt_defer "[[ \$RT_EXIT_STATUS == 0 ]] || for f in '$EBPF_CNI_STATE_DIR'/logs/*.log; do
+      cp \"\$f\" '$RT_WORK'/node-\"\${f##*/}\"; done; true"
   rt_log "starting node: $up"
   timeout 120 "$up" >"$RT_WORK/up.log" 2>&1 || {
     cat "$RT_WORK/up.log" >&2

@@ -91,7 +91,7 @@ rt_expect "$c2 pings $c1" podman_ exec "$c2" ping -q -c 2 -W 2 "$ip1"
 # No `wget -T`: Debian's static busybox 1.35 wget segfaults with it; podman_
 # already bounds the call with timeout(1).
 rt_expect "$c1 fetches $c2's page over HTTP" \
-  bash -c "podman_ exec '$c1' wget -q -O - 'http://$ip2:8080/index.html' | grep -q 'hello from $RT_TAG'"
+  timeout 15 bash -c "podman_ exec '$c1' wget -q -O - 'http://$ip2:8080/index.html' | grep -q 'hello from $RT_TAG'"
 
 # nc in the other direction: $c1 listens, $c2 sends one line.
 podman_ exec -d "$c1" sh -c 'nc -l -p 9000 > /tmp/received' >/dev/null

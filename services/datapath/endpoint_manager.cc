@@ -59,6 +59,7 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
 
   std::unique_ptr<EndpointManager> manager(
       new EndpointManager(*std::move(bpf), *std::move(registry)));
+  manager->default_identity_ = options.default_identity;
   const ProgramIds& ids = manager->bpf_->program_ids();
   const ProgramIds& previous = manager->bpf_->previous_program_ids();
   spdlog::info("loaded BPF programs from_container={} to_container={} (previous run: {} / {})",
@@ -347,8 +348,10 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
 
   EndpointRecord record = request;
   record.host_interface_name = *actual_name;
-  if (record.identity == EBPFCNI_IDENTITY_UNKNOWN && existing.has_value()) {
-    record.identity = existing->identity;
+  if (record.identity == EBPFCNI_IDENTITY_UNKNOWN) {
+    record.identity = existing.has_value() && existing->identity != EBPFCNI_IDENTITY_UNKNOWN
+                          ? existing->identity
+                          : default_identity_;
   }
   absl::StatusOr<EndpointRecord> stored = registry_->Put(record);
   if (!stored.ok()) return stored.status();

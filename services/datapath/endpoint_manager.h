@@ -91,6 +91,8 @@ struct EndpointManagerOptions {
   // Map this host's own addresses to the reserved host identity (1) in the
   // ipcache at start.
   bool map_host_addresses = true;
+  // Identity of endpoints created without one; 0 = none (init: dropped).
+  uint32_t default_identity = 0;
 };
 
 class EndpointManager {
@@ -172,6 +174,7 @@ class EndpointManager {
   PolicyMap policy_ ABSL_GUARDED_BY(mutex_);
   IpCacheMap ipcache_ ABSL_GUARDED_BY(mutex_);
   RestoreSummary restore_summary_;
+  uint32_t default_identity_ = 0;
 };
 
 }  // namespace ebpfcni::datapath

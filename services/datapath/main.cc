@@ -18,6 +18,10 @@ ABSL_FLAG(std::string, bpf_dir, "/sys/fs/bpf/ebpf-cni",
           "Directory on bpffs where maps and programs are pinned");
 ABSL_FLAG(std::string, state_dir, "/var/lib/ebpf-cni",
           "Directory for persistent state (the endpoint registry)");
+ABSL_FLAG(uint32_t, default_identity, 0,
+          "Security identity for endpoints created without one. 0 (the default): such "
+          "endpoints are 'init' and all their traffic is dropped until SetEndpointIdentity; "
+          "a non-zero value is a transition aid for CNI clients that do not send identities yet");
 
 int main(int argc, char** argv) {
   ebpfcni::BlockTerminationSignals();
@@ -27,6 +31,7 @@ int main(int argc, char** argv) {
   ebpfcni::datapath::EndpointManagerOptions options;
   options.bpf_dir = absl::GetFlag(FLAGS_bpf_dir);
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.default_identity = absl::GetFlag(FLAGS_default_identity);
   auto manager = ebpfcni::datapath::EndpointManager::Start(options);
   if (!manager.ok()) {
     spdlog::critical("cannot start the datapath: {}", manager.status().ToString());

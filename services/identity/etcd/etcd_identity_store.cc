@@ -118,6 +118,8 @@ absl::Status EtcdIdentityStore::LoadSnapshot() {
   change_log_.clear();
   applied_revision_ = revision;
   history_start_ = applied_revision_;
+  older_from_ = history_start_;
+  older_changes_.clear();
   applied_cv_.notify_all();
   return absl::OkStatus();
 }
@@ -127,6 +129,8 @@ void EtcdIdentityStore::RecordChangeLocked(IdentityChange change) {
   while (change_log_.size() > options_.change_log_limit) {
     history_start_ = static_cast<int64_t>(change_log_.front().revision);
     change_log_.pop_front();
+    older_from_ = history_start_;
+    older_changes_.clear();
   }
 }
 
@@ -459,26 +463,37 @@ absl::StatusOr<IdentitySnapshot> EtcdIdentityStore::List() {
 }
 
 absl::StatusOr<std::vector<IdentityChange>> EtcdIdentityStore::ChangesSince(uint64_t revision) {
+  // Changes after `revision` from a list ordered by revision.
+  auto after = [revision](const auto& changes, std::vector<IdentityChange>& out) {
+    auto first = std::upper_bound(changes.begin(), changes.end(), revision,
+                                  [](uint64_t r, const IdentityChange& change) { return r < change.revision; });
+    out.insert(out.end(), first, changes.end());
+  };
   int64_t cache_start;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (auto status = CheckServingLocked(); !status.ok()) return status;
-    if (revision >= static_cast<uint64_t>(history_start_)) {
-      // The log is ordered by revision: find the first change after `revision`.
-      auto first = std::upper_bound(change_log_.begin(), change_log_.end(), revision,
-                                    [](uint64_t r, const IdentityChange& change) { return r < change.revision; });
-      return std::vector<IdentityChange>(first, change_log_.end());
+    if (revision >= static_cast<uint64_t>(older_from_)) {
+      std::vector<IdentityChange> changes;
+      if (revision < static_cast<uint64_t>(history_start_)) after(older_changes_, changes);
+      after(change_log_, changes);
+      return changes;
     }
     cache_start = history_start_;
   }
   // Older than this cache: etcd still has the history unless compacted.
-  auto changes = HistoryFromEtcd(revision, cache_start);
-  if (!changes.ok()) return changes.status();
+  auto older = HistoryFromEtcd(revision, cache_start);
+  if (!older.ok()) return older.status();
   std::lock_guard<std::mutex> lock(mu_);
   if (history_start_ != cache_start) {
     return absl::UnavailableError("the identity cache reloaded while reading etcd history; retry");
   }
-  changes->insert(changes->end(), change_log_.begin(), change_log_.end());
+  if (revision < static_cast<uint64_t>(older_from_)) {
+    older_from_ = static_cast<int64_t>(revision);
+    older_changes_ = *older;
+  }
+  std::vector<IdentityChange> changes = std::move(*older);
+  after(change_log_, changes);
   return changes;
 }
 

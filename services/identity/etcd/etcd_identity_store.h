@@ -136,6 +136,11 @@ class EtcdIdentityStore final : public IdentityStore {
   int64_t applied_revision_ = 0;
   // ChangesSince(r) is complete for r >= history_start_.
   int64_t history_start_ = 0;
+  // Changes in (older_from_, history_start_] read back from etcd, kept so a
+  // watcher that resumed from before this cache does not make every later
+  // poll read etcd's history again.
+  int64_t older_from_ = 0;
+  std::vector<IdentityChange> older_changes_;
   bool watch_live_ = false;
   std::string watch_error_ = "watch not started";
   // Ids this replica is trying to allocate right now, so its own

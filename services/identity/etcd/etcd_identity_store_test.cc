@@ -185,6 +185,11 @@ TEST_F(EtcdIdentityStoreTest, RevisionsAreSharedAcrossReplicas) {
   ASSERT_EQ(older->size(), 1u);
   EXPECT_EQ((*older)[0].identity.labels_key, "k8s:app=a");
   EXPECT_EQ((*older)[0].kind, ChangeKind::kUpsert);
+  // Asking again (a watcher polling) is answered from what was read.
+  auto again = second->ChangesSince(before_second);
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].revision, (*older)[0].revision);
 
   uint64_t from = second->List()->revision;
   auto b = first->AllocateOrGet("k8s:app=b", "n/e2");
@@ -224,8 +229,15 @@ TEST_F(EtcdIdentityStoreTest, HistoryFromEtcdIncludesDeletionsAndEndsAtCompactio
 
   EtcdClient admin({{etcd_->endpoint()}, std::chrono::milliseconds(2000)});
   ASSERT_TRUE(admin.Compact(static_cast<int64_t>(second->List()->revision)).ok());
-  auto compacted = second->ChangesSince(start);
+  // A replica that has not read that history yet cannot any more.
+  auto third = Open();
+  ASSERT_TRUE(third);
+  auto compacted = third->ChangesSince(start);
   EXPECT_EQ(compacted.status().code(), absl::StatusCode::kOutOfRange) << compacted.status();
+  // The one that read it before the compaction still answers from it.
+  auto remembered = second->ChangesSince(start);
+  ASSERT_TRUE(remembered.ok());
+  EXPECT_EQ(remembered->size(), 2u);
 }
 
 TEST_F(EtcdIdentityStoreTest, ReplicaStartingOverManyIdentitiesLoadsThemAll) {

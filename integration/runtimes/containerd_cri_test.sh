@@ -66,6 +66,12 @@ rt_expect "both sandboxes are READY" \
 rt_expect "p1 address $ip1 is from the pool ${RT_SUBNET_PREFIX}0" test "${ip1%.*}." = "$RT_SUBNET_PREFIX"
 rt_expect "p2 address $ip2 is from the pool ${RT_SUBNET_PREFIX}0" test "${ip2%.*}." = "$RT_SUBNET_PREFIX"
 rt_expect "the two pods got different addresses" test "$ip1" != "$ip2"
+ip6_1=$(jq -r '.additional_ips[0] // ""' <<<"$status1")
+ip6_2=$(jq -r '.additional_ips[0] // ""' <<<"$status2")
+rt_expect "p1 IPv6 address '$ip6_1' (CRI additional_ips) is from the pool ${RT_SUBNET6_PREFIX}" \
+  test "${ip6_1#"$RT_SUBNET6_PREFIX"}" != "$ip6_1"
+rt_expect "p2 IPv6 address '$ip6_2' (CRI additional_ips) is from the pool ${RT_SUBNET6_PREFIX}" \
+  test "${ip6_2#"$RT_SUBNET6_PREFIX"}" != "$ip6_2"
 rt_expect "eth0 in p1's netns carries the address CRI reported" \
   bash -c "nsenter --net=/proc/$pid1/ns/net ip -4 -o addr show eth0 | grep -q ' $ip1/'"
 rt_expect_pod_state_count 2
@@ -86,6 +92,9 @@ rt_expect "p2's host veth ($veth2) has no rate limit" \
 
 rt_expect "p1 pings p2" nsenter --net="/proc/$pid1/ns/net" ping -q -c 2 -W 2 "$ip2"
 rt_expect "p2 pings p1" nsenter --net="/proc/$pid2/ns/net" ping -q -c 2 -W 2 "$ip1"
+# A fresh IPv6 address may be tentative (DAD) for a moment.
+rt_expect "p1 pings p2 over IPv6" \
+  rt_wait_until 8 nsenter --net="/proc/$pid1/ns/net" ping -6 -q -c 1 -W 1 "$ip6_2"
 
 # A server inside p2's network namespace stands in for an app container.
 mkdir -p "$RT_WORK/www"

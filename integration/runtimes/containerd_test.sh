@@ -59,6 +59,10 @@ running() { [[ -n $(task_pid "$1") ]]; }
 ip_in() {
   nsenter --net="/proc/$(task_pid "$1")/ns/net" ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1
 }
+ip6_in() {
+  nsenter --net="/proc/$(task_pid "$1")/ns/net" ip -6 -o addr show eth0 scope global |
+    awk '{print $4}' | cut -d/ -f1
+}
 
 c1="c1"
 c2="c2"
@@ -78,10 +82,17 @@ rt_log "$c1=$ip1 $c2=$ip2"
 rt_expect "$c1 address $ip1 is from the pool ${RT_SUBNET_PREFIX}0" test "${ip1%.*}." = "$RT_SUBNET_PREFIX"
 rt_expect "$c2 address $ip2 is from the pool ${RT_SUBNET_PREFIX}0" test "${ip2%.*}." = "$RT_SUBNET_PREFIX"
 rt_expect "the two containers got different addresses" test "$ip1" != "$ip2"
+ip6_1=$(ip6_in "$c1")
+ip6_2=$(ip6_in "$c2")
+rt_expect "$c1 IPv6 address '$ip6_1' is from the pool ${RT_SUBNET6_PREFIX}" test "${ip6_1#"$RT_SUBNET6_PREFIX"}" != "$ip6_1"
+rt_expect "$c2 IPv6 address '$ip6_2' is from the pool ${RT_SUBNET6_PREFIX}" test "${ip6_2#"$RT_SUBNET6_PREFIX"}" != "$ip6_2"
 rt_expect_pod_state_count 2
 
 rt_expect "$c1 pings $c2" ctr_ tasks exec --exec-id "ping-$RANDOM" "$c1" ping -q -c 2 -W 2 "$ip2"
 rt_expect "$c2 pings $c1" ctr_ tasks exec --exec-id "ping-$RANDOM" "$c2" ping -q -c 2 -W 2 "$ip1"
+# A fresh IPv6 address may be tentative (DAD) for a moment.
+rt_expect "$c1 pings $c2 over IPv6" \
+  rt_wait_until 8 bash -c "ctr_ tasks exec --exec-id ping6-\$RANDOM $c1 ping6 -q -c 1 -W 1 $ip6_2"
 rt_expect "$c1 fetches $c2's page over HTTP" timeout 15 bash -c \
   "ctr_ tasks exec --exec-id wget-$RANDOM $c1 wget -q -O - http://$ip2:8080/index.html | grep -q 'hello from $RT_TAG'"
 

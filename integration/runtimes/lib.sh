@@ -114,7 +114,7 @@ rt_wait_until() {
 
 # --- container images ------------------------------------------------------
 
-RT_APPLETS=(sh ping wget nc ip httpd sleep cat echo grep ls ifconfig hostname true)
+RT_APPLETS=(sh ping ping6 wget nc ip httpd sleep cat echo grep ls ifconfig hostname true)
 
 # rt_build_rootfs DIR : a minimal root filesystem from Debian's busybox-static
 # (no registry access here), with a page for httpd to serve.
@@ -171,11 +171,16 @@ rt_build_oci_image() {
 
 # --- CNI networks ----------------------------------------------------------
 
+# Four hex digits of the tag as an IPv6 group in canonical text form (no
+# leading zeros, never zero), so address prefixes compare as strings.
+rt_tag_hextet() { printf '%x' $((16#${RT_TAG:0:4} | 0x1000)); }
+
 # rt_setup_bridge_network : the known-good reference (Debian's bridge +
 # host-local, then portmap and bandwidth like up.sh's conflist) in a private
 # conf dir. Sets RT_NET_NAME,
 # RT_CONF_DIR, RT_BIN_DIRS (array), RT_IFACE_PREFIX (host-side names to
-# look for in leak checks) and RT_SUBNET_PREFIX.
+# look for in leak checks), RT_SUBNET_PREFIX and RT_SUBNET6_PREFIX (text
+# prefixes of the pools' addresses; both variants are dual-stack).
 rt_setup_bridge_network() {
   local octet=$((16#${RT_TAG:0:2} % 200 + 20))
   RT_NET_NAME="rt-$RT_TAG"
@@ -183,13 +188,16 @@ rt_setup_bridge_network() {
   RT_BIN_DIRS=(/usr/lib/cni)
   RT_BRIDGE="rtbr$RT_TAG"
   RT_SUBNET_PREFIX="10.231.$octet."
+  RT_SUBNET6_PREFIX="fd00:ec1:$(rt_tag_hextet)::"
   RT_IFACE_PREFIX="$RT_BRIDGE"
   mkdir -p "$RT_CONF_DIR" "$RT_WORK/host-local"
   jq -n --arg name "$RT_NET_NAME" --arg br "$RT_BRIDGE" \
-    --arg subnet "${RT_SUBNET_PREFIX}0/24" --arg data "$RT_WORK/host-local" '{
+    --arg subnet "${RT_SUBNET_PREFIX}0/24" --arg subnet6 "${RT_SUBNET6_PREFIX}/64" \
+    --arg data "$RT_WORK/host-local" '{
       cniVersion:"0.4.0", name:$name, plugins:[
         {type:"bridge", bridge:$br, isGateway:true, ipMasq:false,
-         ipam:{type:"host-local", ranges:[[{subnet:$subnet}]], dataDir:$data}},
+         ipam:{type:"host-local", ranges:[[{subnet:$subnet}], [{subnet:$subnet6}]],
+               dataDir:$data}},
         {type:"portmap", capabilities:{portMappings:true}},
         {type:"bandwidth", capabilities:{bandwidth:true}}]}' \
     >"$RT_CONF_DIR/00-$RT_NET_NAME.conflist"
@@ -220,7 +228,7 @@ rt_setup_ebpf_cni_network() {
   export EBPF_CNI_RUN_DIR="$RT_WORK/run"
   export EBPF_CNI_BPF_DIR="/sys/fs/bpf/ebpfcni-rt-$RT_TAG"
   export EBPF_CNI_POD_CIDR="10.232.$octet.0/24"
-  export EBPF_CNI_POD_CIDR6="fd00:ec:${RT_TAG:0:4}::/112"
+  export EBPF_CNI_POD_CIDR6="fd00:ec:$(rt_tag_hextet)::/112"
   export EBPF_CNI_NETWORK_NAME="rt-$RT_TAG"
   export EBPF_CNI_VETH_PREFIX="rt$RT_TAG"
   RT_NET_NAME=$EBPF_CNI_NETWORK_NAME
@@ -228,6 +236,7 @@ rt_setup_ebpf_cni_network() {
   RT_RUN_DIR=$EBPF_CNI_RUN_DIR
   RT_BIN_DIRS=("$EBPF_CNI_BIN_DIR" /usr/lib/cni)
   RT_SUBNET_PREFIX="10.232.$octet."
+  RT_SUBNET6_PREFIX="fd00:ec:$(rt_tag_hextet)::"
   RT_IFACE_PREFIX=$EBPF_CNI_VETH_PREFIX
   RT_PROBE=$(rt_find_built ebpf-cni-grpc-probe) || rt_die "ebpf-cni-grpc-probe not built in $EBPF_CNI_BUILD_DIR"
   # Registered before up.sh so a half-started node is stopped too.
@@ -260,7 +269,7 @@ rt_expect_no_pod_leftovers() {
   if [[ -d $RT_WORK/host-local/$RT_NET_NAME ]]; then
     # host-local keeps one file per allocated address; DEL removes it.
     local held
-    held=$(ls "$RT_WORK/host-local/$RT_NET_NAME" | grep -E '^[0-9a-f.:]+$' || true)
+    held=$(ls "$RT_WORK/host-local/$RT_NET_NAME" | grep -E '^[0-9a-f.:]+$' | grep -v '^last_reserved' || true)
     rt_expect "host-local holds no address (found: ${held:-none})" test -z "$held"
   fi
   local cached

@@ -76,18 +76,29 @@ podman_ run -d --name "$c2" --network "$RT_NET_NAME" -p "127.0.0.1:$host_port:80
 ip_of() {
   podman_ inspect -f "{{(index .NetworkSettings.Networks \"$RT_NET_NAME\").IPAddress}}" "$1"
 }
+ip6_of() {
+  podman_ inspect -f "{{(index .NetworkSettings.Networks \"$RT_NET_NAME\").GlobalIPv6Address}}" "$1"
+}
 ip1=$(ip_of "$c1")
 ip2=$(ip_of "$c2")
-rt_log "$c1=$ip1 $c2=$ip2"
+ip6_1=$(ip6_of "$c1")
+ip6_2=$(ip6_of "$c2")
+rt_log "$c1=$ip1,$ip6_1 $c2=$ip2,$ip6_2"
 rt_expect "$c1 address $ip1 is from the pool ${RT_SUBNET_PREFIX}0" test "${ip1%.*}." = "$RT_SUBNET_PREFIX"
 rt_expect "$c2 address $ip2 is from the pool ${RT_SUBNET_PREFIX}0" test "${ip2%.*}." = "$RT_SUBNET_PREFIX"
 rt_expect "the two containers got different addresses" test "$ip1" != "$ip2"
+rt_expect "$c1 IPv6 address $ip6_1 is from the pool ${RT_SUBNET6_PREFIX}" test "${ip6_1#"$RT_SUBNET6_PREFIX"}" != "$ip6_1"
+rt_expect "$c2 IPv6 address $ip6_2 is from the pool ${RT_SUBNET6_PREFIX}" test "${ip6_2#"$RT_SUBNET6_PREFIX"}" != "$ip6_2"
 rt_expect "eth0 inside $c1 carries $ip1" \
   bash -c "podman_ exec '$c1' ip -4 -o addr show eth0 | grep -q ' $ip1/'"
 rt_expect_pod_state_count 2
 
 rt_expect "$c1 pings $c2" podman_ exec "$c1" ping -q -c 2 -W 2 "$ip2"
 rt_expect "$c2 pings $c1" podman_ exec "$c2" ping -q -c 2 -W 2 "$ip1"
+# Duplicate address detection may keep a fresh IPv6 address tentative for a
+# moment; allow a few seconds.
+rt_expect "$c1 pings $c2 over IPv6" \
+  rt_wait_until 8 podman_ exec "$c1" ping6 -q -c 1 -W 1 "$ip6_2"
 # No `wget -T`: Debian's static busybox 1.35 wget segfaults with it; podman_
 # already bounds the call with timeout(1).
 rt_expect "$c1 fetches $c2's page over HTTP" \

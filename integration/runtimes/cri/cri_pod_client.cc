@@ -8,7 +8,8 @@
 //       [--annotation KEY=VALUE]...  prints the new sandbox id; annotations
 //                                   such as kubernetes.io/ingress-bandwidth
 //                                   reach CNI as capability args
-//   status ID                       prints {"id","state","ip","pid"} as JSON
+//   status ID                       prints {"id","state","ip","additional_ips","pid"}
+//                                   as JSON
 //   stop ID | remove ID
 // Exit codes: 0 success, 1 RPC failed, 2 usage error.
 #include <chrono>
@@ -127,6 +128,11 @@ class Client {
     out["id"] = response.status().id();
     out["state"] = runtime::v1::PodSandboxState_Name(response.status().state());
     out["ip"] = response.status().network().ip();
+    // Dual-stack pods: CRI reports the other family's address here.
+    out["additional_ips"] = nlohmann::json::array();
+    for (const auto& extra : response.status().network().additional_ips()) {
+      out["additional_ips"].push_back(extra.ip());
+    }
     out["pid"] = 0;
     // containerd's verbose info: {"info": "{\"pid\": 1234, ...}"}.
     if (auto it = response.info().find("info"); it != response.info().end()) {

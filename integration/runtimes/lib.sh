@@ -7,8 +7,8 @@
 # rt_defer as soon as the thing they undo exists, and run in reverse order on
 # any exit (success, failure, SIGTERM from the watchdog or from ctest).
 #
-# Requires bash >= 5 (EPOCHREALTIME is not used here, but associative arrays
-# and `wait -n` are).
+# Needs bash >= 4.2 (printf '%(...)T'), jq, iproute2, util-linux (unshare,
+# nsenter) and busybox-static; tools/setup-deps.sh installs them.
 
 set -uo pipefail
 

@@ -8,6 +8,7 @@
 # fork/exec cost is included, equally for both plugins):
 #   sequential: COUNT pods, one ADD after another, then one DEL after another
 #   concurrent: CONCURRENCY pods ADDed all at once, then DELeted all at once
+#   startup:    COUNT VERSION calls (exec and start-up only, no work)
 # and prints p50/p95/p99/max per plugin, phase and operation. A few untimed
 # ADD/DEL pairs warm the page cache first.
 #
@@ -179,6 +180,11 @@ run_plugin() {
     drop_netns "w$i"
   done
 
+  # Process start-up alone (VERSION: no RPC, no netlink): separates what
+  # exec + dynamic linking cost from the work an ADD/DEL does.
+  log "$plugin: start-up, $count VERSION calls"
+  for ((i = 0; i < count; i++)); do cni_call "$plugin" startup VERSION "v$i"; done
+
   log "$plugin: sequential, $count pods"
   for ((i = 0; i < count; i++)); do make_netns "s$i"; done
   for ((i = 0; i < count; i++)); do cni_call "$plugin" sequential ADD "s$i"; done
@@ -222,8 +228,8 @@ summarize() {
     echo "|---|---|---|---:|---:|---:|---:|---:|---:|"
     local plugin phase op
     for plugin in ${plugins//,/ }; do
-      for phase in sequential concurrent; do
-        for op in ADD DEL; do
+      for phase in startup sequential concurrent; do
+        for op in VERSION ADD DEL; do
           awk -F, -v p="$plugin" -v ph="$phase" -v o="$op" '
             $1 == p && $2 == ph && $3 == o { n++; if ($6 == 1) v[++k] = $5; else bad++ }
             function pct(q,   r) { r = int(q / 100 * k + 0.999999); if (r < 1) r = 1; return v[r] }

@@ -5,6 +5,7 @@
 # allocation, no datapath endpoint, no interface in the pod). A few positive
 # cases (code 0) pin down what must keep working next to the failures.
 # The pool is a tiny /29 (5 usable IPv4 addresses) so exhaustion is testable.
+# shellcheck disable=SC2034 # read by itest_init in lib.sh
 ITEST_POD_CIDR=10.99.6.0/29
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 itest_init badinput 6

@@ -1,11 +1,13 @@
 /* Packet parsing: Ethernet, ARP, IPv4 (with options), IPv6 (with a bounded
  * walk over extension headers), and the L4 fields policy and conntrack need.
  *
- * Every read goes through bpf_skb_load_bytes, which checks the offset and
- * length against the packet and also works on non-linear skbs: nothing here
- * dereferences packet memory the verifier would have to trust. A header that
- * is cut short or inconsistent ends parsing with a drop reason; the caller
- * drops the packet. */
+ * Every read goes through packet_load(): a bounds-checked copy straight from
+ * the linear packet data when the bytes are there (the common case, and
+ * cheap), else bpf_skb_load_bytes, which checks offset and length against
+ * the whole skb, non-linear parts included. Nothing here dereferences packet
+ * memory without a check against data_end. A header that is cut short or
+ * inconsistent ends parsing with a drop reason; the caller drops the
+ * packet. */
 #ifndef EBPFCNI_BPF_LIB_PARSE_H
 #define EBPFCNI_BPF_LIB_PARSE_H
 
@@ -60,6 +62,29 @@ struct packet {
 	__u8 daddr[16];
 };
 
+/* Headers further in than this are read through the helper only; it keeps
+ * the offset the verifier has to track small. */
+#define PACKET_DIRECT_MAX_OFFSET 512
+
+/* Copies `len` (a constant) bytes at `offset` into `to`; < 0 when the
+ * packet is shorter. */
+static __always_inline int packet_load(struct __sk_buff *skb, __u32 offset,
+				       void *to, const __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (offset <= PACKET_DIRECT_MAX_OFFSET) {
+		__u8 *from = (__u8 *)data + offset;
+
+		if ((void *)(from + len) <= data_end) {
+			__builtin_memcpy(to, from, len);
+			return 0;
+		}
+	}
+	return bpf_skb_load_bytes(skb, offset, to, len);
+}
+
 /* Parses ports/types at `offset` for `protocol`. Returns a drop reason. */
 static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 				    struct packet *pkt)
@@ -68,7 +93,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 	case IPPROTO_TCP_: {
 		__u8 tcp[20]; /* the fixed header; options are not needed */
 
-		if (bpf_skb_load_bytes(skb, offset, tcp, sizeof(tcp)) < 0)
+		if (packet_load(skb, offset, tcp, sizeof(tcp)) < 0)
 			return EBPFCNI_DROP_TRUNCATED_L4;
 		__builtin_memcpy(&pkt->sport, &tcp[0], 2);
 		__builtin_memcpy(&pkt->dport, &tcp[2], 2);
@@ -84,10 +109,10 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 		__u32 size = pkt->protocol == IPPROTO_UDP_ ? 8 : 12;
 
 		if (size == 8) {
-			if (bpf_skb_load_bytes(skb, offset, ports, 8) < 0)
+			if (packet_load(skb, offset, ports, 8) < 0)
 				return EBPFCNI_DROP_TRUNCATED_L4;
 		} else {
-			if (bpf_skb_load_bytes(skb, offset, ports, 12) < 0)
+			if (packet_load(skb, offset, ports, 12) < 0)
 				return EBPFCNI_DROP_TRUNCATED_L4;
 		}
 		__builtin_memcpy(&pkt->sport, &ports[0], 2);
@@ -107,7 +132,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 		 * that family: no ports, policy by protocol only. */
 		if (v6 != (pkt->family == EBPFCNI_FAMILY_IPV6))
 			return EBPFCNI_DROP_NONE;
-		if (bpf_skb_load_bytes(skb, offset, icmp, sizeof(icmp)) < 0)
+		if (packet_load(skb, offset, icmp, sizeof(icmp)) < 0)
 			return EBPFCNI_DROP_TRUNCATED_L4;
 		type = icmp[0];
 		pkt->policy_port = bpf_htons(type);
@@ -135,7 +160,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *pkt)
 	__u32 header_length;
 	__u16 fragment;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	if (packet_load(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
 		return EBPFCNI_DROP_TRUNCATED_L3;
 	if (ip.version != 4 || ip.ihl < 5)
 		return EBPFCNI_DROP_MALFORMED_L3;
@@ -170,7 +195,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 	__u8 next;
 	int i;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+	if (packet_load(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
 		return EBPFCNI_DROP_TRUNCATED_L3;
 	if (ip6.version != 6)
 		return EBPFCNI_DROP_MALFORMED_L3;
@@ -194,14 +219,14 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 		case IPPROTO_DSTOPTS_:
 			/* next header, length in 8-byte units not counting
 			 * the first 8 */
-			if (bpf_skb_load_bytes(skb, offset, ext, 2) < 0)
+			if (packet_load(skb, offset, ext, 2) < 0)
 				return EBPFCNI_DROP_TRUNCATED_L3;
 			next = ext[0];
 			offset += ((__u32)ext[1] + 1) * 8;
 			break;
 		case IPPROTO_AH_:
 			/* length in 4-byte units, not counting the first 8 */
-			if (bpf_skb_load_bytes(skb, offset, ext, 2) < 0)
+			if (packet_load(skb, offset, ext, 2) < 0)
 				return EBPFCNI_DROP_TRUNCATED_L3;
 			next = ext[0];
 			offset += ((__u32)ext[1] + 2) * 4;
@@ -209,7 +234,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 		case IPPROTO_FRAGMENT_: {
 			__u16 fragment_offset;
 
-			if (bpf_skb_load_bytes(skb, offset, ext, 8) < 0)
+			if (packet_load(skb, offset, ext, 8) < 0)
 				return EBPFCNI_DROP_TRUNCATED_L3;
 			next = ext[0];
 			offset += 8;
@@ -235,7 +260,7 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pk
 	__be16 ethertype;
 
 	/* The last two bytes of the Ethernet header. */
-	if (bpf_skb_load_bytes(skb, 12, &ethertype, sizeof(ethertype)) < 0)
+	if (packet_load(skb, 12, &ethertype, sizeof(ethertype)) < 0)
 		return EBPFCNI_DROP_TRUNCATED_L2;
 	switch (bpf_ntohs(ethertype)) {
 	case ETH_P_IP:

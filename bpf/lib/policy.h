@@ -55,11 +55,14 @@ static __always_inline void policy_count_hit(__u32 endpoint_id,
 	bpf_map_update_elem(&policy_stats, &stats_key, &first, BPF_NOEXIST);
 }
 
-/* Looks up one key; on a hit fills `hit_key` and returns the value. */
+/* Looks up one key shape (level) unless the policy has no key of that
+ * shape; on a hit fills `hit_key` and returns the value. */
 static __always_inline struct ebpfcni_policy_value *
-policy_try(void *policy, __u32 peer, __u8 direction, __u8 protocol,
-	   __be16 port, struct ebpfcni_policy_key *hit_key)
+policy_try(void *policy, __u32 flags, int level, __u32 peer, __u8 direction,
+	   __u8 protocol, __be16 port, struct ebpfcni_policy_key *hit_key)
 {
+	if (!(flags & EBPFCNI_POLICY_F_SHAPE(direction, level)))
+		return NULL;
 	hit_key->peer_identity = peer;
 	hit_key->direction = direction;
 	hit_key->protocol = protocol;
@@ -89,17 +92,17 @@ static __always_inline bool policy_decide(void *policy, __u32 flags,
 
 	/* Port-specific keys only exist with a protocol and a known port. */
 	if (port)
-		hit = policy_try(policy, peer, direction, protocol, port, &key);
+		hit = policy_try(policy, flags, 0, peer, direction, protocol, port, &key);
 	if (!hit)
-		hit = policy_try(policy, peer, direction, protocol, 0, &key);
+		hit = policy_try(policy, flags, 1, peer, direction, protocol, 0, &key);
 	if (!hit)
-		hit = policy_try(policy, peer, direction, 0, 0, &key);
+		hit = policy_try(policy, flags, 2, peer, direction, 0, 0, &key);
 	if (!hit && port)
-		hit = policy_try(policy, 0, direction, protocol, port, &key);
+		hit = policy_try(policy, flags, 3, 0, direction, protocol, port, &key);
 	if (!hit)
-		hit = policy_try(policy, 0, direction, protocol, 0, &key);
+		hit = policy_try(policy, flags, 4, 0, direction, protocol, 0, &key);
 	if (!hit)
-		hit = policy_try(policy, 0, direction, 0, 0, &key);
+		hit = policy_try(policy, flags, 5, 0, direction, 0, 0, &key);
 
 	if (!hit) {
 		verdict_drop(v, EBPFCNI_DROP_POLICY_DEFAULT_DENY, 0);

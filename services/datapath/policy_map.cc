@@ -62,6 +62,14 @@ uint64_t PackedKey(const ebpfcni_policy_key& key) {
   return packed;
 }
 
+// The rule's position in the lookup order (EBPFCNI_POLICY_F_SHAPE).
+uint32_t ShapeLevel(const PolicyRule& rule) {
+  bool peer = rule.peer_identity != 0;
+  if (rule.protocol == 0) return peer ? 2 : 5;
+  if (rule.port == 0) return peer ? 1 : 4;
+  return peer ? 0 : 3;
+}
+
 // Opens the inner map currently in the slot; -1 with errno ENOENT if none.
 int OpenInner(int outer_fd, uint32_t endpoint_id) {
   uint32_t inner_id = 0;
@@ -101,6 +109,10 @@ absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& poli
   config.rule_id_or_flags = (policy.ingress_isolated ? EBPFCNI_POLICY_F_ISOLATED_INGRESS : 0) |
                             (policy.egress_isolated ? EBPFCNI_POLICY_F_ISOLATED_EGRESS : 0) |
                             (policy.verdict_events ? EBPFCNI_POLICY_F_VERDICT_EVENTS : 0);
+  for (const PolicyRule& rule : policy.rules) {
+    config.rule_id_or_flags |= EBPFCNI_POLICY_F_SHAPE(static_cast<uint32_t>(rule.direction),
+                                                      ShapeLevel(rule));
+  }
   ebpfcni_policy_key config_key = ConfigKey();
   if (bpf_map_update_elem(inner.get(), &config_key, &config, BPF_NOEXIST) != 0) {
     return ErrnoError("writing the policy configuration entry", errno);

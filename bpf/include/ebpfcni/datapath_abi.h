@@ -103,6 +103,14 @@ struct ebpfcni_policy_key {
 #define EBPFCNI_POLICY_F_ISOLATED_EGRESS (1u << 1)
 /* Emit a policy-verdict event for every newly allowed flow. */
 #define EBPFCNI_POLICY_F_VERDICT_EVENTS (1u << 2)
+/* Which key shapes the policy has, per direction, so that lookups of
+ * shapes without any entry are skipped (a default deny would otherwise
+ * always cost all six). Levels follow the lookup order:
+ * 0 (peer, proto, port), 1 (peer, proto, any), 2 (peer, any, any),
+ * 3 (any, proto, port), 4 (any, proto, any), 5 (any, any, any). */
+#define EBPFCNI_POLICY_SHAPE_LEVELS 6
+#define EBPFCNI_POLICY_F_SHAPE(direction, level) \
+	(1u << (8 + ((direction) - 1) * 8 + (level)))
 
 struct ebpfcni_policy_value {
 	__u8 action; /* EBPFCNI_ACTION_*; 0 in the configuration entry */

@@ -1,0 +1,180 @@
+// ns per packet of the TC programs, as the kernel reports it for
+// BPF_PROG_TEST_RUN (the mean over `--repeat` runs of one frame, so only the
+// program's own time is counted), for each verdict path and for growing
+// policy and ipcache sizes:
+//
+//   not an endpoint   ifindex lookup misses: the floor of the program
+//   no policy, CT hit endpoint without policy, packet of a tracked flow
+//   CT hit            isolated endpoint, packet of an allowed tracked flow
+//   new flow allowed  conntrack lookup, ipcache LPM lookup, policy lookups,
+//                     conntrack insert: every run is a new flow because the
+//                     objects are loaded with conntrack lifetimes of 0, so
+//                     each run also finds and deletes the previous run's
+//                     (expired) entry first
+//   denied            isolated, no rule matches: ipcache, six policy
+//                     lookups, metrics and a (rate-limited) drop event
+//
+// "hot": the same frame `--repeat` times. "cold": one run after the CPU
+// caches were flushed by writing a 64 MiB buffer, averaged over --cold_runs
+// (a single timed run also pays the timer reads, ~10-20 ns).
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <absl/flags/flag.h>
+#include <absl/flags/parse.h>
+
+#include "ebpfcni/datapath_abi.h"
+#include "services/datapath/bpf_objects.h"
+#include "services/datapath/ipcache_map.h"
+#include "services/datapath/packet_builder.h"
+#include "services/datapath/policy_map.h"
+#include "services/datapath/program_runner.h"
+
+ABSL_FLAG(uint32_t, repeat, 1000000, "BPF_PROG_TEST_RUN repetitions per hot measurement");
+ABSL_FLAG(int, cold_runs, 200, "cache-flushed single runs averaged per cold measurement");
+ABSL_FLAG(bool, smoke, false, "tiny sizes and repeats: proves the tool works (CTest)");
+
+namespace ebpfcni::datapath {
+namespace {
+
+constexpr uint32_t kIfindex = 1;  // loopback: always there for test runs
+constexpr uint32_t kEndpointId = 7;
+constexpr uint32_t kPodIdentity = 1000;
+constexpr uint32_t kPeerIdentity = 2000;
+
+IpAddress Ip(const char* text) { return *IpAddress::Parse(text); }
+
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "datapath_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+template <typename T>
+T Check(absl::StatusOr<T> value) {
+  if (!value.ok()) Die(value.status().ToString());
+  return *std::move(value);
+}
+
+void Check(const absl::Status& status) {
+  if (!status.ok()) Die(status.ToString());
+}
+
+std::unique_ptr<BpfObjects> LoadObjects(bool every_packet_is_new) {
+  BpfLoadOptions options;
+  if (every_packet_is_new) {
+    options.conntrack.tcp_syn_ns = 0;
+    options.conntrack.tcp_established_ns = 0;
+    options.conntrack.other_ns = 0;
+  }
+  return Check(BpfObjects::Load(options));
+}
+
+// `entries` policy entries for `entries` other peers, plus the one that
+// allows the benchmark's peer; `prefixes` ipcache entries (the pod, the
+// peer, and /32s and /24s of others).
+void Populate(BpfObjects& bpf, uint32_t entries, uint32_t prefixes) {
+  Check(bpf.SetEndpointForIfindex(kIfindex, kEndpointId, kPodIdentity));
+  IpCacheMap ipcache(bpf.ipcache_fd());
+  Check(ipcache.Upsert(IpPrefix(Ip("10.0.0.1"), 32), kPodIdentity));
+  Check(ipcache.Upsert(IpPrefix(Ip("10.0.0.2"), 32), kPeerIdentity));
+  for (uint32_t i = 0; i + 2 < prefixes; ++i) {
+    uint8_t bytes[4] = {11, static_cast<uint8_t>(i >> 16), static_cast<uint8_t>(i >> 8),
+                        static_cast<uint8_t>(i)};
+    Check(ipcache.Upsert(IpPrefix(IpAddress::FromV4Bytes(bytes), i % 4 == 0 ? 24 : 32),
+                         3000 + i % 60000));
+  }
+  EndpointPolicy policy;
+  policy.ingress_isolated = true;
+  policy.egress_isolated = true;
+  policy.rules.push_back(PolicyRule{PolicyDirection::kIngress, kPeerIdentity, kProtoTcp, 80,
+                                    PolicyAction::kAllow, 1});
+  for (uint32_t i = 1; i < entries; ++i) {
+    policy.rules.push_back(PolicyRule{PolicyDirection::kIngress, 3000 + i, kProtoTcp,
+                                      static_cast<uint16_t>(1 + i % 60000), PolicyAction::kAllow,
+                                      1 + i});
+  }
+  PolicyMap policy_map(bpf.policy_maps_fd(), bpf.policy_stats_fd());
+  Check(policy_map.Replace(kEndpointId, policy));
+}
+
+double Hot(int fd, uint32_t ifindex, const std::vector<uint8_t>& frame, uint32_t repeat) {
+  return Check(TimeProgram(fd, ifindex, frame, repeat));
+}
+
+double Cold(int fd, uint32_t ifindex, const std::vector<uint8_t>& frame, int runs) {
+  static std::vector<uint8_t> thrash(64 << 20);
+  double total = 0;
+  for (int i = 0; i < runs; ++i) {
+    for (size_t j = 0; j < thrash.size(); j += 64) thrash[j] = static_cast<uint8_t>(i + j);
+    total += Check(TimeProgram(fd, ifindex, frame, 1));
+  }
+  return total / runs;
+}
+
+struct Row {
+  std::string path;
+  uint32_t entries;
+  double hot;
+  double cold;
+};
+
+}  // namespace
+}  // namespace ebpfcni::datapath
+
+int main(int argc, char** argv) {
+  using namespace ebpfcni::datapath;
+  absl::ParseCommandLine(argc, argv);
+  bool smoke = absl::GetFlag(FLAGS_smoke);
+  uint32_t repeat = smoke ? 1000 : absl::GetFlag(FLAGS_repeat);
+  int cold_runs = smoke ? 3 : absl::GetFlag(FLAGS_cold_runs);
+  std::vector<uint32_t> sizes = smoke ? std::vector<uint32_t>{10, 100}
+                                      : std::vector<uint32_t>{10, 1000, 100000};
+
+  const std::vector<uint8_t> allowed =
+      PacketBuilder::Tcp(Ip("10.0.0.2"), Ip("10.0.0.1"), 40000, 80, kTcpAck).Build();
+  const std::vector<uint8_t> denied =
+      PacketBuilder::Tcp(Ip("10.0.0.2"), Ip("10.0.0.1"), 40000, 81, kTcpSyn).Build();
+
+  std::vector<Row> rows;
+  for (uint32_t size : sizes) {
+    std::unique_ptr<BpfObjects> tracked = LoadObjects(/*every_packet_is_new=*/false);
+    Populate(*tracked, size, size);
+    int to_pod = tracked->to_container_fd();
+    // Not an endpoint: the frame on an ifindex with no endpoint entry.
+    Check(tracked->RemoveIfindex(kIfindex, kEndpointId));
+    rows.push_back({"not an endpoint", size, Hot(to_pod, kIfindex, allowed, repeat),
+                    Cold(to_pod, kIfindex, allowed, cold_runs)});
+    Check(tracked->SetEndpointForIfindex(kIfindex, kEndpointId, kPodIdentity));
+    // CT hit on an isolated endpoint (the first run creates the entry).
+    Check(RunProgram(to_pod, kIfindex, allowed));
+    rows.push_back({"allowed, conntrack hit", size, Hot(to_pod, kIfindex, allowed, repeat),
+                    Cold(to_pod, kIfindex, allowed, cold_runs)});
+    rows.push_back({"denied (default deny)", size, Hot(to_pod, kIfindex, denied, repeat),
+                    Cold(to_pod, kIfindex, denied, cold_runs)});
+    // No policy at all: steady state of a tracked flow.
+    Check(PolicyMap(tracked->policy_maps_fd(), tracked->policy_stats_fd()).Clear(kEndpointId));
+    const std::vector<uint8_t> other =
+        PacketBuilder::Tcp(Ip("10.0.0.2"), Ip("10.0.0.1"), 40001, 80, kTcpAck).Build();
+    Check(RunProgram(to_pod, kIfindex, other));
+    rows.push_back({"no policy, conntrack hit", size, Hot(to_pod, kIfindex, other, repeat),
+                    Cold(to_pod, kIfindex, other, cold_runs)});
+
+    std::unique_ptr<BpfObjects> fresh = LoadObjects(/*every_packet_is_new=*/true);
+    Populate(*fresh, size, size);
+    rows.push_back({"allowed, new flow", size,
+                    Hot(fresh->to_container_fd(), kIfindex, allowed, repeat),
+                    Cold(fresh->to_container_fd(), kIfindex, allowed, cold_runs)});
+  }
+
+  std::printf("| path | policy entries / ipcache prefixes | hot ns/pkt | cold ns/pkt |\n");
+  std::printf("| --- | ---: | ---: | ---: |\n");
+  for (const Row& row : rows) {
+    std::printf("| %s | %u | %.0f | %.0f |\n", row.path.c_str(), row.entries, row.hot, row.cold);
+  }
+  return 0;
+}

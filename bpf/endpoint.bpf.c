@@ -9,7 +9,8 @@
  *
  * Order of decisions (docs/datapath.md has the full table):
  *   not an endpoint -> pass; malformed -> drop; ARP / neighbour discovery
- *   -> pass; identity unknown (init) -> drop; conntrack hit -> pass;
+ *   -> pass; identity unknown (init) -> drop; conntrack hit (or an ICMP
+ *   error about a tracked flow) -> pass;
  *   otherwise policy for a new flow, and a conntrack entry when allowed. */
 #include "lib/common.h"
 #include "lib/maps.h"
@@ -51,8 +52,10 @@ static __always_inline void decide(struct __sk_buff *skb,
 		return;
 	}
 
-	/* Established flows and replies skip the identity and policy lookups. */
-	if (ct_lookup(pkt, endpoint_id, own_scope, trace) != CT_NEW) {
+	/* Established flows, replies and ICMP errors about them skip the
+	 * identity and policy lookups. */
+	if (ct_lookup(pkt, endpoint_id, own_scope, trace) != CT_NEW ||
+	    ct_related(pkt, endpoint_id, own_scope)) {
 		verdict_allow(v, EBPFCNI_VERDICT_ALLOWED_CONNTRACK, 0);
 		return;
 	}

@@ -144,6 +144,27 @@ static __always_inline enum ct_result ct_lookup(const struct packet *pkt,
 	return CT_NEW;
 }
 
+/* Is the ICMP error in `pkt` about a flow this endpoint has an entry for?
+ * The quoted packet is one this side sent (or forwarded) in that flow, so
+ * the lookup treats the reversed quote as the packet: the same two lookups
+ * as for any packet find it in either direction. Nothing is updated: an
+ * error does not keep a flow alive. */
+static __always_inline bool ct_related(const struct packet *pkt, __u32 endpoint_id,
+				       __u8 own_scope)
+{
+	struct packet quoted = {};
+
+	if (!(pkt->flags & PACKET_F_ICMP_ERROR))
+		return false;
+	quoted.family = pkt->family;
+	quoted.protocol = pkt->related_protocol;
+	__builtin_memcpy(quoted.saddr, pkt->related_daddr, 16);
+	__builtin_memcpy(quoted.daddr, pkt->related_saddr, 16);
+	quoted.sport = pkt->related_dport;
+	quoted.dport = pkt->related_sport;
+	return ct_lookup(&quoted, endpoint_id, own_scope, /*trace=*/true) != CT_NEW;
+}
+
 /* Records a flow the policy just allowed. */
 static __always_inline void ct_create(const struct packet *pkt,
 				      __u32 endpoint_id, __u8 own_scope,

@@ -45,6 +45,10 @@
 /* A fragment other than the first: it carries no L4 header, so its ports
  * are 0 ("unknown") and only any-port rules can allow it. */
 #define PACKET_F_LATER_FRAGMENT (1u << 2)
+/* An ICMP error (destination unreachable, packet too big, time exceeded,
+ * parameter problem) whose quoted packet was parsed into related_*: it may
+ * pass as part of the flow it reports on. */
+#define PACKET_F_ICMP_ERROR (1u << 3)
 
 struct packet {
 	__u8 family; /* EBPFCNI_FAMILY_*, 0 for ARP */
@@ -60,7 +64,72 @@ struct packet {
 	__u16 pad;
 	__u8 saddr[16];
 	__u8 daddr[16];
+	/* ICMP errors: the quoted packet's tuple, as that packet had it. */
+	__u8 related_protocol;
+	__u8 related_pad;
+	__be16 related_sport;
+	__be16 related_dport;
+	__u16 related_pad2;
+	__u8 related_saddr[16];
+	__u8 related_daddr[16];
 };
+
+static __always_inline int packet_load(struct __sk_buff *skb, __u32 offset,
+				       void *to, const __u32 len);
+
+/* Parses the packet an ICMP error quotes (its IP header and the first 8
+ * bytes after it, which RFC 792/4443 guarantee) starting at `offset`. A
+ * quote that cannot be parsed leaves the error unrelated: it is then judged
+ * by policy like any other ICMP packet. */
+static __always_inline void parse_icmp_quote(struct __sk_buff *skb, __u32 offset,
+					     struct packet *pkt)
+{
+	__u8 l4[8];
+	__u32 l4_offset;
+
+	if (pkt->family == EBPFCNI_FAMILY_IPV4) {
+		struct iphdr ip;
+
+		if (packet_load(skb, offset, &ip, sizeof(ip)) < 0 || ip.version != 4 ||
+		    ip.ihl < 5 || (bpf_ntohs(ip.frag_off) & 0x1fff))
+			return;
+		__builtin_memcpy(pkt->related_saddr, &ip.saddr, 4);
+		__builtin_memcpy(pkt->related_daddr, &ip.daddr, 4);
+		pkt->related_protocol = ip.protocol;
+		l4_offset = offset + ip.ihl * 4;
+	} else {
+		struct ipv6hdr ip6;
+
+		/* Quotes with extension headers stay unrelated. */
+		if (packet_load(skb, offset, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
+			return;
+		__builtin_memcpy(pkt->related_saddr, &ip6.saddr, 16);
+		__builtin_memcpy(pkt->related_daddr, &ip6.daddr, 16);
+		pkt->related_protocol = ip6.nexthdr;
+		l4_offset = offset + sizeof(ip6);
+	}
+	if (packet_load(skb, l4_offset, l4, sizeof(l4)) < 0)
+		return;
+	switch (pkt->related_protocol) {
+	case IPPROTO_TCP_:
+	case IPPROTO_UDP_:
+	case IPPROTO_SCTP_:
+		__builtin_memcpy(&pkt->related_sport, &l4[0], 2);
+		__builtin_memcpy(&pkt->related_dport, &l4[2], 2);
+		break;
+	case IPPROTO_ICMP_:
+	case IPPROTO_ICMPV6_:
+		/* A quoted echo request/reply: the id, as conntrack keys it. */
+		if (l4[0] == 8 || l4[0] == 0 || l4[0] == 128 || l4[0] == 129) {
+			__builtin_memcpy(&pkt->related_sport, &l4[4], 2);
+			pkt->related_dport = pkt->related_sport;
+		}
+		break;
+	default:
+		break;
+	}
+	pkt->flags |= PACKET_F_ICMP_ERROR;
+}
 
 /* Headers further in than this are read through the helper only; it keeps
  * the offset the verifier has to track small. */
@@ -145,6 +214,9 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 		}
 		if (v6 && type >= 133 && type <= 137)
 			pkt->flags |= PACKET_F_NEIGHBOUR;
+		if ((!v6 && (type == 3 || type == 11 || type == 12)) ||
+		    (v6 && type >= 1 && type <= 4))
+			parse_icmp_quote(skb, offset + sizeof(icmp), pkt);
 		return EBPFCNI_DROP_NONE;
 	}
 	default:

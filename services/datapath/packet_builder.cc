@@ -1,5 +1,7 @@
 #include "services/datapath/packet_builder.h"
 
+#include <algorithm>
+
 namespace ebpfcni::datapath {
 namespace {
 
@@ -92,6 +94,16 @@ PacketBuilder& PacketBuilder::Fragment(uint16_t offset_units, bool more_fragment
   return *this;
 }
 
+PacketBuilder& PacketBuilder::Quote(const std::vector<uint8_t>& frame,
+                                    size_t bytes_after_ip_header) {
+  constexpr size_t kEthernet = 14;
+  if (frame.size() <= kEthernet) return *this;
+  size_t ip_header = (frame[kEthernet] >> 4) == 4 ? (frame[kEthernet] & 0x0f) * 4 : 40;
+  size_t length = std::min(frame.size() - kEthernet, ip_header + bytes_after_ip_header);
+  quoted_.assign(frame.begin() + kEthernet, frame.begin() + kEthernet + length);
+  return *this;
+}
+
 std::vector<uint8_t> PacketBuilder::Build() const {
   // L4 header (absent in later fragments) followed by the payload.
   std::vector<uint8_t> l4;
@@ -126,7 +138,8 @@ std::vector<uint8_t> PacketBuilder::Build() const {
         l4.push_back(0);  // code
         Put16(l4, 0);     // checksum
         Put16(l4, icmp_id_);
-        Put16(l4, 1);  // sequence
+        Put16(l4, 1);  // sequence (errors: unused / MTU)
+        l4.insert(l4.end(), quoted_.begin(), quoted_.end());
         break;
       default:
         break;

@@ -55,6 +55,9 @@ class PacketBuilder {
   // Makes the packet a fragment: offset in 8-byte units; a non-zero offset
   // leaves the L4 header out (it is in the first fragment).
   PacketBuilder& Fragment(uint16_t offset_units, bool more_fragments);
+  // ICMP errors: quote `frame`'s IP packet (without its Ethernet header),
+  // cut to its IP header plus `bytes_after_ip_header` (RFC 792 quotes 8).
+  PacketBuilder& Quote(const std::vector<uint8_t>& frame, size_t bytes_after_ip_header = 8);
 
   std::vector<uint8_t> Build() const;
 
@@ -76,6 +79,7 @@ class PacketBuilder {
   bool fragment_ = false;
   uint16_t fragment_offset_ = 0;
   bool more_fragments_ = false;
+  std::vector<uint8_t> quoted_;
 };
 
 // An ARP request frame.

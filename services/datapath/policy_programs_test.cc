@@ -319,6 +319,37 @@ TEST_F(PolicyProgramsTest, RepliesOfAllowedFlowsPassWithoutPolicy) {
   EXPECT_EQ(ToPod(PacketBuilder::Icmp(kPeer4, kPod4, 0, 4243)), kTcActShot);
 }
 
+TEST_F(PolicyProgramsTest, IcmpErrorsAboutTrackedFlowsPassOthersFacePolicy) {
+  SetPolicy(Isolated({Rule(kEgress, kPeerIdentity, kProtoUdp, 53, kAllow, 1),
+                      Rule(kEgress, kPeerIdentity, kProtoTcp, 443, kAllow, 2)}));
+  std::vector<uint8_t> query = PacketBuilder::Udp(kPod4, kPeer4, 5000, 53).Build();
+  std::vector<uint8_t> query6 = PacketBuilder::Udp(kPod6, kPeer6, 5000, 53).Build();
+  std::vector<uint8_t> tls6 = PacketBuilder::Tcp(kPod6, kPeer6, 6000, 443).Build();
+  ASSERT_EQ(Run(bpf_->from_container_fd(), PacketBuilder::Udp(kPod4, kPeer4, 5000, 53)), kTcActOk);
+  ASSERT_EQ(Run(bpf_->from_container_fd(), PacketBuilder::Udp(kPod6, kPeer6, 5000, 53)), kTcActOk);
+  ASSERT_EQ(Run(bpf_->from_container_fd(), PacketBuilder::Tcp(kPod6, kPeer6, 6000, 443)), kTcActOk);
+  // Port unreachable about the query: related, passes the isolated ingress.
+  EXPECT_EQ(TraceToPod(PacketBuilder::Icmp(kPeer4, kPod4, 3).Quote(query)).verdict,
+            EBPFCNI_VERDICT_ALLOWED_CONNTRACK);
+  EXPECT_EQ(TraceToPod(PacketBuilder::Icmp(kPeer6, kPod6, 1).Quote(query6)).verdict,
+            EBPFCNI_VERDICT_ALLOWED_CONNTRACK);
+  // Packet too big about a TCP flow: path MTU discovery keeps working.
+  EXPECT_EQ(TraceToPod(PacketBuilder::Icmp(kPeer6, kPod6, 2).Quote(tls6)).verdict,
+            EBPFCNI_VERDICT_ALLOWED_CONNTRACK);
+  // The same error about a flow that was never allowed: policy decides.
+  std::vector<uint8_t> other = PacketBuilder::Udp(kPod4, kPeer4, 5001, 53).Build();
+  EXPECT_EQ(TraceToPod(PacketBuilder::Icmp(kPeer4, kPod4, 3).Quote(other)).reason,
+            EBPFCNI_DROP_POLICY_DEFAULT_DENY);
+  // A quote without the bytes after its IP header (no ports) relates to
+  // nothing.
+  EXPECT_EQ(TraceToPod(PacketBuilder::Icmp(kPeer4, kPod4, 3).Quote(query, 0).Payload(0)).verdict,
+            EBPFCNI_VERDICT_DROPPED);
+  // An error passes without creating an entry of its own.
+  size_t entries = ConntrackEntries();
+  EXPECT_EQ(ToPod(PacketBuilder::Icmp(kPeer4, kPod4, 3).Quote(query)), kTcActOk);
+  EXPECT_EQ(ConntrackEntries(), entries);
+}
+
 TEST_F(PolicyProgramsTest, ClosedTcpFlowsExpireEarlyAndOpenOnesStay) {
   SetPolicy(Isolated({Rule(kEgress, kPeerIdentity, kProtoTcp, 80, kAllow, 1)}));
   auto out = [&](uint16_t sport, uint8_t flags) {

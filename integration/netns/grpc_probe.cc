@@ -129,34 +129,34 @@ int Services(const std::shared_ptr<grpc::Channel>& channel) {
   return listed ? 0 : 1;
 }
 
-int Endpoints(const std::shared_ptr<grpc::Channel>& channel) {
-  auto stub = ebpfcni::datapath::v1::DatapathService::NewStub(channel);
-  ebpfcni::datapath::v1::ListEndpointsResponse response;
+// Calls one read-only unary List RPC with an empty request and prints the
+// response as JSON.
+template <typename Stub, typename Request, typename Response>
+int CallAndPrint(const std::string& name, Stub& stub,
+                 grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*)) {
+  Request request;
+  Response response;
   grpc::ClientContext context;
   SetDeadline(context);
-  grpc::Status status = stub->ListEndpoints(&context, {}, &response);
-  if (!status.ok()) return ReportFailure("ListEndpoints", status);
+  grpc::Status status = (stub.*method)(&context, request, &response);
+  if (!status.ok()) return ReportFailure(name, status);
   return PrintJson(response);
+}
+
+int Endpoints(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = ebpfcni::datapath::v1::DatapathService::NewStub(channel);
+  return CallAndPrint("ListEndpoints", *stub,
+                      &ebpfcni::datapath::v1::DatapathService::Stub::ListEndpoints);
 }
 
 int Allocations(const std::shared_ptr<grpc::Channel>& channel) {
   auto stub = ebpfcni::ipam::v1::IpamService::NewStub(channel);
-  ebpfcni::ipam::v1::ListAllocationsResponse response;
-  grpc::ClientContext context;
-  SetDeadline(context);
-  grpc::Status status = stub->ListAllocations(&context, {}, &response);
-  if (!status.ok()) return ReportFailure("ListAllocations", status);
-  return PrintJson(response);
+  return CallAndPrint("ListAllocations", *stub, &ebpfcni::ipam::v1::IpamService::Stub::ListAllocations);
 }
 
 int Pools(const std::shared_ptr<grpc::Channel>& channel) {
   auto stub = ebpfcni::ipam::v1::IpamService::NewStub(channel);
-  ebpfcni::ipam::v1::ListPoolsResponse response;
-  grpc::ClientContext context;
-  SetDeadline(context);
-  grpc::Status status = stub->ListPools(&context, {}, &response);
-  if (!status.ok()) return ReportFailure("ListPools", status);
-  return PrintJson(response);
+  return CallAndPrint("ListPools", *stub, &ebpfcni::ipam::v1::IpamService::Stub::ListPools);
 }
 
 int Usage() {

@@ -16,6 +16,7 @@
 
 #include "ebpfcni/datapath_abi.h"
 #include "endpoint_bpf.skel.h"
+#include "services/datapath/bpf_map_util.h"
 
 namespace ebpfcni::datapath {
 namespace {
@@ -47,24 +48,6 @@ int LibbpfPrint(libbpf_print_level level, const char* format, va_list args) {
   return n;
 }
 
-absl::Status ErrnoError(const std::string& what, int err) {
-  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(err)));
-}
-
-// Owns a file descriptor for the scope of one function.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // Id of the program pinned at `path`, 0 when there is none.
 uint32_t PinnedProgramId(const std::string& path) {
@@ -92,7 +75,7 @@ absl::Status PrepareMapPin(bpf_map* map, const std::string& pin_dir) {
     bpf_map_info info{};
     uint32_t length = sizeof(info);
     if (bpf_obj_get_info_by_fd(pinned.get(), &info, &length) != 0) {
-      return ErrnoError(absl::StrCat("reading pinned map ", path), errno);
+      return BpfErrno(absl::StrCat("reading pinned map ", path), errno);
     }
     bool compatible = info.type == static_cast<uint32_t>(bpf_map__type(map)) &&
                       info.key_size == bpf_map__key_size(map) &&
@@ -103,14 +86,14 @@ absl::Status PrepareMapPin(bpf_map* map, const std::string& pin_dir) {
       spdlog::warn("pinned map {} has a different layout than this build; "
                    "recreating it empty (its entries are lost)", path);
       if (unlink(path.c_str()) != 0) {
-        return ErrnoError(absl::StrCat("removing incompatible pinned map ", path), errno);
+        return BpfErrno(absl::StrCat("removing incompatible pinned map ", path), errno);
       }
     } else {
       spdlog::info("reusing pinned map {} (id {})", path, info.id);
     }
   }
   if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
-    return ErrnoError(absl::StrCat("setting pin path ", path), -err);
+    return BpfErrno(absl::StrCat("setting pin path ", path), -err);
   }
   return absl::OkStatus();
 }
@@ -128,7 +111,7 @@ absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const BpfLoadOption
   libbpf_set_print(LibbpfPrint);
   endpoint_bpf* skeleton = endpoint_bpf__open();
   if (skeleton == nullptr) {
-    return ErrnoError("opening the embedded BPF object", errno);
+    return BpfErrno("opening the embedded BPF object", errno);
   }
   std::unique_ptr<BpfObjects> objects(new BpfObjects(skeleton));
   skeleton->rodata->ct_lifetime_tcp_established_ns = options.conntrack.tcp_established_ns;
@@ -181,12 +164,12 @@ absl::Status BpfObjects::PinPrograms(const std::string& progs_dir) {
     std::string temp_path = final_path + "_new";
     unlink(temp_path.c_str());
     if (int err = bpf_program__pin(program, temp_path.c_str()); err != 0) {
-      return ErrnoError(absl::StrCat("pinning program at ", temp_path), -err);
+      return BpfErrno(absl::StrCat("pinning program at ", temp_path), -err);
     }
     if (rename(temp_path.c_str(), final_path.c_str()) != 0) {
       int err = errno;
       unlink(temp_path.c_str());
-      return ErrnoError(absl::StrCat("renaming program pin to ", final_path), err);
+      return BpfErrno(absl::StrCat("renaming program pin to ", final_path), err);
     }
   }
   return absl::OkStatus();
@@ -207,12 +190,12 @@ int BpfObjects::metrics_fd() const { return bpf_map__fd(skeleton_->maps.metrics)
 
 absl::StatusOr<std::vector<PacketCount>> BpfObjects::ReadMetrics() const {
   int cpus = libbpf_num_possible_cpus();
-  if (cpus <= 0) return ErrnoError("counting possible CPUs", -cpus);
+  if (cpus <= 0) return BpfErrno("counting possible CPUs", -cpus);
   std::vector<ebpfcni_packet_counter> per_cpu(cpus);
   std::vector<PacketCount> sums(EBPFCNI_METRIC_MAX);
   for (uint32_t slot = 0; slot < EBPFCNI_METRIC_MAX; ++slot) {
     if (bpf_map_lookup_elem(metrics_fd(), &slot, per_cpu.data()) != 0) {
-      return ErrnoError(absl::StrCat("reading metrics slot ", slot), errno);
+      return BpfErrno(absl::StrCat("reading metrics slot ", slot), errno);
     }
     for (const ebpfcni_packet_counter& c : per_cpu) {
       sums[slot].packets += c.packets;
@@ -228,7 +211,7 @@ absl::Status BpfObjects::SetEndpointForIfindex(uint32_t ifindex, uint32_t endpoi
   info.endpoint_id = endpoint_id;
   info.identity = identity;
   if (bpf_map_update_elem(ifindex_map_fd(), &ifindex, &info, BPF_ANY) != 0) {
-    return ErrnoError(absl::StrCat("writing ifindex ", ifindex, " -> endpoint ", endpoint_id), errno);
+    return BpfErrno(absl::StrCat("writing ifindex ", ifindex, " -> endpoint ", endpoint_id), errno);
   }
   return absl::OkStatus();
 }
@@ -237,7 +220,7 @@ absl::StatusOr<std::optional<uint32_t>> BpfObjects::EndpointForIfindex(uint32_t 
   ebpfcni_endpoint_info info{};
   if (bpf_map_lookup_elem(ifindex_map_fd(), &ifindex, &info) != 0) {
     if (errno == ENOENT) return std::nullopt;
-    return ErrnoError(absl::StrCat("reading ifindex ", ifindex), errno);
+    return BpfErrno(absl::StrCat("reading ifindex ", ifindex), errno);
   }
   return info.endpoint_id;
 }
@@ -247,7 +230,7 @@ absl::StatusOr<std::optional<EndpointMapEntry>> BpfObjects::EndpointEntry(
   ebpfcni_endpoint_info info{};
   if (bpf_map_lookup_elem(ifindex_map_fd(), &ifindex, &info) != 0) {
     if (errno == ENOENT) return std::nullopt;
-    return ErrnoError(absl::StrCat("reading ifindex ", ifindex), errno);
+    return BpfErrno(absl::StrCat("reading ifindex ", ifindex), errno);
   }
   return EndpointMapEntry{info.endpoint_id, info.identity};
 }
@@ -257,35 +240,29 @@ absl::Status BpfObjects::RemoveIfindex(uint32_t ifindex, uint32_t endpoint_id) {
   if (!current.ok()) return current.status();
   if (!current->has_value() || **current != endpoint_id) return absl::OkStatus();
   if (bpf_map_delete_elem(ifindex_map_fd(), &ifindex) != 0 && errno != ENOENT) {
-    return ErrnoError(absl::StrCat("deleting ifindex ", ifindex), errno);
+    return BpfErrno(absl::StrCat("deleting ifindex ", ifindex), errno);
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> BpfObjects::IfindexEntries() const {
   std::vector<std::pair<uint32_t, uint32_t>> entries;
-  uint32_t key = 0;
-  uint32_t next = 0;
-  const void* previous = nullptr;  // null asks for the first key
-  // Bounded by the map's capacity in case entries churn underneath us.
-  for (int i = 0; i <= EBPFCNI_MAX_ENDPOINTS; ++i) {
-    if (bpf_map_get_next_key(ifindex_map_fd(), previous, &next) != 0) {
-      if (errno == ENOENT) break;
-      return ErrnoError("iterating the ifindex map", errno);
-    }
-    key = next;
-    previous = &key;
-    ebpfcni_endpoint_info info{};
-    if (bpf_map_lookup_elem(ifindex_map_fd(), &key, &info) == 0) {
-      entries.emplace_back(key, info.endpoint_id);
-    }
-  }
+  absl::Status status = ForEachMapKey<uint32_t>(
+      ifindex_map_fd(), EBPFCNI_MAX_ENDPOINTS, "the ifindex map",
+      [&](uint32_t ifindex) -> absl::Status {
+        ebpfcni_endpoint_info info{};
+        if (bpf_map_lookup_elem(ifindex_map_fd(), &ifindex, &info) == 0) {
+          entries.emplace_back(ifindex, info.endpoint_id);
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
   return entries;
 }
 
 absl::StatusOr<EndpointCounters> BpfObjects::ReadCounters(uint32_t endpoint_id) const {
   int cpus = libbpf_num_possible_cpus();
-  if (cpus <= 0) return ErrnoError("counting possible CPUs", -cpus);
+  if (cpus <= 0) return BpfErrno("counting possible CPUs", -cpus);
   // A per-CPU lookup returns one value per possible CPU; the struct is a
   // multiple of 8 bytes, so no per-slot padding is needed.
   static_assert(sizeof(ebpfcni_endpoint_counters) % 8 == 0);
@@ -293,7 +270,7 @@ absl::StatusOr<EndpointCounters> BpfObjects::ReadCounters(uint32_t endpoint_id) 
   EndpointCounters sum;
   if (bpf_map_lookup_elem(counters_map_fd(), &endpoint_id, per_cpu.data()) != 0) {
     if (errno == ENOENT) return sum;
-    return ErrnoError(absl::StrCat("reading counters of endpoint ", endpoint_id), errno);
+    return BpfErrno(absl::StrCat("reading counters of endpoint ", endpoint_id), errno);
   }
   for (const ebpfcni_endpoint_counters& c : per_cpu) {
     sum.from_pod_packets += c.from_pod_packets;
@@ -306,25 +283,19 @@ absl::StatusOr<EndpointCounters> BpfObjects::ReadCounters(uint32_t endpoint_id) 
 
 absl::Status BpfObjects::DeleteCounters(uint32_t endpoint_id) {
   if (bpf_map_delete_elem(counters_map_fd(), &endpoint_id) != 0 && errno != ENOENT) {
-    return ErrnoError(absl::StrCat("deleting counters of endpoint ", endpoint_id), errno);
+    return BpfErrno(absl::StrCat("deleting counters of endpoint ", endpoint_id), errno);
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<uint32_t>> BpfObjects::CountedEndpointIds() const {
   std::vector<uint32_t> ids;
-  uint32_t key = 0;
-  uint32_t next = 0;
-  const void* previous = nullptr;
-  for (int i = 0; i <= EBPFCNI_MAX_ENDPOINTS; ++i) {
-    if (bpf_map_get_next_key(counters_map_fd(), previous, &next) != 0) {
-      if (errno == ENOENT) break;
-      return ErrnoError("iterating the counters map", errno);
-    }
-    key = next;
-    previous = &key;
-    ids.push_back(key);
-  }
+  absl::Status status = ForEachMapKey<uint32_t>(counters_map_fd(), EBPFCNI_MAX_ENDPOINTS,
+                                                "the counters map", [&](uint32_t id) {
+                                                  ids.push_back(id);
+                                                  return absl::OkStatus();
+                                                });
+  if (!status.ok()) return status;
   return ids;
 }
 

@@ -238,6 +238,28 @@ TEST_F(DatapathServiceTest, CreateAttachesCountsSurvivesRestartAndDeleteDetaches
   EXPECT_EQ(*manager_->bpf().EndpointForIfindex(pod_a_.host_ifindex()), std::nullopt);
 }
 
+// Frames cut inside the IP header cannot be fed to BPF_PROG_TEST_RUN (the
+// kernel refuses them), so the unit tests cannot cover them; a pod can still
+// send them with a raw socket. Send real ones across the veth.
+TEST_F(DatapathServiceTest, FramesCutInsideTheIpHeaderAreDroppedAsTruncated) {
+  v1::CreateEndpointResponse created;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());
+  std::vector<uint8_t> ipv4 = BuildUdpFrame(kOtherHostMac, "10.251.0.2", "10.251.0.1", 64);
+  ipv4.resize(14 + 12);
+  std::vector<uint8_t> ipv6(ipv4.begin(), ipv4.begin() + 14);
+  ipv6[12] = 0x86;
+  ipv6[13] = 0xdd;
+  ipv6.push_back(0x60);
+  ipv6.resize(14 + 30, 0);
+  constexpr int kCount = 5;
+  ASSERT_TRUE(SendFrames(pod_a_.netns(), pod_a_.peer_name(), ipv4, kCount).ok());
+  ASSERT_TRUE(SendFrames(pod_a_.netns(), pod_a_.peer_name(), ipv6, kCount).ok());
+  absl::StatusOr<std::vector<PacketCount>> metrics = manager_->Metrics();
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ((*metrics)[EBPFCNI_METRIC_DROP(EBPFCNI_DROP_TRUNCATED_L3)].packets,
+            static_cast<uint64_t>(2 * kCount));
+}
+
 TEST_F(DatapathServiceTest, RejectsRequestsWithActionableErrors) {
   v1::CreateEndpointResponse response;
   v1::CreateEndpointRequest request = CreateRequest("ctr-a", pod_a_);

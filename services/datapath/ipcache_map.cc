@@ -8,18 +8,10 @@
 #include <absl/strings/str_cat.h>
 
 #include "ebpfcni/datapath_abi.h"
+#include "services/datapath/bpf_map_util.h"
 
 namespace ebpfcni::datapath {
 namespace {
-
-absl::Status ErrnoError(const std::string& what, int err) {
-  if (err == ENOSPC || err == E2BIG || err == ENOMEM) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        what, ": ", std::strerror(err), " (the ipcache holds at most ",
-        EBPFCNI_IPCACHE_MAX_ENTRIES, " prefixes)"));
-  }
-  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(err)));
-}
 
 ebpfcni_ipcache_key KeyOf(const IpPrefix& prefix) {
   ebpfcni_ipcache_key key{};
@@ -43,8 +35,13 @@ absl::Status IpCacheMap::Upsert(const IpPrefix& prefix, uint32_t identity) {
   ebpfcni_ipcache_value value{};
   value.identity = identity;
   if (bpf_map_update_elem(fd_, &key, &value, BPF_ANY) != 0) {
-    return ErrnoError(absl::StrCat("writing ipcache ", prefix.ToString(), " -> ", identity),
-                      errno);
+    absl::Status status = BpfErrno(
+        absl::StrCat("writing ipcache ", prefix.ToString(), " -> ", identity), errno);
+    if (absl::IsResourceExhausted(status)) {
+      return absl::ResourceExhaustedError(absl::StrCat(status.message(), " (the ipcache holds at most ",
+                                                       EBPFCNI_IPCACHE_MAX_ENTRIES, " prefixes)"));
+    }
+    return status;
   }
   return absl::OkStatus();
 }
@@ -53,7 +50,7 @@ absl::StatusOr<bool> IpCacheMap::Delete(const IpPrefix& prefix) {
   ebpfcni_ipcache_key key = KeyOf(prefix);
   if (bpf_map_delete_elem(fd_, &key) != 0) {
     if (errno == ENOENT) return false;
-    return ErrnoError(absl::StrCat("deleting ipcache ", prefix.ToString()), errno);
+    return BpfErrno(absl::StrCat("deleting ipcache ", prefix.ToString()), errno);
   }
   return true;
 }
@@ -64,28 +61,23 @@ absl::StatusOr<uint32_t> IpCacheMap::Lookup(const IpAddress& address) const {
   ebpfcni_ipcache_value value{};
   if (bpf_map_lookup_elem(fd_, &key, &value) != 0) {
     if (errno == ENOENT) return EBPFCNI_IDENTITY_WORLD;
-    return ErrnoError(absl::StrCat("looking up ", address.ToString(), " in the ipcache"), errno);
+    return BpfErrno(absl::StrCat("looking up ", address.ToString(), " in the ipcache"), errno);
   }
   return value.identity;
 }
 
 absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>> IpCacheMap::List() const {
   std::vector<std::pair<IpPrefix, uint32_t>> entries;
-  ebpfcni_ipcache_key key{};
-  ebpfcni_ipcache_key next{};
-  const void* previous = nullptr;
-  for (uint32_t i = 0; i <= EBPFCNI_IPCACHE_MAX_ENTRIES; ++i) {
-    if (bpf_map_get_next_key(fd_, previous, &next) != 0) {
-      if (errno == ENOENT) break;
-      return ErrnoError("iterating the ipcache", errno);
-    }
-    key = next;
-    previous = &key;
-    ebpfcni_ipcache_value value{};
-    if (bpf_map_lookup_elem(fd_, &key, &value) == 0) {
-      entries.emplace_back(PrefixOf(key), value.identity);
-    }
-  }
+  absl::Status status = ForEachMapKey<ebpfcni_ipcache_key>(
+      fd_, EBPFCNI_IPCACHE_MAX_ENTRIES, "the ipcache",
+      [&](const ebpfcni_ipcache_key& key) -> absl::Status {
+        ebpfcni_ipcache_value value{};
+        if (bpf_map_lookup_elem(fd_, &key, &value) == 0) {
+          entries.emplace_back(PrefixOf(key), value.identity);
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
   return entries;
 }
 

@@ -33,30 +33,31 @@ uint16_t Checksum(const uint8_t* data, size_t length) {
 
 }  // namespace
 
+PacketBuilder PacketBuilder::WithPorts(const IpAddress& source, const IpAddress& destination,
+                                       uint8_t protocol, uint16_t source_port,
+                                       uint16_t destination_port) {
+  PacketBuilder builder(source, destination, protocol);
+  builder.source_port_ = source_port;
+  builder.destination_port_ = destination_port;
+  return builder;
+}
+
 PacketBuilder PacketBuilder::Tcp(const IpAddress& source, const IpAddress& destination,
                                  uint16_t source_port, uint16_t destination_port,
                                  uint8_t flags) {
-  PacketBuilder builder(source, destination, kProtoTcp);
-  builder.source_port_ = source_port;
-  builder.destination_port_ = destination_port;
+  PacketBuilder builder = WithPorts(source, destination, kProtoTcp, source_port, destination_port);
   builder.tcp_flags_ = flags;
   return builder;
 }
 
 PacketBuilder PacketBuilder::Udp(const IpAddress& source, const IpAddress& destination,
                                  uint16_t source_port, uint16_t destination_port) {
-  PacketBuilder builder(source, destination, kProtoUdp);
-  builder.source_port_ = source_port;
-  builder.destination_port_ = destination_port;
-  return builder;
+  return WithPorts(source, destination, kProtoUdp, source_port, destination_port);
 }
 
 PacketBuilder PacketBuilder::Sctp(const IpAddress& source, const IpAddress& destination,
                                   uint16_t source_port, uint16_t destination_port) {
-  PacketBuilder builder(source, destination, kProtoSctp);
-  builder.source_port_ = source_port;
-  builder.destination_port_ = destination_port;
-  return builder;
+  return WithPorts(source, destination, kProtoSctp, source_port, destination_port);
 }
 
 PacketBuilder PacketBuilder::Icmp(const IpAddress& source, const IpAddress& destination,

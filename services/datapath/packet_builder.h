@@ -64,6 +64,9 @@ class PacketBuilder {
  private:
   PacketBuilder(const IpAddress& source, const IpAddress& destination, uint8_t protocol)
       : source_(source), destination_(destination), protocol_(protocol) {}
+  static PacketBuilder WithPorts(const IpAddress& source, const IpAddress& destination,
+                                 uint8_t protocol, uint16_t source_port,
+                                 uint16_t destination_port);
 
   IpAddress source_;
   IpAddress destination_;

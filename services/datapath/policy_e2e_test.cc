@@ -186,6 +186,21 @@ class PolicyEndToEndTest : public ::testing::Test {
     ASSERT_TRUE(b.ok()) << b.error_message();
   }
 
+  grpc::Status Trace(const std::string& source, const std::string& destination,
+                     uint32_t protocol, uint32_t source_port, uint32_t destination_port,
+                     v1::TraceResponse* response, uint32_t tcp_flags = 0) {
+    v1::TraceRequest request;
+    request.set_source_ip(source);
+    request.set_destination_ip(destination);
+    request.set_protocol(protocol);
+    request.set_source_port(source_port);
+    request.set_destination_port(destination_port);
+    request.set_tcp_flags(tcp_flags);
+    grpc::ClientContext context;
+    SetDeadline(context, 10s);
+    return stub_->Trace(&context, request, response);
+  }
+
   bool Ping(const testing::TestPod& from, const testing::TestPod& to) {
     return testing::RunCommand("ip netns exec " + from.netns + " ping -q -c 1 -W 1 " + to.ip +
                                " >/dev/null 2>&1") == 0;
@@ -366,14 +381,8 @@ TEST_F(PolicyEndToEndTest, EndpointWithoutIdentityIsDeniedUntilItGetsOne) {
   ASSERT_TRUE(CreateEndpoint("ctr-b", node_.b(), kIdentityB, PolicyOfB()).ok());
   EXPECT_FALSE(Ping(node_.a(), node_.b()));
 
-  grpc::ClientContext trace_context;
-  SetDeadline(trace_context, 10s);
-  v1::TraceRequest trace;
-  trace.set_source_ip(node_.a().ip);
-  trace.set_destination_ip(node_.b().ip);
-  trace.set_protocol(1);
   v1::TraceResponse traced;
-  ASSERT_TRUE(stub_->Trace(&trace_context, trace, &traced).ok());
+  ASSERT_TRUE(Trace(node_.a().ip, node_.b().ip, 1, 7, 0, &traced).ok());
   ASSERT_GE(traced.hops_size(), 1);
   EXPECT_EQ(traced.hops(0).reason(), v1::DROP_REASON_INIT_IDENTITY);
   EXPECT_FALSE(traced.allowed());
@@ -392,16 +401,8 @@ TEST_F(PolicyEndToEndTest, EndpointWithoutIdentityIsDeniedUntilItGetsOne) {
 TEST_F(PolicyEndToEndTest, TraceRunsTheRealProgramsOfBothEndpoints) {
   CreateBothPods();
   auto trace = [&](uint16_t port) {
-    grpc::ClientContext context;
-    SetDeadline(context, 10s);
-    v1::TraceRequest request;
-    request.set_source_ip(node_.a().ip);
-    request.set_destination_ip(node_.b().ip);
-    request.set_protocol(6);
-    request.set_source_port(40000);
-    request.set_destination_port(port);
     v1::TraceResponse response;
-    grpc::Status status = stub_->Trace(&context, request, &response);
+    grpc::Status status = Trace(node_.a().ip, node_.b().ip, 6, 40000, port, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return response;
   };
@@ -425,26 +426,14 @@ TEST_F(PolicyEndToEndTest, TraceRunsTheRealProgramsOfBothEndpoints) {
 
   // Tracing created no conntrack entry: the "reply" of the traced flow is
   // still a new, denied flow into A.
-  grpc::ClientContext context;
-  SetDeadline(context, 10s);
-  v1::TraceRequest reply;
-  reply.set_source_ip(node_.b().ip);
-  reply.set_destination_ip(node_.a().ip);
-  reply.set_protocol(6);
-  reply.set_source_port(kAllowedTcpPort);
-  reply.set_destination_port(40000);
-  reply.set_tcp_flags(0x12);
   v1::TraceResponse reply_trace;
-  ASSERT_TRUE(stub_->Trace(&context, reply, &reply_trace).ok());
+  ASSERT_TRUE(Trace(node_.b().ip, node_.a().ip, 6, kAllowedTcpPort, 40000, &reply_trace,
+                    /*tcp_flags=SYN|ACK*/ 0x12)
+                  .ok());
   EXPECT_FALSE(reply_trace.allowed());
 
-  grpc::ClientContext unknown_context;
-  SetDeadline(unknown_context, 10s);
-  v1::TraceRequest unknown;
-  unknown.set_source_ip("192.0.2.1");
-  unknown.set_destination_ip("192.0.2.2");
-  v1::TraceResponse unknown_response;
-  EXPECT_EQ(stub_->Trace(&unknown_context, unknown, &unknown_response).error_code(),
+  v1::TraceResponse unknown;
+  EXPECT_EQ(Trace("192.0.2.1", "192.0.2.2", 6, 1, 2, &unknown).error_code(),
             grpc::StatusCode::NOT_FOUND);
 }
 
@@ -462,14 +451,8 @@ TEST_F(PolicyEndToEndTest, RejectsBadPoliciesAndPrefixesWithActionableErrors) {
   EXPECT_NE(status.error_message().find("needs a protocol"), std::string::npos)
       << status.error_message();
   // The rejected policy changed nothing: B still accepts A on 8080.
-  grpc::ClientContext trace_context;
-  SetDeadline(trace_context, 10s);
-  v1::TraceRequest trace;
-  trace.set_source_ip(node_.a().ip);
-  trace.set_destination_ip(node_.b().ip);
-  trace.set_destination_port(kAllowedTcpPort);
   v1::TraceResponse traced;
-  ASSERT_TRUE(stub_->Trace(&trace_context, trace, &traced).ok());
+  ASSERT_TRUE(Trace(node_.a().ip, node_.b().ip, 6, 40000, kAllowedTcpPort, &traced).ok());
   EXPECT_TRUE(traced.allowed());
 
   grpc::ClientContext unknown_context;

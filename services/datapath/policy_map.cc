@@ -14,30 +14,10 @@
 #include <absl/strings/str_cat.h>
 
 #include "ebpfcni/datapath_abi.h"
+#include "services/datapath/bpf_map_util.h"
 
 namespace ebpfcni::datapath {
 namespace {
-
-absl::Status ErrnoError(const std::string& what, int err) {
-  if (err == E2BIG || err == ENOMEM || err == ENOSPC) {
-    return absl::ResourceExhaustedError(absl::StrCat(what, ": ", std::strerror(err)));
-  }
-  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(err)));
-}
-
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 ebpfcni_policy_key KeyOf(const PolicyRule& rule) {
   ebpfcni_policy_key key{};
@@ -77,23 +57,6 @@ int OpenInner(int outer_fd, uint32_t endpoint_id) {
   return bpf_map_get_fd_by_id(inner_id);
 }
 
-template <typename Key, typename Visit>
-absl::Status ForEachKey(int fd, uint32_t limit, const char* what, Visit visit) {
-  Key key{};
-  Key next{};
-  const void* previous = nullptr;
-  for (uint32_t i = 0; i <= limit; ++i) {
-    if (bpf_map_get_next_key(fd, previous, &next) != 0) {
-      if (errno == ENOENT) return absl::OkStatus();
-      return ErrnoError(absl::StrCat("iterating ", what), errno);
-    }
-    key = next;
-    previous = &key;
-    if (absl::Status status = visit(key); !status.ok()) return status;
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& policy) {
@@ -103,7 +66,7 @@ absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& poli
                                 sizeof(ebpfcni_policy_value), EBPFCNI_POLICY_MAX_ENTRIES,
                                 &options));
   if (inner.get() < 0) {
-    return ErrnoError(absl::StrCat("creating a policy map for endpoint ", endpoint_id), errno);
+    return BpfErrno(absl::StrCat("creating a policy map for endpoint ", endpoint_id), errno);
   }
   ebpfcni_policy_value config{};
   config.rule_id_or_flags = (policy.ingress_isolated ? EBPFCNI_POLICY_F_ISOLATED_INGRESS : 0) |
@@ -115,7 +78,7 @@ absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& poli
   }
   ebpfcni_policy_key config_key = ConfigKey();
   if (bpf_map_update_elem(inner.get(), &config_key, &config, BPF_NOEXIST) != 0) {
-    return ErrnoError("writing the policy configuration entry", errno);
+    return BpfErrno("writing the policy configuration entry", errno);
   }
   for (const PolicyRule& rule : policy.rules) {
     ebpfcni_policy_key key = KeyOf(rule);
@@ -123,13 +86,13 @@ absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& poli
     value.action = static_cast<uint8_t>(rule.action);
     value.rule_id_or_flags = rule.rule_id;
     if (bpf_map_update_elem(inner.get(), &key, &value, BPF_NOEXIST) != 0) {
-      return ErrnoError(absl::StrCat("writing ", DescribeRule(rule)), errno);
+      return BpfErrno(absl::StrCat("writing ", DescribeRule(rule)), errno);
     }
   }
   // The swap: one update of the outer slot.
   int inner_fd = inner.get();
   if (bpf_map_update_elem(outer_fd_, &endpoint_id, &inner_fd, BPF_ANY) != 0) {
-    return ErrnoError(absl::StrCat("installing the policy of endpoint ", endpoint_id), errno);
+    return BpfErrno(absl::StrCat("installing the policy of endpoint ", endpoint_id), errno);
   }
   return DeleteCountersExcept(endpoint_id, &policy);
 }
@@ -137,7 +100,7 @@ absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& poli
 absl::Status PolicyMap::Clear(uint32_t endpoint_id) {
   // Array-of-maps slots are emptied by delete.
   if (bpf_map_delete_elem(outer_fd_, &endpoint_id) != 0 && errno != ENOENT) {
-    return ErrnoError(absl::StrCat("removing the policy of endpoint ", endpoint_id), errno);
+    return BpfErrno(absl::StrCat("removing the policy of endpoint ", endpoint_id), errno);
   }
   return DeleteCountersExcept(endpoint_id, nullptr);
 }
@@ -146,10 +109,10 @@ absl::StatusOr<std::optional<EndpointPolicy>> PolicyMap::Read(uint32_t endpoint_
   ScopedFd inner(OpenInner(outer_fd_, endpoint_id));
   if (inner.get() < 0) {
     if (errno == ENOENT) return std::nullopt;
-    return ErrnoError(absl::StrCat("opening the policy map of endpoint ", endpoint_id), errno);
+    return BpfErrno(absl::StrCat("opening the policy map of endpoint ", endpoint_id), errno);
   }
   EndpointPolicy policy;
-  absl::Status status = ForEachKey<ebpfcni_policy_key>(
+  absl::Status status = ForEachMapKey<ebpfcni_policy_key>(
       inner.get(), EBPFCNI_POLICY_MAX_ENTRIES, "a policy map",
       [&](const ebpfcni_policy_key& key) -> absl::Status {
         ebpfcni_policy_value value{};
@@ -186,7 +149,7 @@ absl::StatusOr<std::vector<PolicyEntryCounters>> PolicyMap::ReadCounters(
   std::vector<PolicyEntryCounters> entries;
   if (!policy->has_value()) return entries;
   int cpus = libbpf_num_possible_cpus();
-  if (cpus <= 0) return ErrnoError("counting possible CPUs", -cpus);
+  if (cpus <= 0) return BpfErrno("counting possible CPUs", -cpus);
   std::vector<ebpfcni_packet_counter> per_cpu(cpus);
   for (const PolicyRule& rule : (*policy)->rules) {
     PolicyEntryCounters entry;
@@ -200,7 +163,7 @@ absl::StatusOr<std::vector<PolicyEntryCounters>> PolicyMap::ReadCounters(
         entry.bytes += c.bytes;
       }
     } else if (errno != ENOENT) {
-      return ErrnoError("reading policy counters", errno);
+      return BpfErrno("reading policy counters", errno);
     }
     entries.push_back(entry);
   }
@@ -213,7 +176,7 @@ absl::Status PolicyMap::DeleteCountersExcept(uint32_t endpoint_id, const Endpoin
     for (const PolicyRule& rule : keep->rules) kept.insert(PackedKey(KeyOf(rule)));
   }
   std::vector<ebpfcni_policy_stats_key> stale;
-  absl::Status status = ForEachKey<ebpfcni_policy_stats_key>(
+  absl::Status status = ForEachMapKey<ebpfcni_policy_stats_key>(
       stats_fd_, EBPFCNI_POLICY_STATS_MAX_ENTRIES, "the policy counters",
       [&](const ebpfcni_policy_stats_key& key) -> absl::Status {
         if (key.endpoint_id != endpoint_id) return absl::OkStatus();
@@ -224,7 +187,7 @@ absl::Status PolicyMap::DeleteCountersExcept(uint32_t endpoint_id, const Endpoin
   if (!status.ok()) return status;
   for (const ebpfcni_policy_stats_key& key : stale) {
     if (bpf_map_delete_elem(stats_fd_, &key) != 0 && errno != ENOENT) {
-      return ErrnoError("deleting stale policy counters", errno);
+      return BpfErrno("deleting stale policy counters", errno);
     }
   }
   return absl::OkStatus();

@@ -260,6 +260,40 @@ TEST_F(DatapathServiceTest, FramesCutInsideTheIpHeaderAreDroppedAsTruncated) {
             static_cast<uint64_t>(2 * kCount));
 }
 
+TEST_F(DatapathServiceTest, RestartPutsBackAPolicyWhosePinnedMapWasLost) {
+  v1::CreateEndpointRequest request = CreateRequest("ctr-a", pod_a_);
+  request.mutable_policy()->set_ingress_isolated(true);
+  v1::PolicyRule* rule = request.mutable_policy()->add_rules();
+  rule->set_direction(v1::POLICY_DIRECTION_INGRESS);
+  rule->set_peer_identity(2000);
+  rule->set_protocol(6);
+  rule->set_port(443);
+  rule->set_action(v1::POLICY_ACTION_ALLOW);
+  rule->set_rule_id(9);
+  v1::CreateEndpointResponse created;
+  ASSERT_TRUE(Create(request, &created).ok());
+  EXPECT_TRUE(created.endpoint().policy().ingress_isolated());
+
+  // As after an upgrade that changed the policy map's layout: the pin is
+  // gone and the next run starts with an empty policy map.
+  StopService();
+  ASSERT_EQ(unlink((bpf_dir_.path() + "/policy_maps").c_str()), 0);
+  StartService();
+
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::seconds(10));
+  v1::DumpPolicyRequest dump_request;
+  *dump_request.mutable_key() = Key("ctr-a");
+  v1::DumpPolicyResponse dump;
+  grpc::Status status = stub_->DumpPolicy(&context, dump_request, &dump);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(dump.policy().installed());
+  EXPECT_TRUE(dump.policy().ingress_isolated());
+  ASSERT_EQ(dump.entries_size(), 1);
+  EXPECT_EQ(dump.entries(0).rule().rule_id(), 9u);
+  EXPECT_EQ(dump.entries(0).rule().port(), 443u);
+}
+
 TEST_F(DatapathServiceTest, RejectsRequestsWithActionableErrors) {
   v1::CreateEndpointResponse response;
   v1::CreateEndpointRequest request = CreateRequest("ctr-a", pod_a_);

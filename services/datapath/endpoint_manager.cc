@@ -58,7 +58,8 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
   if (!registry.ok()) return registry.status();
 
   std::unique_ptr<EndpointManager> manager(
-      new EndpointManager(*std::move(bpf), *std::move(registry)));
+      new EndpointManager(*std::move(bpf), *std::move(registry),
+                          absl::StrCat(options.state_dir, "/datapath/policies")));
   manager->default_identity_ = options.default_identity;
   const ProgramIds& ids = manager->bpf_->program_ids();
   const ProgramIds& previous = manager->bpf_->previous_program_ids();
@@ -73,6 +74,29 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
     if (absl::Status status = manager->Restore(); !status.ok()) return status;
   }
   return manager;
+}
+
+absl::Status EndpointManager::InstallPolicy(uint32_t endpoint_id,
+                                           const std::optional<EndpointPolicy>& policy) {
+  if (!policy.has_value()) {
+    if (absl::Status status = policy_.Clear(endpoint_id); !status.ok()) return status;
+    return policy_store_.Remove(endpoint_id);
+  }
+  if (absl::Status status = policy_.Replace(endpoint_id, *policy); !status.ok()) return status;
+  return policy_store_.Save(endpoint_id, *policy);
+}
+
+absl::Status EndpointManager::RestorePolicy(const EndpointRecord& record) {
+  absl::StatusOr<std::optional<EndpointPolicy>> installed = policy_.Read(record.endpoint_id);
+  if (!installed.ok()) return installed.status();
+  if (installed->has_value()) return absl::OkStatus();  // the kernel's copy is live
+  absl::StatusOr<std::optional<EndpointPolicy>> stored = policy_store_.Load(record.endpoint_id);
+  if (!stored.ok()) return stored.status();
+  if (!stored->has_value()) return absl::OkStatus();  // it never had one
+  spdlog::warn("endpoint {} (id {}): its pinned policy is gone; reinstalling the stored copy "
+               "({} rules)",
+               Describe(record.key), record.endpoint_id, (*stored)->rules.size());
+  return policy_.Replace(record.endpoint_id, **stored);
 }
 
 absl::Status EndpointManager::MapHostAddresses() {
@@ -153,7 +177,10 @@ absl::Status EndpointManager::Restore() {
       restore_summary_.removed_stale.push_back(record.key);
       continue;
     }
-    if (absl::Status status = Attach(record); !status.ok()) {
+    // Policy first: the new programs must never see the endpoint without it.
+    absl::Status status = RestorePolicy(record);
+    if (status.ok()) status = Attach(record);
+    if (!status.ok()) {
       // One bad endpoint must not keep the datapath (and every other pod's
       // CNI calls) down: a pod torn down right now loses its veth mid-way,
       // anything else is left for CreateEndpoint/GarbageCollect to settle.
@@ -251,7 +278,9 @@ absl::Status EndpointManager::Forget(const EndpointRecord& record) {
     return status;
   }
   if (absl::Status status = bpf_->DeleteCounters(record.endpoint_id); !status.ok()) return status;
-  if (absl::Status status = policy_.Clear(record.endpoint_id); !status.ok()) return status;
+  if (absl::Status status = InstallPolicy(record.endpoint_id, std::nullopt); !status.ok()) {
+    return status;
+  }
   if (absl::Status status = UnmapEndpointAddresses(record); !status.ok()) return status;
   absl::StatusOr<bool> removed = registry_->Remove(record.key);
   return removed.status();
@@ -365,10 +394,8 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
   // Identity and policy are in the maps before the programs can see the
   // endpoint: there is no moment in which its traffic bypasses policy.
   absl::Status prepared = absl::OkStatus();
-  if (policy.has_value()) {
-    prepared = policy_.Replace(stored->endpoint_id, *policy);
-  } else if (!existing.has_value()) {
-    prepared = policy_.Clear(stored->endpoint_id);
+  if (policy.has_value() || !existing.has_value()) {
+    prepared = InstallPolicy(stored->endpoint_id, policy);
   }
   if (prepared.ok()) prepared = MapEndpointAddresses(*stored);
   if (!prepared.ok()) {
@@ -486,9 +513,9 @@ absl::StatusOr<PolicySummary> EndpointManager::ReplaceEndpointPolicy(
   if (!record.has_value()) {
     return absl::NotFoundError(absl::StrCat("no endpoint ", Describe(key)));
   }
-  absl::Status status = policy.has_value() ? policy_.Replace(record->endpoint_id, *policy)
-                                           : policy_.Clear(record->endpoint_id);
-  if (!status.ok()) return status;
+  if (absl::Status status = InstallPolicy(record->endpoint_id, policy); !status.ok()) {
+    return status;
+  }
   spdlog::info("endpoint {} (id {}): policy {}", Describe(key), record->endpoint_id,
                policy.has_value()
                    ? absl::StrCat("replaced: ", policy->rules.size(), " rules, ingress ",

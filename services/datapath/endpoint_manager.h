@@ -20,6 +20,7 @@
 #include "services/datapath/endpoint_registry.h"
 #include "services/datapath/ipcache_map.h"
 #include "services/datapath/policy_map.h"
+#include "services/datapath/policy_store.h"
 #include "services/datapath/program_runner.h"
 
 namespace ebpfcni::datapath {
@@ -141,11 +142,20 @@ class EndpointManager {
   const BpfObjects& bpf() const { return *bpf_; }
 
  private:
-  EndpointManager(std::unique_ptr<BpfObjects> bpf, std::unique_ptr<EndpointRegistry> registry)
+  EndpointManager(std::unique_ptr<BpfObjects> bpf, std::unique_ptr<EndpointRegistry> registry,
+                  std::string policy_dir)
       : bpf_(std::move(bpf)),
         registry_(std::move(registry)),
         policy_(bpf_->policy_maps_fd(), bpf_->policy_stats_fd()),
+        policy_store_(std::move(policy_dir)),
         ipcache_(bpf_->ipcache_fd()) {}
+
+  // Installs (or removes) the policy in the kernel and keeps the stored
+  // copy in line.
+  absl::Status InstallPolicy(uint32_t endpoint_id, const std::optional<EndpointPolicy>& policy)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // A restart whose policy pin did not survive puts stored policies back.
+  absl::Status RestorePolicy(const EndpointRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   absl::Status MapHostAddresses() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // /32 and /128 ipcache entries of the endpoint's addresses -> identity.
@@ -172,6 +182,7 @@ class EndpointManager {
   std::unique_ptr<BpfObjects> bpf_ ABSL_GUARDED_BY(mutex_);
   std::unique_ptr<EndpointRegistry> registry_ ABSL_GUARDED_BY(mutex_);
   PolicyMap policy_ ABSL_GUARDED_BY(mutex_);
+  PolicyStore policy_store_ ABSL_GUARDED_BY(mutex_);
   IpCacheMap ipcache_ ABSL_GUARDED_BY(mutex_);
   RestoreSummary restore_summary_;
   uint32_t default_identity_ = 0;

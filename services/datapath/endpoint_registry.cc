@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ebpfcni/datapath_abi.h"
+#include "services/datapath/atomic_file.h"
 
 namespace ebpfcni::datapath {
 namespace {
@@ -51,46 +52,6 @@ EndpointRecord FromJson(const nlohmann::json& j) {
   return r;
 }
 
-absl::Status ErrnoError(const std::string& what, int err) {
-  return absl::InternalError(absl::StrCat(what, ": ", std::strerror(err)));
-}
-
-// Writes `contents` to `path` so that readers (and a crash) see either the
-// old or the new file, never a torn one.
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
-  std::string temp = path + ".tmp";
-  int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoError(absl::StrCat("creating ", temp), errno);
-  size_t written = 0;
-  while (written < contents.size()) {
-    ssize_t n = write(fd, contents.data() + written, contents.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      close(fd);
-      return ErrnoError(absl::StrCat("writing ", temp), err);
-    }
-    written += static_cast<size_t>(n);
-  }
-  if (fsync(fd) != 0) {
-    int err = errno;
-    close(fd);
-    return ErrnoError(absl::StrCat("syncing ", temp), err);
-  }
-  close(fd);
-  if (rename(temp.c_str(), path.c_str()) != 0) {
-    return ErrnoError(absl::StrCat("renaming ", temp, " to ", path), errno);
-  }
-  // Make the rename itself durable.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  int dir_fd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    fsync(dir_fd);
-    close(dir_fd);
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<EndpointRegistry>> EndpointRegistry::Open(const std::string& path) {
@@ -109,15 +70,11 @@ absl::StatusOr<std::unique_ptr<EndpointRegistry>> EndpointRegistry::Open(const s
 }
 
 absl::Status EndpointRegistry::Load() {
-  std::ifstream in(path_);
-  if (!in) {
-    if (!std::filesystem::exists(path_)) return absl::OkStatus();  // first start
-    return ErrnoError(absl::StrCat("opening ", path_), errno);
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
+  absl::StatusOr<std::string> contents = ReadWholeFile(path_);
+  if (absl::IsNotFound(contents.status())) return absl::OkStatus();  // first start
+  if (!contents.ok()) return contents.status();
   try {
-    nlohmann::json doc = nlohmann::json::parse(buffer.str());
+    nlohmann::json doc = nlohmann::json::parse(*contents);
     int version = doc.at("version").get<int>();
     if (version != kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrCat(

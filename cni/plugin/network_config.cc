@@ -157,8 +157,10 @@ absl::StatusOr<NetworkConfig> ParseNetworkConfig(absl::string_view text) {
   if (out.run_dir.empty()) return ConfigError("\"runDir\" must not be empty");
   if (absl::Status s = ReadString(config, "ipamSocket", out.ipam_socket); !s.ok()) return s;
   if (absl::Status s = ReadString(config, "datapathSocket", out.datapath_socket); !s.ok()) return s;
+  if (absl::Status s = ReadString(config, "identitySocket", out.identity_socket); !s.ok()) return s;
   if (out.ipam_socket.empty()) out.ipam_socket = absl::StrCat(out.run_dir, "/ipam.sock");
   if (out.datapath_socket.empty()) out.datapath_socket = absl::StrCat(out.run_dir, "/datapath.sock");
+  if (out.identity_socket.empty()) out.identity_socket = absl::StrCat(out.run_dir, "/identity.sock");
 
   // 68 is the IPv4 minimum; 1280 would be the IPv6 one, but the pod may be
   // IPv4-only so the lower bound is the only safe generic one.

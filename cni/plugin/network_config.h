@@ -56,6 +56,7 @@ struct NetworkConfig {
   std::string run_dir{kDefaultRunDir};
   std::string ipam_socket;      // default <run_dir>/ipam.sock
   std::string datapath_socket;  // default <run_dir>/datapath.sock
+  std::string identity_socket;  // default <run_dir>/identity.sock
   int mtu = kDefaultMtu;
   std::string host_veth_prefix{kDefaultHostVethPrefix};
   std::string log_file{kDefaultLogFile};

@@ -63,7 +63,8 @@ int RunPlugin(const EnvLookup& env_lookup, absl::string_view stdin_text, std::os
 
   IpamClient ipam(config->ipam_socket, config->timeout);
   DatapathClient datapath(config->datapath_socket, config->timeout);
-  CommandContext context{*env, *config, ipam, datapath, *hooks.network};
+  IdentityClient identity(config->identity_socket, config->timeout);
+  CommandContext context{*env, *config, ipam, datapath, identity, *hooks.network};
 
   absl::Status status;
   switch (env->command) {

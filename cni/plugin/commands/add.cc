@@ -1,17 +1,22 @@
 // CNI ADD.
 //
-// Order: IPAM Allocate -> SetupPodNetwork -> datapath CreateEndpoint. The
-// address is reserved before anything touches the kernel, and the datapath
-// only learns about an interface that exists.
+// Order: IPAM Allocate -> SetupPodNetwork -> identity ResolvePod -> datapath
+// CreateEndpoint. The address is reserved before anything touches the
+// kernel, and the datapath only learns about an interface that exists. The
+// endpoint is created with its security identity: an endpoint without one
+// is "init" and all its traffic is dropped, so ADD must not return before
+// the identity is in the datapath's maps (CreateEndpoint installs it before
+// attaching the programs).
 //
 // Failure handling:
 //  - The container interface (or our host veth) already exists: the
 //    attachment was added before. Nothing is changed; in particular the IPAM
 //    allocation stays, because that existing attachment holds it (only an
 //    allocation this call created is given back).
-//  - Anything else: undo in reverse order (endpoint, network, allocation) so
-//    a retried ADD starts from scratch; IPAM hands out the same address
-//    again for the same attachment.
+//  - Anything else: undo in reverse order (endpoint, identity reference,
+//    network, allocation) so a retried ADD starts from scratch; IPAM hands
+//    out the same address again for the same attachment, and the identity
+//    service the same identity for the same labels.
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -68,6 +73,10 @@ class AddTransaction {
   absl::StatusOr<CniResult> Run();
 
  private:
+  // ResolvePod for this attachment; errors keep their gRPC code (so an
+  // unreachable service is 11).
+  absl::StatusOr<identity::v1::Identity> ResolveIdentity(const CniArgs& args);
+
   // Undoes what this call did; returns a description of what could not be
   // undone (empty when everything was).
   std::string RollBack();
@@ -79,6 +88,7 @@ class AddTransaction {
   bool allocated_by_us_ = false;     // IPAM allocation created by this call
   bool network_touched_ = false;     // SetupPodNetwork was attempted
   bool endpoint_attempted_ = false;  // CreateEndpoint was attempted
+  uint32_t identity_ = 0;            // identity this call took a reference to
   net::PodNetworkSpec spec_;
 };
 
@@ -146,6 +156,14 @@ absl::StatusOr<CniResult> AddTransaction::Run() {
   spdlog::info("ADD {}/{}: host veth {} (ifindex {}) <-> {} in {}", env_.container_id, env_.ifname,
                spec_.host_ifname, info->host_ifindex, env_.ifname, env_.netns);
 
+  absl::StatusOr<identity::v1::Identity> identity = ResolveIdentity(*args);
+  if (!identity.ok()) {
+    std::string leftover = RollBack();
+    return CniStatus(CniCodeFor(identity.status()), identity.status().message(), leftover);
+  }
+  identity_ = identity->id();
+  spdlog::info("ADD {}/{}: security identity {}", env_.container_id, env_.ifname, identity_);
+
   datapath::v1::CreateEndpointRequest create;
   create.mutable_key()->set_container_id(env_.container_id);
   create.mutable_key()->set_interface_name(env_.ifname);
@@ -155,14 +173,15 @@ absl::StatusOr<CniResult> AddTransaction::Run() {
   for (const IpAddress& address : spec_.addresses) create.add_addresses(address.ToString());
   create.set_pod_namespace(args->pod_namespace);
   create.set_pod_name(args->pod_name);
+  create.set_identity(identity_);
   endpoint_attempted_ = true;
   absl::StatusOr<datapath::v1::Endpoint> endpoint = context_.datapath.CreateEndpoint(create);
   if (!endpoint.ok()) {
     std::string leftover = RollBack();
     return CniStatus(CniCodeFor(endpoint.status()), endpoint.status().message(), leftover);
   }
-  spdlog::info("ADD {}/{}: datapath endpoint {} attached", env_.container_id, env_.ifname,
-               endpoint->endpoint_id());
+  spdlog::info("ADD {}/{}: datapath endpoint {} attached with identity {}", env_.container_id, env_.ifname,
+               endpoint->endpoint_id(), endpoint->identity());
 
   CniResult result;
   result.interfaces.push_back({spec_.host_ifname, info->host_mac, "", config_.mtu});
@@ -184,6 +203,34 @@ absl::StatusOr<CniResult> AddTransaction::Run() {
   return result;
 }
 
+absl::StatusOr<identity::v1::Identity> AddTransaction::ResolveIdentity(const CniArgs& args) {
+  identity::v1::ResolvePodRequest request;
+  // Runtimes outside Kubernetes (podman, ctr, nerdctl without CRI) send no
+  // K8S_POD_* keys: such a container is a pod of its own in "default".
+  request.set_pod_namespace(args.pod_namespace.empty() ? "default" : args.pod_namespace);
+  request.set_pod_name(args.pod_name.empty() ? env_.container_id : args.pod_name);
+  // No labels yet: the CNI only knows namespace and name. The identity
+  // service's cluster-state source (a later issue) will look the pod's
+  // labels up; until then every pod of a namespace shares that namespace's
+  // identity.
+  *request.mutable_owner() = IdentityOwnerFor(env_);
+  absl::StatusOr<identity::v1::Identity> identity = context_.identity.ResolvePod(request);
+  if (!identity.ok()) {
+    // Out of identities is not an IPAM pool being full (100).
+    if (identity.status().code() == absl::StatusCode::kResourceExhausted) {
+      return WithCniCode(identity.status(), code::kServiceRejectedRequest);
+    }
+    return identity.status();
+  }
+  if (identity->id() == 0) {
+    return WithCniCode(absl::InvalidArgumentError(absl::StrCat(
+                           "identity service at ", context_.identity.target(), " resolved pod ",
+                           request.pod_namespace(), "/", request.pod_name(), " to identity 0 (none)")),
+                       code::kServiceRejectedRequest);
+  }
+  return identity;
+}
+
 std::string RollBackStep(const absl::Status& status, absl::string_view step) {
   if (status.ok()) return "";
   spdlog::error("ADD rollback: {} failed: {}", std::string(step), std::string(status.message()));
@@ -195,6 +242,10 @@ std::string AddTransaction::RollBack() {
   if (endpoint_attempted_) {
     leftover += RollBackStep(context_.datapath.DeleteEndpoint(env_.container_id, env_.ifname).status(),
                              "deleting the datapath endpoint");
+  }
+  if (identity_ >= kFirstAllocatableIdentity) {
+    leftover += RollBackStep(context_.identity.ReleaseIdentity(identity_, IdentityOwnerFor(env_)).status(),
+                             absl::StrCat("releasing identity ", identity_));
   }
   if (network_touched_) {
     leftover += RollBackStep(context_.network.Teardown(spec_), "removing the pod network");

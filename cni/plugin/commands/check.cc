@@ -1,6 +1,7 @@
 // CNI CHECK: is the attachment still what ADD reported (prevResult)?
 // Looks at the kernel (interface, addresses, routes, host veth), the IPAM
-// allocation and the datapath endpoint; the first difference is reported
+// allocation and the datapath endpoint (attached, with a security identity);
+// the first difference is reported
 // with code 102 and names what differs.
 #include <sys/stat.h>
 
@@ -70,6 +71,11 @@ absl::Status CheckDatapath(CommandContext& context, const AttachmentAddresses& e
   if (!endpoint->host_interface_name().empty() && endpoint->host_interface_name() != host_ifname) {
     return Mismatch(absl::StrCat("datapath endpoint is on ", endpoint->host_interface_name(), ", expected ",
                                  host_ifname));
+  }
+  if (endpoint->identity() == 0) {
+    // "init": the datapath drops all its traffic.
+    return Mismatch(absl::StrCat("datapath endpoint ", endpoint->endpoint_id(), " for ", env.container_id, "/",
+                                 env.ifname, " has no security identity, so all its traffic is dropped"));
   }
   std::vector<IpAddress> addresses;
   for (const std::string& text : endpoint->addresses()) {

@@ -6,6 +6,7 @@
 #include <absl/status/statusor.h>
 
 #include "cni/clients/datapath_client.h"
+#include "cni/clients/identity_client.h"
 #include "cni/clients/ipam_client.h"
 #include "cni/plugin/commands/attachment_addresses.h"
 #include "cni/plugin/environment.h"
@@ -20,6 +21,7 @@ struct CommandContext {
   const NetworkConfig& config;
   IpamClient& ipam;
   DatapathClient& datapath;
+  IdentityClient& identity;
   PodNetworkOps& network;
 };
 
@@ -27,17 +29,28 @@ struct CommandContext {
 // veth name from the configured prefix, MTU, and the given addresses.
 net::PodNetworkSpec PodSpecFor(CommandContext& context, const AttachmentAddresses& addresses);
 
-// IPAM Allocate -> veth/addresses/routes -> datapath CreateEndpoint; rolls
-// everything back on failure (except when the attachment already exists).
+// Identities below this are reserved (fixed numbers, never reference
+// counted: identity.proto), so there is no reference to release.
+inline constexpr uint32_t kFirstAllocatableIdentity = 256;
+
+// Who holds the attachment's identity reference: this node and
+// "<container id>/<ifname>". ADD takes the reference under this owner and
+// DEL drops it, so both must build it the same way.
+identity::v1::Owner IdentityOwnerFor(const CniEnvironment& env);
+
+// IPAM Allocate -> veth/addresses/routes -> identity ResolvePod -> datapath
+// CreateEndpoint (with the identity); rolls everything back on failure
+// (except when the attachment already exists).
 absl::StatusOr<CniResult> RunAdd(CommandContext& context);
-// datapath DeleteEndpoint -> teardown -> IPAM Release; idempotent.
+// identity ReleaseIdentity (of the endpoint's identity) -> datapath
+// DeleteEndpoint -> teardown -> IPAM Release; idempotent.
 absl::Status RunDel(CommandContext& context);
 // Compares prevResult with the network, the IPAM allocation and the
 // datapath endpoint.
 absl::Status RunCheck(CommandContext& context);
 // Frees everything not in cni.dev/valid-attachments.
 absl::Status RunGc(CommandContext& context);
-// Readiness: both services healthy and addresses left.
+// Readiness: all three services healthy and addresses left.
 absl::Status RunStatus(CommandContext& context);
 
 }  // namespace ebpfcni::cni

@@ -1,5 +1,5 @@
 // The command flow (ordering, rollback, idempotency, error codes) against
-// fake IPAM and datapath services served over real gRPC on temporary unix
+// fake IPAM, datapath and identity services served over real gRPC on temporary unix
 // sockets, and a fake network layer. The real netlink path is covered by
 // cni/net's tests and the integration tests.
 #include <stdlib.h>
@@ -22,6 +22,7 @@
 #include "cni/plugin/plugin.h"
 #include "common/net/ip_address.h"
 #include "ebpfcni/datapath/v1/datapath.grpc.pb.h"
+#include "ebpfcni/identity/v1/identity.grpc.pb.h"
 #include "ebpfcni/ipam/v1/ipam.grpc.pb.h"
 
 namespace ebpfcni::cni {
@@ -149,6 +150,7 @@ class FakeDatapath final : public datapath::v1::DatapathService::Service {
   std::map<AttachmentKey, datapath::v1::Endpoint> endpoints;
   std::map<std::string, grpc::Status> failures;
   uint32_t next_id = 1;
+  int create_calls = 0;
 
   grpc::Status CreateEndpoint(grpc::ServerContext*, const datapath::v1::CreateEndpointRequest* request,
                               datapath::v1::CreateEndpointResponse* response) override {
@@ -164,6 +166,8 @@ class FakeDatapath final : public datapath::v1::DatapathService::Service {
     endpoint.set_pod_namespace(request->pod_namespace());
     endpoint.set_pod_name(request->pod_name());
     endpoint.set_state(datapath::v1::ATTACHMENT_STATE_ATTACHED);
+    endpoint.set_identity(request->identity());
+    ++create_calls;
     endpoints[{request->key().container_id(), request->key().interface_name()}] = endpoint;
     *response->mutable_endpoint() = endpoint;
     return grpc::Status::OK;
@@ -204,6 +208,58 @@ class FakeDatapath final : public datapath::v1::DatapathService::Service {
     return grpc::Status::OK;
   }
 };
+
+// One identity per pod namespace (the CNI sends no labels yet), numbered
+// from 256 like the real service's allocatable range; references counted per
+// owner as the real service does (the same owner twice holds one).
+class FakeIdentity final : public identity::v1::IdentityService::Service {
+ public:
+  std::mutex mu;
+  std::map<std::string, uint32_t> id_by_namespace;
+  std::map<uint32_t, std::set<std::string>> references;  // id -> "node|endpoint"
+  std::vector<identity::v1::ResolvePodRequest> resolve_requests;
+  std::vector<identity::v1::ReleaseIdentityRequest> release_requests;
+  std::map<std::string, grpc::Status> failures;
+  uint32_t next_id = 256;
+
+  static std::string OwnerKey(const identity::v1::Owner& owner) { return owner.node() + "|" + owner.endpoint(); }
+
+  grpc::Status ResolvePod(grpc::ServerContext*, const identity::v1::ResolvePodRequest* request,
+                          identity::v1::ResolvePodResponse* response) override {
+    std::lock_guard lock(mu);
+    resolve_requests.push_back(*request);
+    if (auto it = failures.find("ResolvePod"); it != failures.end()) return it->second;
+    auto [it, inserted] = id_by_namespace.try_emplace(request->pod_namespace(), next_id);
+    if (inserted) ++next_id;
+    references[it->second].insert(OwnerKey(request->owner()));
+    response->mutable_identity()->set_id(it->second);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ReleaseIdentity(grpc::ServerContext*, const identity::v1::ReleaseIdentityRequest* request,
+                               identity::v1::ReleaseIdentityResponse* response) override {
+    std::lock_guard lock(mu);
+    release_requests.push_back(*request);
+    if (auto it = failures.find("ReleaseIdentity"); it != failures.end()) return it->second;
+    auto it = references.find(request->id());
+    if (it == references.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such identity");
+    it->second.erase(OwnerKey(request->owner()));
+    response->set_remaining_references(it->second.size());
+    return grpc::Status::OK;
+  }
+
+  size_t ReferenceCount(uint32_t id) {
+    std::lock_guard lock(mu);
+    auto it = references.find(id);
+    return it == references.end() ? 0 : it->second.size();
+  }
+};
+
+std::string HostName() {
+  char name[256] = {};
+  gethostname(name, sizeof(name) - 1);
+  return name;
+}
 
 // One gRPC server on a unix socket that can be stopped and started again.
 class FakeServer {
@@ -298,12 +354,15 @@ class CommandsTest : public ::testing::Test {
     netns_ = NetnsFor("ctr1");
     ipam_server_ = std::make_unique<FakeServer>(&ipam_, dir_ + "/ipam.sock");
     datapath_server_ = std::make_unique<FakeServer>(&datapath_, dir_ + "/datapath.sock");
+    identity_server_ = std::make_unique<FakeServer>(&identity_, dir_ + "/identity.sock");
     ipam_server_->Start();
     datapath_server_->Start();
+    identity_server_->Start();
   }
   void TearDown() override {
     ipam_server_.reset();
     datapath_server_.reset();
+    identity_server_.reset();
     std::filesystem::remove_all(dir_);
   }
 
@@ -359,9 +418,11 @@ class CommandsTest : public ::testing::Test {
   std::string netns_;
   FakeIpam ipam_;
   FakeDatapath datapath_;
+  FakeIdentity identity_;
   FakeNetwork network_;
   std::unique_ptr<FakeServer> ipam_server_;
   std::unique_ptr<FakeServer> datapath_server_;
+  std::unique_ptr<FakeServer> identity_server_;
 };
 
 TEST_F(CommandsTest, AddWiresIpamNetworkAndDatapath) {
@@ -753,6 +814,154 @@ TEST_F(CommandsTest, SeveralInterfacesOfOneContainerAreSeparateAttachments) {
   ASSERT_EQ(Run("DEL", Config(), "ctr", "net1").exit_code, 0);
   EXPECT_EQ(ipam_.allocations.size(), 2u);
   EXPECT_FALSE(ipam_.allocations.contains({"ctr", "net1"}));
+}
+
+// --- security identity ------------------------------------------------------
+
+TEST_F(CommandsTest, AddCreatesTheEndpointWithThePodsIdentity) {
+  Outcome add = Run("ADD", Config());
+  ASSERT_EQ(add.exit_code, 0) << add.json;
+  ASSERT_EQ(identity_.resolve_requests.size(), 1u);
+  const identity::v1::ResolvePodRequest& request = identity_.resolve_requests[0];
+  EXPECT_EQ(request.pod_namespace(), "default");
+  EXPECT_EQ(request.pod_name(), "web");
+  EXPECT_EQ(request.labels_size(), 0);
+  EXPECT_EQ(request.owner().node(), HostName());
+  EXPECT_EQ(request.owner().endpoint(), "ctr1/eth0");
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  EXPECT_GE(id, 256u);
+  EXPECT_EQ(datapath_.endpoints.at({"ctr1", "eth0"}).identity(), id);
+  EXPECT_EQ(identity_.ReferenceCount(id), 1u);
+}
+
+TEST_F(CommandsTest, AddOutsideKubernetesUsesDefaultNamespaceAndTheContainerId) {
+  // podman / ctr send no K8S_POD_* keys.
+  Outcome add = Run("ADD", Config(), "ctr9", "eth0", std::nullopt, "");
+  ASSERT_EQ(add.exit_code, 0) << add.json;
+  ASSERT_EQ(identity_.resolve_requests.size(), 1u);
+  EXPECT_EQ(identity_.resolve_requests[0].pod_namespace(), "default");
+  EXPECT_EQ(identity_.resolve_requests[0].pod_name(), "ctr9");
+  EXPECT_NE(datapath_.endpoints.at({"ctr9", "eth0"}).identity(), 0u);
+}
+
+TEST_F(CommandsTest, AddWithIdentityDownRollsBackEverythingAndIsTryAgainLater) {
+  identity_server_->Stop();
+  Outcome add = Run("ADD", Config());
+  EXPECT_EQ(add.exit_code, 1);
+  EXPECT_EQ(add.json["code"], 11) << add.json;
+  std::string msg = add.json["msg"];
+  EXPECT_NE(msg.find(dir_ + "/identity.sock"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ebpf-cni-identity"), std::string::npos) << msg;
+  EXPECT_FALSE(add.json.contains("details")) << "rollback succeeded, nothing left over: " << add.json;
+  EXPECT_EQ(datapath_.create_calls, 0) << "no endpoint without an identity";
+  EXPECT_TRUE(datapath_.endpoints.empty());
+  EXPECT_TRUE(network_.host_veths.empty());
+  EXPECT_TRUE(network_.pod_links.empty());
+  EXPECT_EQ(network_.teardowns.size(), 1u);
+  EXPECT_TRUE(ipam_.allocations.empty());
+
+  identity_server_->Start();
+  Outcome retry = Run("ADD", Config());
+  ASSERT_EQ(retry.exit_code, 0) << retry.json;
+  EXPECT_EQ(retry.json["ips"][0]["address"], "10.244.0.2/32");
+  EXPECT_NE(datapath_.endpoints.at({"ctr1", "eth0"}).identity(), 0u);
+}
+
+TEST_F(CommandsTest, AddRollbackDropsTheIdentityReference) {
+  datapath_.failures["CreateEndpoint"] = grpc::Status(grpc::StatusCode::UNAVAILABLE, "connect failed");
+  Outcome add = Run("ADD", Config());
+  EXPECT_EQ(add.json["code"], 11) << add.json;
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  EXPECT_EQ(identity_.ReferenceCount(id), 0u);
+  ASSERT_EQ(identity_.release_requests.size(), 1u);
+  EXPECT_EQ(identity_.release_requests[0].owner().endpoint(), "ctr1/eth0");
+  EXPECT_TRUE(ipam_.allocations.empty());
+}
+
+TEST_F(CommandsTest, AddRejectedByTheIdentityServiceRollsBack) {
+  identity_.failures["ResolvePod"] = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "no identity left");
+  Outcome add = Run("ADD", Config());
+  EXPECT_EQ(add.json["code"], 103) << "not 100, which means an IPAM pool is full: " << add.json;
+  EXPECT_TRUE(ipam_.allocations.empty());
+  EXPECT_TRUE(network_.host_veths.empty());
+}
+
+TEST_F(CommandsTest, DelReleasesTheIdentityReference) {
+  nlohmann::json config = AddAndGetPrevResultConfig();
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  ASSERT_EQ(identity_.ReferenceCount(id), 1u);
+  Outcome del = Run("DEL", config);
+  ASSERT_EQ(del.exit_code, 0) << del.json;
+  EXPECT_EQ(identity_.ReferenceCount(id), 0u);
+  ASSERT_EQ(identity_.release_requests.size(), 1u);
+  EXPECT_EQ(identity_.release_requests[0].id(), id);
+  EXPECT_EQ(identity_.release_requests[0].owner().node(), HostName());
+  EXPECT_EQ(identity_.release_requests[0].owner().endpoint(), "ctr1/eth0");
+  EXPECT_TRUE(datapath_.endpoints.empty());
+
+  // The endpoint is gone: a second DEL has nothing to release.
+  EXPECT_EQ(Run("DEL", config).exit_code, 0);
+  EXPECT_EQ(identity_.release_requests.size(), 1u);
+}
+
+TEST_F(CommandsTest, DelWithIdentityDownRemovesNothingUntilARetry) {
+  nlohmann::json config = AddAndGetPrevResultConfig();
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  identity_server_->Stop();
+  Outcome del = Run("DEL", config);
+  EXPECT_EQ(del.exit_code, 1);
+  EXPECT_EQ(del.json["code"], 11) << del.json;
+  EXPECT_NE(del.json["msg"].get<std::string>().find("ebpf-cni-identity"), std::string::npos) << del.json;
+  EXPECT_TRUE(datapath_.endpoints.contains({"ctr1", "eth0"})) << "the endpoint remembers the identity";
+  EXPECT_EQ(network_.host_veths.size(), 1u);
+  EXPECT_TRUE(network_.teardowns.empty());
+  EXPECT_TRUE(ipam_.allocations.contains({"ctr1", "eth0"}));
+
+  identity_server_->Start();
+  Outcome retry = Run("DEL", config);
+  ASSERT_EQ(retry.exit_code, 0) << retry.json;
+  EXPECT_EQ(identity_.ReferenceCount(id), 0u);
+  EXPECT_TRUE(datapath_.endpoints.empty());
+  EXPECT_TRUE(network_.host_veths.empty());
+  EXPECT_TRUE(ipam_.allocations.empty());
+}
+
+TEST_F(CommandsTest, DelNeedsNoIdentityServiceWhenThereIsNoReference) {
+  ASSERT_EQ(Run("ADD", Config(), "reserved").exit_code, 0);
+  ASSERT_EQ(Run("ADD", Config(), "init").exit_code, 0);
+  datapath_.endpoints.at({"reserved", "eth0"}).set_identity(2);  // reserved: never reference counted
+  datapath_.endpoints.at({"init", "eth0"}).set_identity(0);
+  identity_server_->Stop();
+  EXPECT_EQ(Run("DEL", Config(), "reserved").exit_code, 0);
+  EXPECT_EQ(Run("DEL", Config(), "init").exit_code, 0);
+  EXPECT_EQ(Run("DEL", Config(), "never-added").exit_code, 0);
+  EXPECT_TRUE(datapath_.endpoints.empty());
+  EXPECT_TRUE(ipam_.allocations.empty());
+}
+
+TEST_F(CommandsTest, DelGoesOnWhenTheIdentityServiceRefusesTheRelease) {
+  ASSERT_EQ(Run("ADD", Config()).exit_code, 0);
+  // Answered, so retrying cannot help: DEL must still be able to finish.
+  identity_.failures["ReleaseIdentity"] = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "owner.node empty");
+  Outcome del = Run("DEL", Config());
+  EXPECT_EQ(del.exit_code, 0) << del.json;
+  EXPECT_TRUE(datapath_.endpoints.empty());
+  EXPECT_TRUE(ipam_.allocations.empty());
+}
+
+TEST_F(CommandsTest, CheckNamesAnEndpointWithoutIdentity) {
+  nlohmann::json config = AddAndGetPrevResultConfig();
+  datapath_.endpoints.at({"ctr1", "eth0"}).set_identity(0);
+  Outcome check = Run("CHECK", config);
+  EXPECT_EQ(check.json["code"], 102) << check.json;
+  EXPECT_NE(check.json["msg"].get<std::string>().find("no security identity"), std::string::npos) << check.json;
+}
+
+TEST_F(CommandsTest, StatusWithIdentityDownIsNotAvailable) {
+  identity_server_->Stop();
+  Outcome status = Run("STATUS", Config());
+  EXPECT_EQ(status.json["code"], 50) << status.json;
+  EXPECT_NE(status.json["msg"].get<std::string>().find("ebpf-cni-identity"), std::string::npos) << status.json;
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // CNI STATUS (spec 1.1): can this plugin service ADD right now?
-// Both services must answer grpc.health.v1 with SERVING within the
+// All three services must answer grpc.health.v1 with SERVING within the
 // deadline, and every IPAM pool must have a free address (a dual-stack ADD
 // needs one of each). Any "no" is code 50 (plugin not available): none of
 // these conditions affects pods that are already running, so 51 (limited
@@ -22,6 +22,9 @@ absl::Status NotAvailable(const absl::Status& cause) {
 absl::Status RunStatus(CommandContext& context) {
   if (absl::Status s = context.ipam.CheckHealth(); !s.ok()) return NotAvailable(s);
   if (absl::Status s = context.datapath.CheckHealth(); !s.ok()) return NotAvailable(s);
+  // Without the identity service ADD cannot give a pod an identity (and
+  // fails), so it is as much a precondition as the other two.
+  if (absl::Status s = context.identity.CheckHealth(); !s.ok()) return NotAvailable(s);
   absl::StatusOr<std::vector<ipam::v1::Pool>> pools = context.ipam.ListPools();
   if (!pools.ok()) return NotAvailable(pools.status());
   if (pools->empty()) {

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/grpc/status.h"
+#include "common/net/ip_address.h"
 #include "services/identity/reserved_identities.h"
 
 namespace ebpfcni::identity {
@@ -25,10 +26,42 @@ absl::Status ValidateOwner(const v1::Owner& owner) {
   if (owner.node().empty() || owner.endpoint().empty()) {
     return absl::InvalidArgumentError("owner.node and owner.endpoint are required: they keep one reference per endpoint");
   }
+  if (owner.node().find('/') != std::string::npos) {
+    return absl::InvalidArgumentError("owner.node must not contain '/' (node names never do)");
+  }
   return absl::OkStatus();
 }
 
+// "10.244.0.5" -> "10.244.0.5/32", "10.0.0.7/24" -> "10.0.0.0/24": one
+// spelling per prefix, so every replica and node agrees on the key.
+absl::StatusOr<std::string> CanonicalPrefix(const std::string& text) {
+  auto prefix = IpPrefix::Parse(text, /*allow_bare_address=*/true);
+  if (!prefix.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not an IP prefix: ", prefix.status().message()));
+  }
+  return IpPrefix(prefix->Network(), prefix->length()).ToString();
+}
+
+v1::IpCacheEntry IpCacheToProto(const IpCacheRecord& record) {
+  v1::IpCacheEntry entry;
+  entry.set_prefix(record.prefix);
+  entry.set_identity(record.identity);
+  entry.set_owner_node(record.node);
+  return entry;
+}
+
+// How long a watcher sleeps without any change notification before it
+// looks at the store anyway (a safety net: stores notify every change).
+constexpr auto kWatchSafetyPoll = std::chrono::seconds(5);
+
 }  // namespace
+
+IdentityServiceImpl::IdentityServiceImpl(IdentityStore& store, LabelFilter filter)
+    : store_(store), filter_(std::move(filter)) {
+  store_.SetChangeListener([this] { NotifyWatchers(); });
+}
+
+IdentityServiceImpl::~IdentityServiceImpl() { store_.SetChangeListener(nullptr); }
 
 v1::Identity ToProto(const StoredIdentity& stored) {
   v1::Identity identity;
@@ -220,24 +253,110 @@ grpc::Status IdentityServiceImpl::WatchIdentities(grpc::ServerContext* context,
     if (!writer->Write(done)) return grpc::Status::OK;
     revision = snapshot->revision;
   }
+  return StreamChanges(
+      context, revision, [this](uint64_t after) { return store_.ChangesSince(after); },
+      [writer](const IdentityChange& change) {
+        v1::WatchIdentitiesResponse event;
+        event.set_kind(change.kind == ChangeKind::kUpsert ? v1::CHANGE_KIND_UPSERT : v1::CHANGE_KIND_DELETE);
+        *event.mutable_identity() = ToProto(change.identity);
+        event.set_revision(change.revision);
+        return writer->Write(event);
+      });
+}
+
+template <typename Fetch, typename Send>
+grpc::Status IdentityServiceImpl::StreamChanges(grpc::ServerContext* context, uint64_t revision, Fetch changes_since,
+                                                Send send) {
   while (!context->IsCancelled()) {
-    auto changes = store_.ChangesSince(revision);
+    uint64_t seen;
+    {
+      std::lock_guard<std::mutex> lock(watch_mu_);
+      if (stopping_) break;
+      // Taken before reading the store: a change that lands while we read
+      // moves the counter, so the wait below returns at once.
+      seen = local_changes_;
+    }
+    auto changes = changes_since(revision);
     if (!changes.ok()) return ToGrpcStatus(changes.status());
     for (const auto& change : *changes) {
-      v1::WatchIdentitiesResponse event;
-      event.set_kind(change.kind == ChangeKind::kUpsert ? v1::CHANGE_KIND_UPSERT : v1::CHANGE_KIND_DELETE);
-      *event.mutable_identity() = ToProto(change.identity);
-      event.set_revision(change.revision);
-      if (!writer->Write(event)) return grpc::Status::OK;
+      if (!send(change)) return grpc::Status::OK;
       revision = change.revision;
     }
     std::unique_lock<std::mutex> lock(watch_mu_);
-    if (stopping_) break;
-    uint64_t seen = local_changes_;
-    // Local writes wake us at once; the timeout also catches writers in
-    // other processes sharing the store.
-    watch_cv_.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping_ || local_changes_ != seen; });
+    watch_cv_.wait_for(lock, kWatchSafetyPoll, [&] { return stopping_ || local_changes_ != seen; });
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status IdentityServiceImpl::WatchIpCache(grpc::ServerContext* context, const v1::WatchIpCacheRequest* request,
+                                               grpc::ServerWriter<v1::WatchIpCacheResponse>* writer) {
+  uint64_t revision = request->after_revision();
+  if (revision == 0) {
+    auto snapshot = store_.ListIpCache();
+    if (!snapshot.ok()) return ToGrpcStatus(snapshot.status());
+    for (const auto& entry : snapshot->entries) {
+      v1::WatchIpCacheResponse event;
+      event.set_kind(v1::CHANGE_KIND_SNAPSHOT);
+      *event.mutable_entry() = IpCacheToProto(entry);
+      event.set_revision(snapshot->revision);
+      if (!writer->Write(event)) return grpc::Status::OK;
+    }
+    v1::WatchIpCacheResponse done;
+    done.set_kind(v1::CHANGE_KIND_SNAPSHOT_DONE);
+    done.set_revision(snapshot->revision);
+    if (!writer->Write(done)) return grpc::Status::OK;
+    revision = snapshot->revision;
+  }
+  return StreamChanges(
+      context, revision, [this](uint64_t after) { return store_.IpCacheChangesSince(after); },
+      [writer](const IpCacheChange& change) {
+        v1::WatchIpCacheResponse event;
+        event.set_kind(change.kind == ChangeKind::kUpsert ? v1::CHANGE_KIND_UPSERT : v1::CHANGE_KIND_DELETE);
+        *event.mutable_entry() = IpCacheToProto(change.entry);
+        event.set_revision(change.revision);
+        return writer->Write(event);
+      });
+}
+
+grpc::Status IdentityServiceImpl::NodeHeartbeat(grpc::ServerContext*, const v1::NodeHeartbeatRequest* request,
+                                                v1::NodeHeartbeatResponse* response) {
+  if (request->node().empty() || request->node().find('/') != std::string::npos) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "node is required and must not contain '/'");
+  }
+  auto result = store_.NodeHeartbeat(request->node(), absl::Seconds(request->ttl_seconds()));
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  response->set_new_session(result->new_session);
+  response->set_ttl_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(result->ttl)));
+  return grpc::Status::OK;
+}
+
+grpc::Status IdentityServiceImpl::UpsertIpCacheEntry(grpc::ServerContext*,
+                                                     const v1::UpsertIpCacheEntryRequest* request,
+                                                     v1::UpsertIpCacheEntryResponse* response) {
+  const auto& entry = request->entry();
+  if (entry.owner_node().empty() || entry.owner_node().find('/') != std::string::npos) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "entry.owner_node is required and must not contain '/'");
+  }
+  if (entry.identity() == 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "entry.identity is required (0 is \"unknown\")");
+  }
+  auto prefix = CanonicalPrefix(entry.prefix());
+  if (!prefix.ok()) return ToGrpcStatus(prefix.status());
+  auto revision = store_.UpsertIpCacheEntry({*prefix, entry.identity(), entry.owner_node()});
+  if (!revision.ok()) return ToGrpcStatus(revision.status());
+  response->set_revision(*revision);
+  return grpc::Status::OK;
+}
+
+grpc::Status IdentityServiceImpl::DeleteIpCacheEntry(grpc::ServerContext*,
+                                                     const v1::DeleteIpCacheEntryRequest* request,
+                                                     v1::DeleteIpCacheEntryResponse* response) {
+  if (request->node().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "node is required");
+  auto prefix = CanonicalPrefix(request->prefix());
+  if (!prefix.ok()) return ToGrpcStatus(prefix.status());
+  auto deleted = store_.DeleteIpCacheEntry(*prefix, request->node());
+  if (!deleted.ok()) return ToGrpcStatus(deleted.status());
+  response->set_deleted(*deleted);
   return grpc::Status::OK;
 }
 

@@ -125,5 +125,87 @@ TEST_F(IdentityServiceTest, WatchSendsSnapshotThenDeltas) {
   reader->Finish();
 }
 
+v1::UpsertIpCacheEntryResponse UpsertIp(IdentityService::Stub& stub, const std::string& prefix, uint32_t identity,
+                                        grpc::StatusCode expected = grpc::StatusCode::OK) {
+  grpc::ClientContext context;
+  v1::UpsertIpCacheEntryRequest request;
+  request.mutable_entry()->set_prefix(prefix);
+  request.mutable_entry()->set_identity(identity);
+  request.mutable_entry()->set_owner_node("node1");
+  v1::UpsertIpCacheEntryResponse response;
+  EXPECT_EQ(stub.UpsertIpCacheEntry(&context, request, &response).error_code(), expected) << prefix;
+  return response;
+}
+
+TEST_F(IdentityServiceTest, IpCacheWatchResumesAfterReconnectWithoutLoss) {
+  UpsertIp(*stub_, "10.0.0.1", 300);  // a bare address is a /32
+  UpsertIp(*stub_, "not-an-ip", 300, grpc::StatusCode::INVALID_ARGUMENT);
+  UpsertIp(*stub_, "10.0.0.9/32", 0, grpc::StatusCode::INVALID_ARGUMENT);
+
+  uint64_t last_revision = 0;
+  {
+    grpc::ClientContext watch_ctx;
+    watch_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto reader = stub_->WatchIpCache(&watch_ctx, {});
+    v1::WatchIpCacheResponse event;
+    ASSERT_TRUE(reader->Read(&event));
+    EXPECT_EQ(event.kind(), v1::CHANGE_KIND_SNAPSHOT);
+    EXPECT_EQ(event.entry().prefix(), "10.0.0.1/32");
+    EXPECT_EQ(event.entry().identity(), 300u);
+    EXPECT_EQ(event.entry().owner_node(), "node1");
+    ASSERT_TRUE(reader->Read(&event));
+    ASSERT_EQ(event.kind(), v1::CHANGE_KIND_SNAPSHOT_DONE);
+    auto added = UpsertIp(*stub_, "10.0.1.7/24", 301);  // canonical: the network
+    ASSERT_TRUE(reader->Read(&event));
+    EXPECT_EQ(event.kind(), v1::CHANGE_KIND_UPSERT);
+    EXPECT_EQ(event.entry().prefix(), "10.0.1.0/24");
+    EXPECT_EQ(event.revision(), added.revision());
+    last_revision = event.revision();
+    watch_ctx.TryCancel();
+    reader->Finish();
+  }
+  // While disconnected: one more entry and one deletion.
+  UpsertIp(*stub_, "fd00::5", 302);
+  {
+    grpc::ClientContext context;
+    v1::DeleteIpCacheEntryRequest request;
+    request.set_prefix("10.0.0.1/32");
+    request.set_node("node1");
+    v1::DeleteIpCacheEntryResponse response;
+    ASSERT_TRUE(stub_->DeleteIpCacheEntry(&context, request, &response).ok());
+    EXPECT_TRUE(response.deleted());
+  }
+  grpc::ClientContext watch_ctx;
+  watch_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::WatchIpCacheRequest resume;
+  resume.set_after_revision(last_revision);
+  auto reader = stub_->WatchIpCache(&watch_ctx, resume);
+  v1::WatchIpCacheResponse event;
+  ASSERT_TRUE(reader->Read(&event));
+  EXPECT_EQ(event.kind(), v1::CHANGE_KIND_UPSERT) << "no snapshot when resuming";
+  EXPECT_EQ(event.entry().prefix(), "fd00::5/128");
+  ASSERT_TRUE(reader->Read(&event));
+  EXPECT_EQ(event.kind(), v1::CHANGE_KIND_DELETE);
+  EXPECT_EQ(event.entry().prefix(), "10.0.0.1/32");
+  EXPECT_GT(event.revision(), last_revision);
+  watch_ctx.TryCancel();
+  reader->Finish();
+}
+
+TEST_F(IdentityServiceTest, NodeHeartbeatStartsThenContinuesASession) {
+  grpc::ClientContext c1, c2, c3;
+  v1::NodeHeartbeatRequest request;
+  request.set_node("node7");
+  request.set_ttl_seconds(20);
+  v1::NodeHeartbeatResponse response;
+  ASSERT_TRUE(stub_->NodeHeartbeat(&c1, request, &response).ok());
+  EXPECT_TRUE(response.new_session());
+  EXPECT_EQ(response.ttl_seconds(), 20u);
+  ASSERT_TRUE(stub_->NodeHeartbeat(&c2, request, &response).ok());
+  EXPECT_FALSE(response.new_session());
+  request.set_node("a/b");
+  EXPECT_EQ(stub_->NodeHeartbeat(&c3, request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 }  // namespace
 }  // namespace ebpfcni::identity

@@ -185,6 +185,103 @@ TEST_P(IdentityStoreContract, ConcurrentAllocationsAgree) {
   EXPECT_EQ(ids.size(), static_cast<size_t>(kLabelSets)) << "an id was given to two label sets";
 }
 
+// Calls `step` every 200 ms until it returns true or `timeout` passes.
+template <typename F>
+bool PollUntil(F step, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (step()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
+}
+
+TEST_P(IdentityStoreContract, ReferencesLiveAsLongAsTheirNodeHeartbeats) {
+  auto store = Open();
+  auto first = store->NodeHeartbeat("alive", absl::Seconds(2));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->new_session);
+  auto second = store->NodeHeartbeat("alive", absl::Seconds(2));
+  ASSERT_TRUE(second.ok());
+  EXPECT_FALSE(second->new_session) << "a heartbeat within the TTL continues the session";
+  ASSERT_TRUE(store->NodeHeartbeat("silent", absl::Seconds(2)).ok());
+  auto alive = store->AllocateOrGet("k8s:app=alive", "alive/e1");
+  auto silent = store->AllocateOrGet("k8s:app=silent", "silent/e1");
+  auto shared = store->AllocateOrGet("k8s:app=shared", "silent/e2");
+  ASSERT_TRUE(alive.ok() && silent.ok() && shared.ok());
+  ASSERT_TRUE(store->AllocateOrGet("k8s:app=shared", "alive/e2").ok());
+
+  // "alive" keeps heartbeating, "silent" stops: only its references go, and
+  // then the identity only it held is collected (grace 0).
+  std::vector<uint32_t> collected;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        EXPECT_TRUE(store->NodeHeartbeat("alive", absl::Seconds(2)).ok());
+        auto deleted = store->CollectGarbage(absl::ZeroDuration());
+        EXPECT_TRUE(deleted.ok()) << deleted.status();
+        if (deleted.ok()) collected.insert(collected.end(), deleted->begin(), deleted->end());
+        return !collected.empty();
+      },
+      std::chrono::seconds(15)))
+      << "the silent node's references never expired";
+  EXPECT_EQ(collected, std::vector<uint32_t>{silent->identity.id});
+  EXPECT_TRUE(store->Get(alive->identity.id)->has_value());
+  EXPECT_TRUE(store->Get(shared->identity.id)->has_value()) << "still referenced by the live node";
+  EXPECT_FALSE(store->Get(silent->identity.id)->has_value());
+  // The silent node coming back starts a new session: it must re-assert.
+  auto back = store->NodeHeartbeat("silent", absl::Seconds(2));
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->new_session);
+}
+
+TEST_P(IdentityStoreContract, IpCacheEntriesFollowTheirOwnerNode) {
+  auto store = Open();
+  ASSERT_TRUE(store->NodeHeartbeat("n1", absl::Seconds(2)).ok());
+  ASSERT_TRUE(store->NodeHeartbeat("n2", absl::Seconds(30)).ok());
+  auto start = store->ListIpCache();
+  ASSERT_TRUE(start.ok()) << start.status();
+  EXPECT_TRUE(start->entries.empty());
+  auto r1 = store->UpsertIpCacheEntry({"10.0.0.1/32", 300, "n1"});
+  auto r2 = store->UpsertIpCacheEntry({"10.0.0.2/32", 301, "n2"});
+  ASSERT_TRUE(r1.ok() && r2.ok()) << r1.status() << r2.status();
+  EXPECT_LT(*r1, *r2);
+  auto unchanged = store->UpsertIpCacheEntry({"10.0.0.2/32", 301, "n2"});
+  ASSERT_TRUE(unchanged.ok());
+  auto listed = store->ListIpCache();
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->entries, (std::vector<IpCacheRecord>{{"10.0.0.1/32", 300, "n1"}, {"10.0.0.2/32", 301, "n2"}}));
+  // Only the owner deletes.
+  EXPECT_FALSE(*store->DeleteIpCacheEntry("10.0.0.2/32", "n1"));
+  EXPECT_TRUE(*store->DeleteIpCacheEntry("10.0.0.2/32", "n2"));
+  EXPECT_FALSE(*store->DeleteIpCacheEntry("10.0.0.2/32", "n2"));
+
+  auto changes = store->IpCacheChangesSince(start->revision);
+  ASSERT_TRUE(changes.ok());
+  ASSERT_EQ(changes->size(), 3u) << "an unchanged upsert is no change";
+  EXPECT_EQ((*changes)[0].entry, (IpCacheRecord{"10.0.0.1/32", 300, "n1"}));
+  EXPECT_EQ((*changes)[2].kind, ChangeKind::kDelete);
+  EXPECT_EQ((*changes)[2].entry, (IpCacheRecord{"10.0.0.2/32", 301, "n2"})) << "a deletion names what it deleted";
+  auto tail = store->IpCacheChangesSince((*changes)[0].revision);
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(tail->size(), 2u);
+
+  // n1 goes silent: its entry goes away, with a deletion watchers see.
+  uint64_t before_expiry = (*changes)[2].revision;
+  std::vector<IpCacheChange> expired;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        EXPECT_TRUE(store->NodeHeartbeat("n2", absl::Seconds(30)).ok());  // sweeps dead nodes on SQLite
+        auto got = store->IpCacheChangesSince(before_expiry);
+        if (got.ok()) expired = *got;
+        return !expired.empty();
+      },
+      std::chrono::seconds(15)));
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0].kind, ChangeKind::kDelete);
+  EXPECT_EQ(expired[0].entry.prefix, "10.0.0.1/32");
+  EXPECT_TRUE(store->ListIpCache()->entries.empty());
+}
+
 // One real etcd per test process (gtest_discover_tests runs each test in
 // its own process), started on first use and killed at exit. Each test
 // gets its own key prefix named after its directory, so reopening the same
@@ -208,6 +305,7 @@ std::unique_ptr<IdentityStore> OpenEtcdStore(const std::string& dir, uint32_t fi
   options.first_id = first;
   options.last_id = last;
   options.lease_ttl_seconds = 5;
+  options.node_ttl_seconds = 30;
   auto store = etcd::EtcdIdentityStore::Open(options);
   EXPECT_TRUE(store.ok()) << store.status();
   return store.ok() ? std::move(*store) : nullptr;

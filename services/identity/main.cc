@@ -4,8 +4,8 @@
 // SQLite store under --state_dir. Scaled out (--store=etcd): any number of
 // stateless, interchangeable replicas over the etcd at --etcd_endpoints;
 // clients balance over them (MakeBalancedChannel). Every RPC of
-// ebpfcni.identity.v1 except WatchIpCache (which needs the cluster-state
-// source) is served.
+// ebpfcni.identity.v1 is served; ResolvePod takes the pod's labels from the
+// caller until a cluster-state source exists.
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -33,7 +33,10 @@ ABSL_FLAG(std::vector<std::string>, etcd_endpoints, {"127.0.0.1:2379"},
 ABSL_FLAG(std::string, etcd_prefix, "/ebpf-cni/identities/",
           "Key prefix of the identities in etcd; replicas sharing it share identities");
 ABSL_FLAG(absl::Duration, lease_ttl, absl::Seconds(15),
-          "TTL of this replica's etcd lease: references it recorded expire this long after it dies");
+          "TTL of this replica's own etcd lease (it only carries the replica's history fence key)");
+ABSL_FLAG(absl::Duration, node_ttl, absl::Seconds(15),
+          "Default liveness TTL of a node (NodeHeartbeat without a TTL, or a node first seen allocating): "
+          "a node silent this long loses its references and ipcache entries");
 ABSL_FLAG(absl::Duration, etcd_timeout, absl::Seconds(5), "Deadline of every etcd request");
 ABSL_FLAG(absl::Duration, gc_grace, absl::Minutes(10),
           "How long an identity without references is kept before it is deleted");
@@ -54,6 +57,7 @@ absl::StatusOr<std::unique_ptr<ebpfcni::identity::IdentityStore>> OpenStore() {
     options.first_id = kFirstAllocatableIdentity;
     options.last_id = kLastAllocatableIdentity;
     options.lease_ttl_seconds = absl::ToInt64Seconds(absl::GetFlag(FLAGS_lease_ttl));
+    options.node_ttl_seconds = absl::ToInt64Seconds(absl::GetFlag(FLAGS_node_ttl));
     spdlog::info("identity store: etcd at {} under {}", absl::StrJoin(options.client.endpoints, ","), options.prefix);
     auto store = etcd::EtcdIdentityStore::Open(std::move(options));
     if (!store.ok()) return store.status();
@@ -69,7 +73,8 @@ absl::StatusOr<std::unique_ptr<ebpfcni::identity::IdentityStore>> OpenStore() {
     return absl::InternalError("cannot create state directory " + state_dir.string() + ": " + ec.message());
   }
   auto store = SqliteIdentityStore::Open((state_dir / "identity.db").string(),
-                                         {kFirstAllocatableIdentity, kLastAllocatableIdentity});
+                                         {kFirstAllocatableIdentity, kLastAllocatableIdentity},
+                                         absl::GetFlag(FLAGS_node_ttl));
   if (!store.ok()) return store.status();
   return std::unique_ptr<IdentityStore>(std::move(*store));
 }

@@ -118,6 +118,33 @@ absl::Status EtcdClient::LeaseRevoke(int64_t lease_id) {
   return Unary("LeaseRevoke", *lease_, &etcdserverpb::Lease::Stub::LeaseRevoke, request).status();
 }
 
+absl::StatusOr<int64_t> EtcdClient::LeaseKeepAliveOnce(int64_t lease_id) {
+  grpc::ClientContext context;
+  SetDeadline(context);
+  auto stream = lease_->LeaseKeepAlive(&context);
+  etcdserverpb::LeaseKeepAliveRequest request;
+  request.set_id(lease_id);
+  etcdserverpb::LeaseKeepAliveResponse response;
+  bool answered = stream->Write(request) && stream->Read(&response);
+  stream->WritesDone();
+  if (answered) context.TryCancel();  // etcd keeps the stream open; we are done
+  grpc::Status status = stream->Finish();
+  if (!answered) {
+    return CallError("LeaseKeepAlive",
+                     status.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream ended without an answer") : status);
+  }
+  return response.ttl();
+}
+
+etcdserverpb::Compare CompareLease(const std::string& key, int64_t lease) {
+  etcdserverpb::Compare compare;
+  compare.set_key(key);
+  compare.set_target(etcdserverpb::Compare::LEASE);
+  compare.set_result(etcdserverpb::Compare::EQUAL);
+  compare.set_lease(lease);
+  return compare;
+}
+
 etcdserverpb::Compare CompareCreateRevision(const std::string& key, etcdserverpb::Compare::CompareResult result,
                                             int64_t create_revision) {
   etcdserverpb::Compare compare;

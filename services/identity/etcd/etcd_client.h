@@ -41,6 +41,10 @@ class EtcdClient {
   absl::Status Compact(int64_t revision);
   absl::StatusOr<etcdserverpb::LeaseGrantResponse> LeaseGrant(int64_t ttl_seconds);
   absl::Status LeaseRevoke(int64_t lease_id);
+  // One keep-alive of `lease_id` over a short-lived LeaseKeepAlive stream
+  // (for leases kept alive by outside heartbeats, not by a loop of ours).
+  // Returns the lease's TTL after renewal; 0 when the lease is gone.
+  absl::StatusOr<int64_t> LeaseKeepAliveOnce(int64_t lease_id);
 
   etcdserverpb::Watch::Stub& watch_stub() { return *watch_; }
   etcdserverpb::Lease::Stub& lease_stub() { return *lease_; }
@@ -75,6 +79,8 @@ etcdserverpb::Compare CompareCreateRevision(const std::string& key, etcdserverpb
 // when no key with that prefix exists.
 etcdserverpb::Compare CompareNoKeyWithPrefix(const std::string& prefix);
 etcdserverpb::Compare CompareModRevision(const std::string& key, int64_t mod_revision);
+// The key is attached to `lease` (false for a missing key).
+etcdserverpb::Compare CompareLease(const std::string& key, int64_t lease);
 etcdserverpb::RequestOp PutOp(const std::string& key, const std::string& value, int64_t lease = 0);
 etcdserverpb::RequestOp DeleteOp(const std::string& key);
 etcdserverpb::RequestOp RangeOp(const std::string& key);

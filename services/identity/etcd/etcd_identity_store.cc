@@ -6,6 +6,7 @@
 
 #include <absl/strings/numbers.h>
 #include <absl/strings/str_cat.h>
+#include <absl/strings/str_split.h>
 #include <spdlog/spdlog.h>
 
 namespace ebpfcni::identity::etcd {
@@ -109,6 +110,9 @@ absl::Status EtcdIdentityStore::LoadSnapshot() {
   ref_counts_.clear();
   markers_.clear();
   change_log_.clear();
+  node_leases_.clear();
+  ipcache_.clear();
+  ipcache_log_.clear();
   for (auto& kv : kvs) {
     mvccpb::Event event;
     *event.mutable_kv() = std::move(kv);
@@ -116,21 +120,34 @@ absl::Status EtcdIdentityStore::LoadSnapshot() {
   }
   // The log restarts here; older revisions are read from etcd's history.
   change_log_.clear();
+  ipcache_log_.clear();
   applied_revision_ = revision;
   history_start_ = applied_revision_;
   older_from_ = history_start_;
   older_changes_.clear();
+  older_ipcache_changes_.clear();
   applied_cv_.notify_all();
   return absl::OkStatus();
 }
 
 void EtcdIdentityStore::RecordChangeLocked(IdentityChange change) {
   change_log_.push_back(std::move(change));
-  while (change_log_.size() > options_.change_log_limit) {
-    history_start_ = static_cast<int64_t>(change_log_.front().revision);
-    change_log_.pop_front();
+  TrimLogsLocked();
+}
+
+void EtcdIdentityStore::TrimLogsLocked() {
+  // Both logs start at the same revision (history_start_), so dropping the
+  // oldest entry of one drops everything up to it from the other too.
+  while (change_log_.size() + ipcache_log_.size() > options_.change_log_limit) {
+    uint64_t oldest = UINT64_MAX;
+    if (!change_log_.empty()) oldest = change_log_.front().revision;
+    if (!ipcache_log_.empty()) oldest = std::min(oldest, ipcache_log_.front().revision);
+    history_start_ = static_cast<int64_t>(oldest);
+    while (!change_log_.empty() && change_log_.front().revision <= oldest) change_log_.pop_front();
+    while (!ipcache_log_.empty() && ipcache_log_.front().revision <= oldest) ipcache_log_.pop_front();
     older_from_ = history_start_;
     older_changes_.clear();
+    older_ipcache_changes_.clear();
   }
 }
 
@@ -173,6 +190,28 @@ void EtcdIdentityStore::ApplyEventLocked(const mvccpb::Event& event, bool from_s
         markers_.erase(parsed.id);
       }
       break;
+    case KeyLayout::Kind::kNode:
+      if (put) {
+        int64_t lease = 0;
+        if (absl::SimpleAtoi(kv.value(), &lease)) node_leases_[parsed.name] = lease;
+      } else {
+        node_leases_.erase(parsed.name);
+      }
+      break;
+    case KeyLayout::Kind::kIpCache:
+      if (put) {
+        std::vector<std::string> parts = absl::StrSplit(kv.value(), absl::MaxSplits(' ', 1));
+        IpCacheRecord record{parsed.name, 0, parts.size() > 1 ? parts[1] : ""};
+        if (!absl::SimpleAtoi(parts[0], &record.identity)) record.identity = 0;
+        ipcache_[parsed.name] = CachedIpCacheEntry{record, kv.lease()};
+        ipcache_log_.push_back({revision, ChangeKind::kUpsert, record});
+        TrimLogsLocked();
+      } else if (auto it = ipcache_.find(parsed.name); it != ipcache_.end()) {
+        ipcache_log_.push_back({revision, ChangeKind::kDelete, it->second.record});
+        ipcache_.erase(it);
+        TrimLogsLocked();
+      }
+      break;
     case KeyLayout::Kind::kLabels:
     case KeyLayout::Kind::kOther:
       break;  // labels/ mirrors id/, which the cache already follows
@@ -209,16 +248,20 @@ void EtcdIdentityStore::RunWatchStream() {
         error = absl::StrCat("etcd cancelled the watch: ", response.cancel_reason());
         break;
       }
-      std::lock_guard<std::mutex> lock(mu_);
-      if (response.created()) {
-        watch_live_ = true;
-        spdlog::info("watching {} on etcd from revision {}", keys_.prefix(), start);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (response.created()) {
+          watch_live_ = true;
+          spdlog::info("watching {} on etcd from revision {}", keys_.prefix(), start);
+        }
+        for (const auto& event : response.events()) {
+          ApplyEventLocked(event, /*from_snapshot=*/false);
+          applied_revision_ = std::max(applied_revision_, event.kv().mod_revision());
+        }
+        applied_cv_.notify_all();
       }
-      for (const auto& event : response.events()) {
-        ApplyEventLocked(event, /*from_snapshot=*/false);
-        applied_revision_ = std::max(applied_revision_, event.kv().mod_revision());
-      }
-      applied_cv_.notify_all();
+      // Wake the service's watchers now, whoever wrote the change.
+      if (response.events_size() > 0) listener_.Notify();
     }
   }
   context.TryCancel();
@@ -242,6 +285,7 @@ void EtcdIdentityStore::WatchLoop() {
       reload = needs_reload_;
     }
     absl::Status loaded = reload ? LoadSnapshot() : absl::OkStatus();
+    if (reload && loaded.ok()) listener_.Notify();
     if (loaded.ok()) {
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -321,17 +365,25 @@ absl::StatusOr<std::optional<AllocationResult>> EtcdIdentityStore::TryReference(
                                                                                const std::string& owner,
                                                                                LabelsEntry& current) {
   const uint32_t id = known.id;
-  int64_t lease = lease_->id();
-  if (lease == 0) return absl::UnavailableError("this replica holds no etcd lease right now; retry shortly");
+  const std::string node = NodeOfOwner(owner);
+  bool created = false;
+  auto lease = NodeLease(node, options_.node_ttl_seconds, created);
+  if (!lease.ok()) return lease.status();
   etcdserverpb::TxnRequest txn;
   // The label set still maps to the identity we know (not deleted by GC
   // and recreated in between).
   *txn.add_compare() = CompareCreateRevision(keys_.LabelsKey(labels_key), etcdserverpb::Compare::EQUAL,
                                                known.create_revision);
-  *txn.add_success() = PutOp(keys_.RefKey(id, owner), "", lease);
+  *txn.add_success() = PutOp(keys_.RefKey(id, owner), "", *lease);
   *txn.add_success() = DeleteOp(keys_.MarkerKey(id));
   *txn.add_failure() = RangeOp(keys_.LabelsKey(labels_key));
   auto response = client_->Txn(txn);
+  if (absl::IsNotFound(response.status())) {
+    // The node's lease expired under us: the next attempt starts a session.
+    ForgetNodeLease(node, *lease);
+    current = known;
+    return std::nullopt;
+  }
   if (!response.ok()) return response.status();
   if (!response->succeeded()) {
     current = ParseLabelsEntry(response->responses(0).response_range());
@@ -362,8 +414,10 @@ absl::StatusOr<AllocationResult> EtcdIdentityStore::AllocateOrGet(const std::str
       known = current;  // deleted (nullopt) or recreated under another id
       continue;
     }
-    int64_t lease = lease_->id();
-    if (lease == 0) return absl::UnavailableError("this replica holds no etcd lease right now; retry shortly");
+    const std::string node = NodeOfOwner(owner);
+    bool created = false;
+    auto lease = NodeLease(node, options_.node_ttl_seconds, created);
+    if (!lease.ok()) return lease.status();
     uint32_t candidate;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -380,13 +434,17 @@ absl::StatusOr<AllocationResult> EtcdIdentityStore::AllocateOrGet(const std::str
     *txn.add_compare() = CompareCreateRevision(keys_.IdKey(candidate), etcdserverpb::Compare::EQUAL, 0);
     *txn.add_success() = PutOp(keys_.IdKey(candidate), labels_key);
     *txn.add_success() = PutOp(keys_.LabelsKey(labels_key), std::to_string(candidate));
-    *txn.add_success() = PutOp(keys_.RefKey(candidate, owner), "", lease);
+    *txn.add_success() = PutOp(keys_.RefKey(candidate, owner), "", *lease);
     *txn.add_success() = DeleteOp(keys_.MarkerKey(candidate));
     *txn.add_failure() = RangeOp(keys_.LabelsKey(labels_key));
     auto response = client_->Txn(txn);
     {
       std::lock_guard<std::mutex> lock(mu_);
       in_flight_.erase(candidate);
+    }
+    if (absl::IsNotFound(response.status())) {
+      ForgetNodeLease(node, *lease);  // expired under us; try again with a new session
+      continue;
     }
     if (!response.ok()) return response.status();
     if (response->succeeded()) {
@@ -462,11 +520,15 @@ absl::StatusOr<IdentitySnapshot> EtcdIdentityStore::List() {
   return snapshot;
 }
 
-absl::StatusOr<std::vector<IdentityChange>> EtcdIdentityStore::ChangesSince(uint64_t revision) {
+template <typename Change>
+absl::StatusOr<std::vector<Change>> EtcdIdentityStore::ChangesSinceImpl(uint64_t revision,
+                                                                       std::deque<Change> EtcdIdentityStore::*log,
+                                                                       std::vector<Change> EtcdIdentityStore::*older,
+                                                                       std::vector<Change> History::*from_history) {
   // Changes after `revision` from a list ordered by revision.
-  auto after = [revision](const auto& changes, std::vector<IdentityChange>& out) {
+  auto after = [revision](const auto& changes, std::vector<Change>& out) {
     auto first = std::upper_bound(changes.begin(), changes.end(), revision,
-                                  [](uint64_t r, const IdentityChange& change) { return r < change.revision; });
+                                  [](uint64_t r, const Change& change) { return r < change.revision; });
     out.insert(out.end(), first, changes.end());
   };
   int64_t cache_start;
@@ -474,30 +536,41 @@ absl::StatusOr<std::vector<IdentityChange>> EtcdIdentityStore::ChangesSince(uint
     std::lock_guard<std::mutex> lock(mu_);
     if (auto status = CheckServingLocked(); !status.ok()) return status;
     if (revision >= static_cast<uint64_t>(older_from_)) {
-      std::vector<IdentityChange> changes;
-      if (revision < static_cast<uint64_t>(history_start_)) after(older_changes_, changes);
-      after(change_log_, changes);
+      std::vector<Change> changes;
+      if (revision < static_cast<uint64_t>(history_start_)) after(this->*older, changes);
+      after(this->*log, changes);
       return changes;
     }
     cache_start = history_start_;
   }
   // Older than this cache: etcd still has the history unless compacted.
-  auto older = HistoryFromEtcd(revision, cache_start);
-  if (!older.ok()) return older.status();
+  auto history = HistoryFromEtcd(revision, cache_start);
+  if (!history.ok()) return history.status();
   std::lock_guard<std::mutex> lock(mu_);
   if (history_start_ != cache_start) {
     return absl::UnavailableError("the identity cache reloaded while reading etcd history; retry");
   }
   if (revision < static_cast<uint64_t>(older_from_)) {
     older_from_ = static_cast<int64_t>(revision);
-    older_changes_ = *older;
+    older_changes_ = history->identities;
+    older_ipcache_changes_ = history->ipcache;
   }
-  std::vector<IdentityChange> changes = std::move(*older);
-  after(change_log_, changes);
+  std::vector<Change> changes = std::move((*history).*from_history);
+  after(this->*log, changes);
   return changes;
 }
 
-absl::StatusOr<std::vector<IdentityChange>> EtcdIdentityStore::HistoryFromEtcd(uint64_t after, int64_t until) {
+absl::StatusOr<std::vector<IdentityChange>> EtcdIdentityStore::ChangesSince(uint64_t revision) {
+  return ChangesSinceImpl(revision, &EtcdIdentityStore::change_log_, &EtcdIdentityStore::older_changes_,
+                          &History::identities);
+}
+
+absl::StatusOr<std::vector<IpCacheChange>> EtcdIdentityStore::IpCacheChangesSince(uint64_t revision) {
+  return ChangesSinceImpl(revision, &EtcdIdentityStore::ipcache_log_, &EtcdIdentityStore::older_ipcache_changes_,
+                          &History::ipcache);
+}
+
+absl::StatusOr<EtcdIdentityStore::History> EtcdIdentityStore::HistoryFromEtcd(uint64_t after, int64_t until) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + client_->request_timeout());
   auto stream = client_->watch_stub().Watch(&context);
@@ -507,7 +580,7 @@ absl::StatusOr<std::vector<IdentityChange>> EtcdIdentityStore::HistoryFromEtcd(u
   create.mutable_create_request()->set_start_revision(static_cast<int64_t>(after) + 1);
   // Deleted identities' labels come from the deleted key's last value.
   create.mutable_create_request()->set_prev_kv(true);
-  std::vector<IdentityChange> changes;
+  History changes;
   absl::Status failure;
   bool complete = false;
   if (stream->Write(create)) {
@@ -528,11 +601,19 @@ absl::StatusOr<std::vector<IdentityChange>> EtcdIdentityStore::HistoryFromEtcd(u
           break;
         }
         auto parsed = keys_.Parse(event.kv().key());
-        if (parsed.kind != KeyLayout::Kind::kIdentity) continue;
         bool put = event.type() == mvccpb::Event::PUT;
-        changes.push_back({static_cast<uint64_t>(event.kv().mod_revision()),
-                           put ? ChangeKind::kUpsert : ChangeKind::kDelete,
-                           {parsed.id, put ? event.kv().value() : event.prev_kv().value()}});
+        const auto revision = static_cast<uint64_t>(event.kv().mod_revision());
+        const auto kind = put ? ChangeKind::kUpsert : ChangeKind::kDelete;
+        // A deletion's content comes from the deleted key's last value.
+        const std::string& value = put ? event.kv().value() : event.prev_kv().value();
+        if (parsed.kind == KeyLayout::Kind::kIdentity) {
+          changes.identities.push_back({revision, kind, {parsed.id, value}});
+        } else if (parsed.kind == KeyLayout::Kind::kIpCache) {
+          std::vector<std::string> parts = absl::StrSplit(value, absl::MaxSplits(' ', 1));
+          IpCacheRecord record{parsed.name, 0, parts.size() > 1 ? parts[1] : ""};
+          if (!absl::SimpleAtoi(parts[0], &record.identity)) record.identity = 0;
+          changes.ipcache.push_back({revision, kind, std::move(record)});
+        }
       }
       if (response.created()) {
         // Events arrive in revision order, so one past `until` proves the
@@ -623,6 +704,145 @@ uint32_t EtcdIdentityStore::CachedReferenceCount(uint32_t id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = ref_counts_.find(id);
   return it == ref_counts_.end() ? 0 : it->second;
+}
+
+}  // namespace ebpfcni::identity::etcd
+
+namespace ebpfcni::identity::etcd {
+
+// ---------------------------------------------------------------------------
+// Node liveness: one lease per node, named by nodes/<node>.
+
+int64_t EtcdIdentityStore::CachedNodeLease(const std::string& node) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = node_leases_.find(node);
+  return it == node_leases_.end() ? 0 : it->second;
+}
+
+void EtcdIdentityStore::ForgetNodeLease(const std::string& node, int64_t lease) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = node_leases_.find(node);
+  if (it != node_leases_.end() && it->second == lease) node_leases_.erase(it);
+}
+
+absl::StatusOr<int64_t> EtcdIdentityStore::NodeLease(const std::string& node, int64_t ttl_seconds, bool& created) {
+  created = false;
+  if (node.empty()) return absl::InvalidArgumentError("a node name is required");
+  // Bounded: each round either finds a session or loses a race to another
+  // replica creating one (whose lease the next round then finds).
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto status = CheckServingLocked(); !status.ok()) return status;
+      if (auto it = node_leases_.find(node); it != node_leases_.end()) return it->second;
+    }
+    auto granted = client_->LeaseGrant(ttl_seconds);
+    if (!granted.ok()) return granted.status();
+    const int64_t lease = granted->id();
+    // The session key is on its own lease: when the node goes silent, its
+    // session, references and ipcache entries vanish together.
+    etcdserverpb::TxnRequest txn;
+    *txn.add_compare() = CompareCreateRevision(keys_.NodeKey(node), etcdserverpb::Compare::EQUAL, 0);
+    *txn.add_success() = PutOp(keys_.NodeKey(node), std::to_string(lease), lease);
+    *txn.add_failure() = RangeOp(keys_.NodeKey(node));
+    auto response = client_->Txn(txn);
+    if (!response.ok() || !response->succeeded()) {
+      // Another replica made the session first (or the call failed): ours
+      // must not linger until its TTL.
+      client_->LeaseRevoke(lease).IgnoreError();
+    }
+    if (!response.ok()) return response.status();
+    if (response->succeeded()) {
+      if (auto status = WaitForRevision(response->header().revision()); !status.ok()) return status;
+      spdlog::info("node {} started a liveness session (etcd lease {:x}, TTL {}s)", node, lease, granted->ttl());
+      created = true;
+      return lease;
+    }
+    const auto& range = response->responses(0).response_range();
+    int64_t existing = 0;
+    if (range.kvs_size() > 0 && absl::SimpleAtoi(range.kvs(0).value(), &existing)) {
+      if (auto status = WaitForRevision(range.kvs(0).mod_revision()); !status.ok()) return status;
+      return existing;
+    }
+  }
+  return absl::AbortedError(absl::StrCat("could not establish a liveness session for node ", node,
+                                         " (contended); retry"));
+}
+
+absl::StatusOr<HeartbeatResult> EtcdIdentityStore::NodeHeartbeat(const std::string& node, absl::Duration ttl) {
+  int64_t ttl_seconds = ttl > absl::ZeroDuration() ? absl::ToInt64Seconds(absl::Ceil(ttl, absl::Seconds(1)))
+                                                   : options_.node_ttl_seconds;
+  ttl_seconds = std::max<int64_t>(ttl_seconds, 2);  // etcd's minimum lease TTL
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    bool created = false;
+    auto lease = NodeLease(node, ttl_seconds, created);
+    if (!lease.ok()) return lease.status();
+    if (created) return HeartbeatResult{true, absl::Seconds(ttl_seconds)};
+    auto remaining = client_->LeaseKeepAliveOnce(*lease);
+    if (!remaining.ok()) return remaining.status();
+    if (*remaining > 0) return HeartbeatResult{false, absl::Seconds(*remaining)};
+    // Expired before this heartbeat: its keys are gone with it; start anew.
+    spdlog::warn("node {}'s session (etcd lease {:x}) had expired; starting a new one", node, *lease);
+    ForgetNodeLease(node, *lease);
+  }
+  return absl::UnavailableError(absl::StrCat("node ", node, "'s etcd lease keeps expiring; retry"));
+}
+
+// ---------------------------------------------------------------------------
+// ipcache: ipcache/<prefix> -> "<identity> <node>", on the node's lease.
+
+absl::StatusOr<uint64_t> EtcdIdentityStore::UpsertIpCacheEntry(const IpCacheRecord& entry) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    bool created = false;
+    auto lease = NodeLease(entry.node, options_.node_ttl_seconds, created);
+    if (!lease.ok()) return lease.status();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = ipcache_.find(entry.prefix);
+      if (it != ipcache_.end() && it->second.record == entry && it->second.lease == *lease) {
+        return static_cast<uint64_t>(applied_revision_);  // unchanged: no new revision
+      }
+    }
+    etcdserverpb::PutRequest put;
+    put.set_key(keys_.IpCacheKey(entry.prefix));
+    put.set_value(absl::StrCat(entry.identity, " ", entry.node));
+    put.set_lease(*lease);
+    auto response = client_->Put(put);
+    if (absl::IsNotFound(response.status())) {
+      ForgetNodeLease(entry.node, *lease);
+      continue;
+    }
+    if (!response.ok()) return response.status();
+    if (auto status = WaitForRevision(response->header().revision()); !status.ok()) return status;
+    return static_cast<uint64_t>(response->header().revision());
+  }
+  return absl::UnavailableError(absl::StrCat("node ", entry.node, "'s etcd lease keeps expiring; retry"));
+}
+
+absl::StatusOr<bool> EtcdIdentityStore::DeleteIpCacheEntry(const std::string& prefix, const std::string& node) {
+  if (auto status = CheckServing(); !status.ok()) return status;
+  // A node without a session owns nothing; with one, exactly the entries
+  // on its lease.
+  const int64_t lease = CachedNodeLease(node);
+  if (lease == 0) return false;
+  etcdserverpb::TxnRequest txn;
+  *txn.add_compare() = CompareLease(keys_.IpCacheKey(prefix), lease);
+  *txn.add_success() = DeleteOp(keys_.IpCacheKey(prefix));
+  auto response = client_->Txn(txn);
+  if (!response.ok()) return response.status();
+  if (!response->succeeded() || response->responses(0).response_delete_range().deleted() == 0) return false;
+  if (auto status = WaitForRevision(response->header().revision()); !status.ok()) return status;
+  return true;
+}
+
+absl::StatusOr<IpCacheSnapshot> EtcdIdentityStore::ListIpCache() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto status = CheckServingLocked(); !status.ok()) return status;
+  IpCacheSnapshot snapshot;
+  snapshot.entries.reserve(ipcache_.size());
+  for (const auto& [prefix, cached] : ipcache_) snapshot.entries.push_back(cached.record);
+  snapshot.revision = static_cast<uint64_t>(applied_revision_);
+  return snapshot;
 }
 
 }  // namespace ebpfcni::identity::etcd

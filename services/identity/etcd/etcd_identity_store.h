@@ -6,8 +6,12 @@
 //   key and the id key (create_revision == 0) and moves on to the next free
 //   id on conflict, so replicas racing for the same number or label set
 //   never hand out one id twice.
-// - References live on this replica's lease (EtcdLease): a dead replica's
-//   references expire with it. Unreferenced identities get a timestamped
+// - References and ipcache entries live on their *node's* lease: each node
+//   has one lease (nodes/<node> holds its id, created by compare-and-swap so
+//   two replicas never make two), kept alive by the node's NodeHeartbeat
+//   through any replica. A dead node's references expire; a dead replica
+//   changes nothing. The replica's own lease only carries its fence key.
+//   Unreferenced identities get a timestamped
 //   marker; CollectGarbage deletes them once the grace period has passed
 //   and etcd still shows no reference (checked inside the delete's Txn).
 // - One Watch stream over the prefix feeds a local cache: Get, Lookup and
@@ -32,6 +36,7 @@
 
 #include "services/identity/etcd/etcd_client.h"
 #include "services/identity/etcd/etcd_key_layout.h"
+#include "services/identity/change_listener.h"
 #include "services/identity/etcd/etcd_lease.h"
 #include "services/identity/identity_store.h"
 
@@ -44,6 +49,9 @@ struct EtcdIdentityStoreOptions {
   uint32_t first_id = 256;
   uint32_t last_id = 65535;
   int64_t lease_ttl_seconds = 15;
+  // TTL of a node's lease when the node is first seen through an
+  // allocation or a heartbeat that names no TTL.
+  int64_t node_ttl_seconds = 15;
   // How long a write waits for the local cache to show it (read-your-writes).
   absl::Duration cache_wait = absl::Seconds(5);
   // Changes kept for ChangesSince; older revisions answer OUT_OF_RANGE.
@@ -64,9 +72,17 @@ class EtcdIdentityStore final : public IdentityStore {
   absl::StatusOr<IdentitySnapshot> List() override;
   absl::StatusOr<std::vector<IdentityChange>> ChangesSince(uint64_t revision) override;
   absl::StatusOr<std::vector<uint32_t>> CollectGarbage(absl::Duration grace) override;
+  absl::StatusOr<HeartbeatResult> NodeHeartbeat(const std::string& node, absl::Duration ttl) override;
+  absl::StatusOr<uint64_t> UpsertIpCacheEntry(const IpCacheRecord& entry) override;
+  absl::StatusOr<bool> DeleteIpCacheEntry(const std::string& prefix, const std::string& node) override;
+  absl::StatusOr<IpCacheSnapshot> ListIpCache() override;
+  absl::StatusOr<std::vector<IpCacheChange>> IpCacheChangesSince(uint64_t revision) override;
+  void SetChangeListener(std::function<void()> listener) override { listener_.Set(std::move(listener)); }
 
   // References to `id` as this replica's cache sees them.
   uint32_t CachedReferenceCount(uint32_t id);
+  // The lease of `node`'s session as this replica's cache sees it (0: none).
+  int64_t CachedNodeLease(const std::string& node);
   int64_t lease_id() const { return lease_->id(); }
   // Stops keeping the lease alive, as if this replica had been killed.
   void AbandonLease() { lease_->Abandon(); }
@@ -102,7 +118,22 @@ class EtcdIdentityStore final : public IdentityStore {
   // with a temporary Watch, for watchers resuming from before this
   // replica's cache started (e.g. after failing over from another
   // replica). OUT_OF_RANGE once etcd has compacted that history away.
-  absl::StatusOr<std::vector<IdentityChange>> HistoryFromEtcd(uint64_t after, int64_t until);
+  struct History {
+    std::vector<IdentityChange> identities;
+    std::vector<IpCacheChange> ipcache;
+  };
+  absl::StatusOr<History> HistoryFromEtcd(uint64_t after, int64_t until);
+  // ChangesSince for one of the two logs (identities or ipcache).
+  template <typename Change>
+  absl::StatusOr<std::vector<Change>> ChangesSinceImpl(uint64_t revision, std::deque<Change> EtcdIdentityStore::*log,
+                                                       std::vector<Change> EtcdIdentityStore::*older,
+                                                       std::vector<Change> History::*from_history);
+  void TrimLogsLocked();
+  // The lease of `node`'s session, creating the session (grant + CAS on
+  // nodes/<node>) if it has none. `created` says whether this call did.
+  absl::StatusOr<int64_t> NodeLease(const std::string& node, int64_t ttl_seconds, bool& created);
+  // Forgets a lease etcd reported gone, so the next NodeLease makes one.
+  void ForgetNodeLease(const std::string& node, int64_t lease);
 
   // Callers' side.
   absl::Status CheckServingLocked() const;
@@ -133,6 +164,14 @@ class EtcdIdentityStore final : public IdentityStore {
   std::unordered_map<uint32_t, uint32_t> ref_counts_;
   std::unordered_map<uint32_t, Marker> markers_;
   std::deque<IdentityChange> change_log_;
+  std::map<std::string, int64_t> node_leases_;
+  struct CachedIpCacheEntry {
+    IpCacheRecord record;
+    int64_t lease = 0;
+  };
+  std::map<std::string, CachedIpCacheEntry> ipcache_;
+  std::deque<IpCacheChange> ipcache_log_;
+  std::vector<IpCacheChange> older_ipcache_changes_;
   int64_t applied_revision_ = 0;
   // ChangesSince(r) is complete for r >= history_start_.
   int64_t history_start_ = 0;
@@ -151,6 +190,7 @@ class EtcdIdentityStore final : public IdentityStore {
   bool needs_reload_ = false;
   grpc::ClientContext* watch_context_ = nullptr;
   std::thread watch_thread_;
+  ChangeListenerSlot listener_;
 };
 
 }  // namespace ebpfcni::identity::etcd

@@ -5,6 +5,9 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -47,56 +50,163 @@ class EtcdIdentityStoreTest : public ::testing::Test {
   std::unique_ptr<EtcdTestServer> etcd_;
 };
 
-TEST_F(EtcdIdentityStoreTest, ExpiredLeaseFreesOnlyThatReplicasReferences) {
-  auto doomed = Open(/*lease_ttl_seconds=*/2);
-  auto survivor = Open();
-  ASSERT_TRUE(doomed && survivor);
-  auto shared = doomed->AllocateOrGet("k8s:app=shared", "node-a/ep1");
-  auto only_doomed = doomed->AllocateOrGet("k8s:app=only-a", "node-a/ep2");
-  ASSERT_TRUE(shared.ok() && only_doomed.ok());
-  ASSERT_TRUE(survivor->AllocateOrGet("k8s:app=shared", "node-b/ep1").ok());
-  auto only_survivor = survivor->AllocateOrGet("k8s:app=only-b", "node-b/ep2");
-  ASSERT_TRUE(only_survivor.ok());
-  ASSERT_EQ(survivor->CachedReferenceCount(shared->identity.id), 2u);
-
-  doomed->AbandonLease();  // as if the replica had been killed
-  ASSERT_TRUE(Eventually([&] { return survivor->CachedReferenceCount(only_doomed->identity.id) == 0; },
-                         std::chrono::seconds(15)))
-      << "the dead replica's reference did not expire with its lease";
-  EXPECT_EQ(survivor->CachedReferenceCount(shared->identity.id), 1u);
-  EXPECT_EQ(survivor->CachedReferenceCount(only_survivor->identity.id), 1u);
-
-  auto deleted = survivor->CollectGarbage(absl::ZeroDuration());
-  ASSERT_TRUE(deleted.ok()) << deleted.status();
-  EXPECT_EQ(*deleted, std::vector<uint32_t>{only_doomed->identity.id});
-  EXPECT_TRUE(survivor->Get(shared->identity.id)->has_value());
-  EXPECT_TRUE(survivor->Get(only_survivor->identity.id)->has_value());
-  EXPECT_TRUE(Eventually([&] { return !doomed->Get(only_doomed->identity.id)->has_value(); },
-                         std::chrono::seconds(5)))
-      << "the deletion did not reach the other replica's cache";
+// Heartbeats `node` through `store` every 300 ms for `duration`.
+void HeartbeatFor(EtcdIdentityStore& store, const std::string& node, std::chrono::milliseconds duration) {
+  auto deadline = std::chrono::steady_clock::now() + duration;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto beat = store.NodeHeartbeat(node, absl::Seconds(2));
+    EXPECT_TRUE(beat.ok()) << beat.status();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
 }
 
-TEST_F(EtcdIdentityStoreTest, ExpiredReferencesGetTheGracePeriodToo) {
+TEST_F(EtcdIdentityStoreTest, DeadReplicaKeepsReferencesOfHeartbeatingNodes) {
   auto doomed = Open(/*lease_ttl_seconds=*/2);
   auto survivor = Open();
   ASSERT_TRUE(doomed && survivor);
-  auto a = doomed->AllocateOrGet("k8s:app=a", "node-a/ep1");
-  ASSERT_TRUE(a.ok());
-  doomed->AbandonLease();
-  ASSERT_TRUE(Eventually([&] { return survivor->CachedReferenceCount(a->identity.id) == 0; },
-                         std::chrono::seconds(15)));
+  // node-a's session and references are made through the doomed replica.
+  ASSERT_TRUE(doomed->NodeHeartbeat("node-a", absl::Seconds(2)).ok());
+  auto only_a = doomed->AllocateOrGet("k8s:app=only-a", "node-a/ep1");
+  ASSERT_TRUE(only_a.ok()) << only_a.status();
+  ASSERT_TRUE(Eventually([&] { return survivor->CachedReferenceCount(only_a->identity.id) == 1; },
+                         std::chrono::seconds(5)));
+  const int64_t lease = doomed->CachedNodeLease("node-a");
+  EXPECT_NE(lease, 0);
+
+  doomed->AbandonLease();  // as if the replica had been killed
+  doomed.reset();
+  // node-a fails over to the survivor and keeps heartbeating, well past
+  // both the replica's and the node's TTL.
+  HeartbeatFor(*survivor, "node-a", std::chrono::seconds(5));
+  EXPECT_EQ(survivor->CachedNodeLease("node-a"), lease) << "the same session continues on another replica";
+  EXPECT_EQ(survivor->CachedReferenceCount(only_a->identity.id), 1u)
+      << "a dead replica must not drop the references of a live node";
+  auto deleted = survivor->CollectGarbage(absl::ZeroDuration());
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_TRUE(deleted->empty());
+}
+
+TEST_F(EtcdIdentityStoreTest, SilentNodeLosesOnlyItsReferencesAndGetsTheGracePeriod) {
+  auto first = Open();
+  auto second = Open();
+  ASSERT_TRUE(first && second);
+  ASSERT_TRUE(first->NodeHeartbeat("silent", absl::Seconds(2)).ok());
+  ASSERT_TRUE(second->NodeHeartbeat("alive", absl::Seconds(2)).ok());
+  auto only_silent = first->AllocateOrGet("k8s:app=only-silent", "silent/ep1");
+  auto shared = first->AllocateOrGet("k8s:app=shared", "silent/ep2");
+  ASSERT_TRUE(only_silent.ok() && shared.ok());
+  ASSERT_TRUE(second->AllocateOrGet("k8s:app=shared", "alive/ep1").ok());
+  ASSERT_EQ(second->CachedReferenceCount(shared->identity.id), 2u);
+
+  std::thread alive([&] { HeartbeatFor(*second, "alive", std::chrono::seconds(5)); });
+  bool expired = Eventually([&] { return second->CachedReferenceCount(only_silent->identity.id) == 0; },
+                            std::chrono::seconds(15));
+  alive.join();
+  ASSERT_TRUE(expired) << "the silent node's reference did not expire with its session";
+  EXPECT_EQ(second->CachedReferenceCount(shared->identity.id), 1u);
+  EXPECT_EQ(second->CachedNodeLease("silent"), 0) << "the session key expires with it";
+  EXPECT_NE(second->CachedNodeLease("alive"), 0);
+
   // The first collection starts the grace period rather than deleting.
-  auto deleted = survivor->CollectGarbage(absl::Hours(1));
+  auto deleted = second->CollectGarbage(absl::Hours(1));
   ASSERT_TRUE(deleted.ok());
   EXPECT_TRUE(deleted->empty());
-  // Referenced again within the grace: kept, same id.
-  auto back = survivor->AllocateOrGet("k8s:app=a", "node-b/ep1");
+  deleted = second->CollectGarbage(absl::ZeroDuration());
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_EQ(*deleted, std::vector<uint32_t>{only_silent->identity.id});
+  EXPECT_TRUE(second->Get(shared->identity.id)->has_value());
+  // The node coming back gets a new session and can re-assert.
+  auto back = first->NodeHeartbeat("silent", absl::Seconds(2));
   ASSERT_TRUE(back.ok());
-  EXPECT_EQ(back->identity.id, a->identity.id);
-  EXPECT_FALSE(back->newly_allocated);
-  deleted = survivor->CollectGarbage(absl::ZeroDuration());
-  ASSERT_TRUE(deleted.ok());
-  EXPECT_TRUE(deleted->empty());
+  EXPECT_TRUE(back->new_session);
+  auto again = first->AllocateOrGet("k8s:app=shared", "silent/ep2");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->identity.id, shared->identity.id);
+}
+
+TEST_F(EtcdIdentityStoreTest, ConcurrentFirstHeartbeatsThroughTwoReplicasMakeOneSession) {
+  auto first = Open();
+  auto second = Open();
+  ASSERT_TRUE(first && second);
+  std::vector<std::thread> threads;
+  std::atomic<int> new_sessions{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      auto& store = (t % 2 == 0) ? *first : *second;
+      auto beat = store.NodeHeartbeat("racy", absl::Seconds(10));
+      EXPECT_TRUE(beat.ok()) << beat.status();
+      if (beat.ok() && beat->new_session) ++new_sessions;
+      EXPECT_TRUE(store.AllocateOrGet("k8s:app=racy", "racy/ep" + std::to_string(t)).ok());
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(new_sessions.load(), 1);
+  EXPECT_NE(first->CachedNodeLease("racy"), 0);
+  EXPECT_EQ(first->CachedNodeLease("racy"), second->CachedNodeLease("racy"));
+  EXPECT_EQ(first->CachedReferenceCount((*first->Lookup("k8s:app=racy"))->id), 8u);
+}
+
+TEST_F(EtcdIdentityStoreTest, IpCacheChangesResumeOnAnotherReplica) {
+  auto first = Open();
+  ASSERT_TRUE(first);
+  uint64_t before_second = first->ListIpCache()->revision;
+  ASSERT_TRUE(first->UpsertIpCacheEntry({"10.1.0.1/32", 400, "n1"}).ok());
+  auto second = Open();
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->ListIpCache()->entries, (std::vector<IpCacheRecord>{{"10.1.0.1/32", 400, "n1"}}));
+  // From before the second replica existed: read back from etcd's history.
+  auto older = second->IpCacheChangesSince(before_second);
+  ASSERT_TRUE(older.ok()) << older.status();
+  ASSERT_EQ(older->size(), 1u);
+  EXPECT_EQ((*older)[0].entry, (IpCacheRecord{"10.1.0.1/32", 400, "n1"}));
+
+  // A watcher that read up to `from` on the first replica resumes on the
+  // second and misses nothing; revisions are the same on both.
+  uint64_t from = first->ListIpCache()->revision;
+  ASSERT_TRUE(first->UpsertIpCacheEntry({"10.1.0.2/32", 401, "n1"}).ok());
+  ASSERT_TRUE(*first->DeleteIpCacheEntry("10.1.0.1/32", "n1"));
+  std::vector<IpCacheChange> seen;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        seen = *second->IpCacheChangesSince(from);
+        return seen.size() >= 2;
+      },
+      std::chrono::seconds(5)));
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].kind, ChangeKind::kUpsert);
+  EXPECT_EQ(seen[1].kind, ChangeKind::kDelete);
+  EXPECT_EQ(seen[1].entry, (IpCacheRecord{"10.1.0.1/32", 400, "n1"}));
+  auto on_first = first->IpCacheChangesSince(from);
+  ASSERT_TRUE(on_first.ok());
+  ASSERT_EQ(on_first->size(), 2u);
+  EXPECT_EQ((*on_first)[1].revision, seen[1].revision);
+}
+
+TEST_F(EtcdIdentityStoreTest, OtherReplicasChangesWakeWatchersAtOnce) {
+  auto writer = Open();
+  auto reader = Open();
+  ASSERT_TRUE(writer && reader);
+  // The node's session first, so the allocation below is one change.
+  ASSERT_TRUE(writer->NodeHeartbeat("n", absl::Seconds(10)).ok());
+  ASSERT_TRUE(Eventually([&] { return reader->CachedNodeLease("n") != 0; }, std::chrono::seconds(5)));
+  std::mutex mu;
+  std::condition_variable cv;
+  int notifications = 0;
+  reader->SetChangeListener([&] {
+    std::lock_guard<std::mutex> lock(mu);
+    ++notifications;
+    cv.notify_all();
+  });
+  auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(writer->AllocateOrGet("k8s:app=remote", "n/e1").ok());
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(2), [&] { return notifications > 0; }))
+        << "the reader was not told about the other replica's change";
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(500));
+  EXPECT_TRUE(reader->Lookup("k8s:app=remote")->has_value()) << "notified only once the cache has the change";
+  reader->SetChangeListener(nullptr);
 }
 
 TEST_F(EtcdIdentityStoreTest, LostEtcdIsUnavailableAndNothingIsAllocatedTwice) {

@@ -44,6 +44,10 @@ KeyLayout::Parsed KeyLayout::Parse(const std::string& key) const {
     }
   } else if (strip("unreferenced/")) {
     if (rest.size() == kPaddedWidth && ParsePaddedId(rest, parsed.id)) parsed.kind = Kind::kMarker;
+  } else if (strip("nodes/")) {
+    if (!rest.empty()) parsed = {Kind::kNode, 0, std::string(rest)};
+  } else if (strip("ipcache/")) {
+    if (!rest.empty()) parsed = {Kind::kIpCache, 0, std::string(rest)};
   }
   return parsed;
 }

@@ -30,6 +30,17 @@ TEST(KeyLayout, ForeignOrMalformedKeysAreOther) {
   EXPECT_EQ(keys.Parse("/p/id/00000002x6").kind, KeyLayout::Kind::kOther);
 }
 
+TEST(KeyLayout, NodeAndIpCacheKeysCarryTheirName) {
+  KeyLayout keys("/p/");
+  auto node = keys.Parse(keys.NodeKey("worker-1"));
+  EXPECT_EQ(node.kind, KeyLayout::Kind::kNode);
+  EXPECT_EQ(node.name, "worker-1");
+  auto entry = keys.Parse(keys.IpCacheKey("10.244.0.5/32"));
+  EXPECT_EQ(entry.kind, KeyLayout::Kind::kIpCache);
+  EXPECT_EQ(entry.name, "10.244.0.5/32");
+  EXPECT_EQ(keys.Parse("/p/nodes/").kind, KeyLayout::Kind::kOther);
+}
+
 TEST(KeyLayout, PaddedIdsSortNumerically) {
   KeyLayout keys("/p/");
   EXPECT_LT(keys.IdKey(999), keys.IdKey(1000));

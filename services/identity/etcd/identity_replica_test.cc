@@ -86,7 +86,7 @@ class IdentityReplicaTest : public ::testing::Test {
       auto replica = ChildProcess::Start(
           {EBPFCNI_IDENTITY_BINARY, "--store=etcd", "--etcd_endpoints=" + etcd_->endpoint(),
            absl::StrCat("--etcd_prefix=/ebpfcni-replica-test-", getpid(), "/"), "--socket=" + sockets_[i],
-           "--state_dir=" + (dir_ / absl::StrCat("state", i)).string(), "--lease_ttl=5s", "--gc_interval=1h"},
+           "--state_dir=" + (dir_ / absl::StrCat("state", i)).string(), "--lease_ttl=5s", "--node_ttl=3s", "--gc_interval=1h"},
           (dir_ / absl::StrCat("r", i, ".log")).string());
       ASSERT_TRUE(replica.ok()) << replica.status();
       replicas_.push_back(std::move(*replica));
@@ -193,6 +193,126 @@ TEST_F(IdentityReplicaTest, ConcurrentAllocationsAgreeAcrossReplicasAndSurviveAK
     }
     EXPECT_EQ(seen, labels_of_id) << "replica " << survivor << "'s watch is incomplete";
   }
+}
+
+// One unary call with a 5 s deadline.
+template <typename Request, typename Response>
+grpc::Status Call(v1::IdentityService::Stub& stub,
+                  grpc::Status (v1::IdentityService::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                  const Request& request, Response* response) {
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::milliseconds(5000));
+  return (stub.*method)(&context, request, response);
+}
+
+TEST_F(IdentityReplicaTest, KilledReplicaKeepsTheReferencesOfAHeartbeatingNode) {
+  auto first = v1::IdentityService::NewStub(MakeChannel(sockets_[0]));
+  auto survivor = v1::IdentityService::NewStub(MakeChannel(sockets_[1]));
+  v1::NodeHeartbeatRequest beat;
+  beat.set_node("node-a");
+  beat.set_ttl_seconds(3);
+  v1::NodeHeartbeatResponse beat_response;
+  ASSERT_TRUE(Call(*first, &v1::IdentityService::Stub::NodeHeartbeat, beat, &beat_response).ok());
+  // Two endpoints of node-a reference one identity, through replica 0.
+  v1::AllocateIdentityRequest allocate;
+  auto* label = allocate.add_labels();
+  label->set_key("app");
+  label->set_value("kept");
+  allocate.mutable_owner()->set_node("node-a");
+  v1::AllocateIdentityResponse allocated;
+  for (const char* endpoint : {"ep1", "ep2"}) {
+    allocate.mutable_owner()->set_endpoint(endpoint);
+    ASSERT_TRUE(Call(*first, &v1::IdentityService::Stub::AllocateIdentity, allocate, &allocated).ok());
+  }
+  v1::UpsertIpCacheEntryRequest upsert;
+  upsert.mutable_entry()->set_prefix("10.244.1.5/32");
+  upsert.mutable_entry()->set_identity(allocated.identity().id());
+  upsert.mutable_entry()->set_owner_node("node-a");
+  v1::UpsertIpCacheEntryResponse upserted;
+  ASSERT_TRUE(Call(*first, &v1::IdentityService::Stub::UpsertIpCacheEntry, upsert, &upserted).ok());
+
+  replicas_[0].Kill();
+  // node-a heartbeats through another replica for more than twice its TTL.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(7);
+  while (std::chrono::steady_clock::now() < until) {
+    auto status = Call(*survivor, &v1::IdentityService::Stub::NodeHeartbeat, beat, &beat_response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_FALSE(beat_response.new_session()) << "the node's session outlives the replica that started it";
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  v1::ReleaseIdentityRequest release;
+  release.set_id(allocated.identity().id());
+  release.mutable_owner()->set_node("node-a");
+  release.mutable_owner()->set_endpoint("ep1");
+  v1::ReleaseIdentityResponse released;
+  ASSERT_TRUE(Call(*survivor, &v1::IdentityService::Stub::ReleaseIdentity, release, &released).ok());
+  EXPECT_EQ(released.remaining_references(), 1u) << "ep2's reference must survive the replica's death";
+
+  // Its ipcache entry survived too: a fresh watch's snapshot has it.
+  grpc::ClientContext watch_context;
+  watch_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto reader = survivor->WatchIpCache(&watch_context, {});
+  v1::WatchIpCacheResponse event;
+  ASSERT_TRUE(reader->Read(&event));
+  EXPECT_EQ(event.kind(), v1::CHANGE_KIND_SNAPSHOT);
+  EXPECT_EQ(event.entry().prefix(), "10.244.1.5/32");
+  EXPECT_EQ(event.entry().owner_node(), "node-a");
+  watch_context.TryCancel();
+  reader->Finish();
+}
+
+TEST_F(IdentityReplicaTest, IpCacheWatchGetsRemoteChangesAtOnceAndResumesOnAnotherReplica) {
+  auto watched = v1::IdentityService::NewStub(MakeChannel(sockets_[0]));
+  auto writer = v1::IdentityService::NewStub(MakeChannel(sockets_[1]));
+  auto other = v1::IdentityService::NewStub(MakeChannel(sockets_[2]));
+  auto upsert = [&](const std::string& prefix, uint32_t identity) {
+    v1::UpsertIpCacheEntryRequest request;
+    request.mutable_entry()->set_prefix(prefix);
+    request.mutable_entry()->set_identity(identity);
+    request.mutable_entry()->set_owner_node("node-b");
+    v1::UpsertIpCacheEntryResponse response;
+    auto status = Call(*writer, &v1::IdentityService::Stub::UpsertIpCacheEntry, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.revision();
+  };
+  upsert("10.244.2.1/32", 500);  // starts node-b's session before timing anything
+
+  uint64_t last = 0;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto reader = watched->WatchIpCache(&context, {});
+    v1::WatchIpCacheResponse event;
+    while (reader->Read(&event) && event.kind() != v1::CHANGE_KIND_SNAPSHOT_DONE) {
+    }
+    ASSERT_EQ(event.kind(), v1::CHANGE_KIND_SNAPSHOT_DONE);
+    auto written_at = std::chrono::steady_clock::now();
+    uint64_t revision = upsert("10.244.2.2/32", 501);
+    ASSERT_TRUE(reader->Read(&event));
+    auto latency = std::chrono::steady_clock::now() - written_at;
+    EXPECT_EQ(event.kind(), v1::CHANGE_KIND_UPSERT);
+    EXPECT_EQ(event.entry().prefix(), "10.244.2.2/32");
+    EXPECT_EQ(event.revision(), revision);
+    // Another replica's change is pushed by the store, not found by a poll.
+    EXPECT_LT(latency, std::chrono::milliseconds(300));
+    last = event.revision();
+    context.TryCancel();
+    reader->Finish();
+  }
+  // Disconnected: more changes, then the watcher comes back elsewhere.
+  upsert("10.244.2.3/32", 502);
+  upsert("10.244.2.2/32", 503);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::WatchIpCacheRequest resume;
+  resume.set_after_revision(last);
+  auto reader = other->WatchIpCache(&context, resume);
+  std::vector<std::pair<std::string, uint32_t>> got;
+  v1::WatchIpCacheResponse event;
+  while (got.size() < 2 && reader->Read(&event)) got.emplace_back(event.entry().prefix(), event.entry().identity());
+  EXPECT_EQ(got, (std::vector<std::pair<std::string, uint32_t>>{{"10.244.2.3/32", 502}, {"10.244.2.2/32", 503}}));
+  context.TryCancel();
+  reader->Finish();
 }
 
 TEST_F(IdentityReplicaTest, EveryReplicaAnswersLookupsForIdentitiesAllocatedElsewhere) {

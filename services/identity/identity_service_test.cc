@@ -2,12 +2,14 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <thread>
 
 #include <grpcpp/server_builder.h>
 #include <gtest/gtest.h>
 
+#include "services/identity/node_heartbeater.h"
 #include "services/identity/reserved_identities.h"
 #include "services/identity/sqlite_identity_store.h"
 
@@ -205,6 +207,35 @@ TEST_F(IdentityServiceTest, NodeHeartbeatStartsThenContinuesASession) {
   EXPECT_FALSE(response.new_session());
   request.set_node("a/b");
   EXPECT_EQ(stub_->NodeHeartbeat(&c3, request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(IdentityServiceTest, HeartbeaterKeepsTheNodesReferencesUntilItStops) {
+  std::atomic<int> new_sessions{0};
+  auto heartbeater = std::make_unique<NodeHeartbeater>(
+      server_->InProcessChannel({}), NodeHeartbeater::Options{"node1", absl::Seconds(2), absl::Seconds(2)},
+      [&] { ++new_sessions; });
+  // The first heartbeat fixes the session's TTL: let it land before allocating.
+  for (int i = 0; i < 50 && !heartbeater->last_status().ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  grpc::ClientContext c;
+  v1::AllocateIdentityResponse allocated;
+  ASSERT_TRUE(stub_->AllocateIdentity(&c, Request({{"app", "beating"}}), &allocated).ok());
+  // Well past the TTL: the heartbeats keep the reference.
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  EXPECT_TRUE(heartbeater->last_status().ok()) << heartbeater->last_status();
+  EXPECT_EQ(new_sessions.load(), 1) << "one session from the first heartbeat on";
+  ASSERT_TRUE(service_->CollectGarbage(absl::ZeroDuration()).ok());
+  EXPECT_TRUE(store_->Get(allocated.identity().id())->has_value());
+
+  heartbeater.reset();  // the node dies
+  bool collected = false;
+  for (int i = 0; i < 40 && !collected; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    ASSERT_TRUE(service_->CollectGarbage(absl::ZeroDuration()).ok());
+    collected = !store_->Get(allocated.identity().id())->has_value();
+  }
+  EXPECT_TRUE(collected) << "a silent node's identity must be collected after its TTL";
 }
 
 }  // namespace

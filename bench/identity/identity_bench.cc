@@ -5,14 +5,19 @@
 //   identity_bench --store=etcd --replicas=3 --allocations=3000 --lookups=30000 --clients=8
 //
 // Reports p50/p99/max latency and throughput for first allocations (a new
-// label set each call: the etcd Txn path) and lookups (served from each
-// replica's local cache).
+// label set each call: the etcd Txn path), lookups (served from each
+// replica's local cache), node heartbeats and ipcache upserts, and how long
+// each new identity takes to reach a WatchIdentities stream on the last
+// replica (counted from the allocating call's return; with several
+// replicas most allocations are served by another one).
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include <absl/flags/flag.h>
@@ -29,6 +34,8 @@ ABSL_FLAG(int, replicas, 1, "identity service processes (etcd only; sqlite is al
 ABSL_FLAG(int, allocations, 2000, "first allocations (distinct label sets)");
 ABSL_FLAG(int, lookups, 20000, "lookups of allocated label sets");
 ABSL_FLAG(int, clients, 8, "concurrent client threads");
+ABSL_FLAG(int, heartbeats, 2000, "NodeHeartbeat calls (one node: a lease keep-alive each on etcd)");
+ABSL_FLAG(int, ipcache, 2000, "UpsertIpCacheEntry calls (distinct /32s)");
 ABSL_FLAG(std::string, replica_log_level, "warn", "--log_level of the replicas");
 ABSL_FLAG(bool, keep_logs, false, "keep the replicas' logs (the temp dir) for inspection");
 
@@ -80,14 +87,15 @@ Result Run(int count, int clients, Call call) {
   return result;
 }
 
-void Report(const char* what, const Result& r) {
+void Report(const char* what, const Result& r, bool with_throughput = true) {
   auto at = [&](double q) {
     if (r.latencies_us.empty()) return 0.0;
     return r.latencies_us[std::min(r.latencies_us.size() - 1, static_cast<size_t>(q * r.latencies_us.size()))];
   };
-  std::printf("%-17s n=%zu errors=%d p50=%.0fus p99=%.0fus max=%.0fus throughput=%.0f/s\n", what,
-              r.latencies_us.size(), r.errors, at(0.50), at(0.99), r.latencies_us.empty() ? 0 : r.latencies_us.back(),
-              r.latencies_us.size() / r.seconds);
+  std::printf("%-17s n=%zu errors=%d p50=%.0fus p99=%.0fus max=%.0fus", what, r.latencies_us.size(), r.errors,
+              at(0.50), at(0.99), r.latencies_us.empty() ? 0 : r.latencies_us.back());
+  if (with_throughput) std::printf(" throughput=%.0f/s", r.latencies_us.size() / r.seconds);
+  std::printf("\n");
 }
 
 bool WaitServing(const std::string& socket) {
@@ -156,6 +164,37 @@ int main(int argc, char** argv) {
     auto stub = v1::IdentityService::NewStub(*channel);
     std::printf("store=%s replicas=%d clients=%d\n", store.c_str(), replicas, clients);
 
+    // The node's session first, as a datapath service would.
+    {
+      grpc::ClientContext context;
+      ebpfcni::SetDeadline(context, std::chrono::seconds(10));
+      v1::NodeHeartbeatRequest request;
+      request.set_node("bench-node");
+      request.set_ttl_seconds(60);
+      v1::NodeHeartbeatResponse response;
+      if (!stub->NodeHeartbeat(&context, request, &response).ok()) rc = 1;
+    }
+
+    // A watcher on the last replica notes when each identity reaches it.
+    std::mutex watch_mu;
+    std::map<uint32_t, Clock::time_point> delivered, returned;
+    grpc::ClientContext watch_context;
+    auto watch_stub = v1::IdentityService::NewStub(ebpfcni::MakeChannel(sockets.back()));
+    auto watch_reader = watch_stub->WatchIdentities(&watch_context, {});
+    {
+      v1::WatchIdentitiesResponse event;
+      while (watch_reader->Read(&event) && event.kind() != v1::CHANGE_KIND_SNAPSHOT_DONE) {
+      }
+    }
+    std::thread watcher([&] {
+      v1::WatchIdentitiesResponse event;
+      while (watch_reader->Read(&event)) {
+        if (event.kind() != v1::CHANGE_KIND_UPSERT) continue;
+        std::lock_guard<std::mutex> lock(watch_mu);
+        delivered.emplace(event.identity().id(), Clock::now());
+      }
+    });
+
     const int allocations = absl::GetFlag(FLAGS_allocations);
     Result allocated = Run(allocations, clients, [&](int i) {
       v1::AllocateIdentityRequest request;
@@ -165,7 +204,12 @@ int main(int argc, char** argv) {
       grpc::ClientContext context;
       ebpfcni::SetDeadline(context, std::chrono::seconds(10));
       v1::AllocateIdentityResponse response;
-      return stub->AllocateIdentity(&context, request, &response).ok() && response.newly_allocated();
+      bool ok = stub->AllocateIdentity(&context, request, &response).ok() && response.newly_allocated();
+      if (ok) {
+        std::lock_guard<std::mutex> lock(watch_mu);
+        returned.emplace(response.identity().id(), Clock::now());
+      }
+      return ok;
     });
     Report("first-allocation", allocated);
 
@@ -180,7 +224,45 @@ int main(int argc, char** argv) {
       return stub->LookupIdentity(&context, request, &response).ok();
     });
     Report("lookup", looked_up);
-    if (allocated.errors || looked_up.errors) rc = 1;
+
+    Result heartbeats = Run(absl::GetFlag(FLAGS_heartbeats), clients, [&](int) {
+      v1::NodeHeartbeatRequest request;
+      request.set_node("bench-node");
+      request.set_ttl_seconds(60);
+      grpc::ClientContext context;
+      ebpfcni::SetDeadline(context, std::chrono::seconds(10));
+      v1::NodeHeartbeatResponse response;
+      return stub->NodeHeartbeat(&context, request, &response).ok();
+    });
+    Report("node-heartbeat", heartbeats);
+    Result upserts = Run(absl::GetFlag(FLAGS_ipcache), clients, [&](int i) {
+      v1::UpsertIpCacheEntryRequest request;
+      request.mutable_entry()->set_prefix(absl::StrCat("10.", 100 + i / 65536, ".", (i / 256) % 256, ".", i % 256));
+      request.mutable_entry()->set_identity(256);
+      request.mutable_entry()->set_owner_node("bench-node");
+      grpc::ClientContext context;
+      ebpfcni::SetDeadline(context, std::chrono::seconds(10));
+      v1::UpsertIpCacheEntryResponse response;
+      return stub->UpsertIpCacheEntry(&context, request, &response).ok();
+    });
+    Report("ipcache-upsert", upserts);
+
+    watch_context.TryCancel();
+    watcher.join();
+    watch_reader->Finish();
+    // Delivery before the allocating call returned counts as 0.
+    Result delivery;
+    for (const auto& [id, at] : returned) {
+      auto it = delivered.find(id);
+      if (it == delivered.end()) {
+        ++delivery.errors;  // never delivered
+        continue;
+      }
+      delivery.latencies_us.push_back(std::max(0.0, std::chrono::duration<double, std::micro>(it->second - at).count()));
+    }
+    std::sort(delivery.latencies_us.begin(), delivery.latencies_us.end());
+    Report("watch-delivery", delivery, /*with_throughput=*/false);
+    if (allocated.errors || looked_up.errors || heartbeats.errors || upserts.errors || delivery.errors) rc = 1;
   }
   if (absl::GetFlag(FLAGS_keep_logs)) {
     std::printf("logs kept in %s\n", dir.c_str());

@@ -1,9 +1,12 @@
 /* Tracing: the service's Trace RPC runs these programs on a synthetic
- * packet with BPF_PROG_TEST_RUN. Magic values in skb->cb[3..4] (only the
- * test-run context can put them there; TC never hands the program a cb
- * with both set by chance in practice, and even then only side effects
- * would be skipped, never a verdict changed) make the run free of side
- * effects, and the verdict is written back into cb for the service. */
+ * packet with BPF_PROG_TEST_RUN, whose input context can set skb->cb.
+ * Magic values in cb[3..4] make the run free of side effects (no conntrack
+ * entry, counter, metric or event), and the program writes its verdict back
+ * into cb, which the kernel returns in the output context.
+ *
+ * A pod cannot set cb (it is kernel memory between qdisc layers). Should a
+ * real packet ever arrive with both words equal to the magic, only the side
+ * effects would be skipped; the verdict is computed the same way. */
 #ifndef EBPFCNI_BPF_LIB_TRACE_H
 #define EBPFCNI_BPF_LIB_TRACE_H
 

@@ -6,6 +6,7 @@
 // killed -9 and restarted ten times.
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -327,6 +328,53 @@ TEST_F(PolicyEndToEndTest, AllowsAndDeniesTcpUdpAndIcmpRepliesPassAndDropsAreStr
   std::optional<v1::Event> into_a = drop(kAllowedTcpPort, v1::DROP_REASON_POLICY_DEFAULT_DENY);
   ASSERT_TRUE(into_a.has_value());
   EXPECT_EQ(into_a->endpoint_key().container_id(), "ctr-a");
+
+  // The node-wide counters saw the same.
+  grpc::ClientContext context;
+  SetDeadline(context, 10s);
+  v1::GetMetricsResponse metrics;
+  ASSERT_TRUE(stub_->GetMetrics(&context, v1::GetMetricsRequest(), &metrics).ok());
+  std::map<v1::DropReason, uint64_t> drops;
+  for (const v1::DropCount& count : metrics.drops()) drops[count.reason()] = count.packets();
+  std::map<v1::Verdict, uint64_t> verdicts;
+  for (const v1::VerdictCount& count : metrics.verdicts()) verdicts[count.verdict()] = count.packets();
+  EXPECT_GE(drops[v1::DROP_REASON_POLICY_DEFAULT_DENY], 3u);
+  EXPECT_GE(drops[v1::DROP_REASON_POLICY_DENY], 1u);
+  EXPECT_EQ(drops[v1::DROP_REASON_INIT_IDENTITY], 0u);
+  EXPECT_GE(verdicts[v1::VERDICT_ALLOWED_POLICY], 3u);  // TCP, UDP and ICMP into B
+  EXPECT_GE(verdicts[v1::VERDICT_ALLOWED_CONNTRACK], 3u);
+}
+
+TEST_F(PolicyEndToEndTest, EventStreamsCanBeNarrowedToOneEndpoint) {
+  CreateBothPods();
+  grpc::ClientContext context;
+  SetDeadline(context, 10s);  // a broken filter fails the Read, not the run
+  v1::StreamEventsRequest request;
+  *request.mutable_key() = Key("ctr-a");
+  request.add_types(v1::EVENT_TYPE_DROP);
+  std::unique_ptr<grpc::ClientReader<v1::StreamEventsResponse>> reader =
+      stub_->StreamEvents(&context, request);
+  reader->WaitForInitialMetadata();
+  // A drop at B (unlisted port), then one at A (B may not connect to A).
+  EXPECT_FALSE(
+      testing::ConnectTcp(node_.a().netns_path, node_.b().ip, kUnlistedTcpPort, 300ms).ok());
+  EXPECT_FALSE(
+      testing::ConnectTcp(node_.b().netns_path, node_.a().ip, kAllowedTcpPort, 300ms).ok());
+  v1::StreamEventsResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.event().endpoint_key().container_id(), "ctr-a");
+  EXPECT_EQ(response.event().destination_port(), kAllowedTcpPort);
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+
+  grpc::ClientContext unknown_context;
+  SetDeadline(unknown_context, 10s);
+  *request.mutable_key() = Key("ctr-nobody");
+  std::unique_ptr<grpc::ClientReader<v1::StreamEventsResponse>> unknown =
+      stub_->StreamEvents(&unknown_context, request);
+  EXPECT_FALSE(unknown->Read(&response));
+  EXPECT_EQ(unknown->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(PolicyEndToEndTest, EstablishedConnectionSurvivesPolicyReplacement) {

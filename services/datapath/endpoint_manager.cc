@@ -168,6 +168,13 @@ absl::StatusOr<PolicySummary> EndpointManager::SummarizePolicy(uint32_t endpoint
 }
 
 absl::Status EndpointManager::Restore() {
+  // Every live endpoint's addresses first: a program attached below looks
+  // up its peers, which may be endpoints restored later in the loop (and an
+  // ipcache recreated by a layout change starts empty).
+  for (const EndpointRecord& record : registry_->List()) {
+    if (!InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) continue;
+    if (absl::Status status = MapEndpointAddresses(record); !status.ok()) return status;
+  }
   for (const EndpointRecord& record : registry_->List()) {
     if (!InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) {
       spdlog::info("removing stale endpoint {} (id {}): interface {} (ifindex {}) is gone",
@@ -198,7 +205,6 @@ absl::Status EndpointManager::Restore() {
       }
       continue;
     }
-    if (absl::Status status = MapEndpointAddresses(record); !status.ok()) return status;
     spdlog::info("re-adopted endpoint {} (id {}) on {} (ifindex {})", Describe(record.key),
                  record.endpoint_id, record.host_interface_name, record.host_ifindex);
     restore_summary_.readopted.push_back(record.key);

@@ -82,8 +82,8 @@ static __always_inline __u32 ct_seen_flags(const struct packet *pkt, bool reply)
 	return seen;
 }
 
-/* Looks up one key; an expired entry counts as absent (and is deleted
- * unless tracing). Updates seen flags and last_seen on a hit. */
+/* Looks up one key; an expired entry counts as absent. Updates seen flags
+ * and last_seen on a hit (unless tracing). */
 static __always_inline bool ct_hit(struct ebpfcni_ct_key *key,
 				   const struct packet *pkt, bool reply,
 				   __u64 now, bool trace)
@@ -96,8 +96,10 @@ static __always_inline bool ct_hit(struct ebpfcni_ct_key *key,
 		return false;
 	seen = entry->seen;
 	if (now - entry->last_seen_ns > ct_lifetime(pkt->protocol, seen)) {
-		if (!trace)
-			bpf_map_delete_elem(&conntrack, key);
+		/* Left in place: it stays expired (nothing refreshes it), an
+		 * allowed packet overwrites it in ct_create and the LRU reclaims
+		 * it otherwise; deleting first would only add a map operation to
+		 * the first packet of every new flow on a reused tuple. */
 		return false;
 	}
 	/* A new SYN on a closed connection's tuple (port reuse) is a new

@@ -22,6 +22,9 @@
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_format.h>
 
+#include "common/net/ip_address.h"
+#include "services/datapath/packet_builder.h"
+
 namespace ebpfcni::datapath::testing {
 namespace {
 
@@ -31,12 +34,6 @@ bool IsBpffs(const std::string& path) {
          static_cast<unsigned long>(fs.f_type) == BPF_FS_MAGIC;
 }
 
-uint16_t IpChecksum(const uint8_t* data, size_t length) {
-  uint32_t sum = 0;
-  for (size_t i = 0; i + 1 < length; i += 2) sum += (data[i] << 8) | data[i + 1];
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(~sum);
-}
 
 }  // namespace
 
@@ -137,34 +134,13 @@ void ScopedVethPair::DeleteLink() {
 
 std::vector<uint8_t> BuildUdpFrame(const MacAddress& destination, const std::string& source_ip,
                                    const std::string& destination_ip, size_t size) {
-  constexpr size_t kEthernet = 14, kIp = 20, kUdp = 8;
-  if (size < kEthernet + kIp + kUdp) size = kEthernet + kIp + kUdp;
-  std::vector<uint8_t> frame(size, 0);
+  constexpr size_t kHeaders = 14 + 20 + 8;  // Ethernet, IPv4, UDP
+  std::vector<uint8_t> frame =
+      PacketBuilder::Udp(*IpAddress::Parse(source_ip), *IpAddress::Parse(destination_ip),
+                         60357, 9999)  // discard-ish: nobody listens on 9999
+          .Payload(size > kHeaders ? size - kHeaders : 0)
+          .Build();
   std::memcpy(frame.data(), destination.data(), 6);
-  const MacAddress source = {0x02, 0xeb, 0xcf, 0x00, 0x00, 0x02};
-  std::memcpy(frame.data() + 6, source.data(), 6);
-  frame[12] = 0x08;  // ETH_P_IP
-  frame[13] = 0x00;
-  uint8_t* ip = frame.data() + kEthernet;
-  uint16_t ip_length = static_cast<uint16_t>(size - kEthernet);
-  ip[0] = 0x45;
-  ip[2] = ip_length >> 8;
-  ip[3] = ip_length & 0xff;
-  ip[8] = 64;   // TTL
-  ip[9] = 17;   // UDP
-  inet_pton(AF_INET, source_ip.c_str(), ip + 12);
-  inet_pton(AF_INET, destination_ip.c_str(), ip + 16);
-  uint16_t checksum = IpChecksum(ip, kIp);
-  ip[10] = checksum >> 8;
-  ip[11] = checksum & 0xff;
-  uint8_t* udp = ip + kIp;
-  uint16_t udp_length = static_cast<uint16_t>(size - kEthernet - kIp);
-  udp[0] = 0xeb;  // source port 60357
-  udp[1] = 0xc5;
-  udp[2] = 0x26;  // destination port 9999 (discard-ish, nobody listens)
-  udp[3] = 0x0f;
-  udp[4] = udp_length >> 8;
-  udp[5] = udp_length & 0xff;  // checksum 0: none, allowed for IPv4
   return frame;
 }
 

@@ -58,6 +58,8 @@ service_flags() {
   echo "--socket=$(ebpf_cni_socket "$svc")"
   has state_dir && echo "--state_dir=$EBPF_CNI_STATE_DIR"
   has bpf_dir && echo "--bpf_dir=$EBPF_CNI_BPF_DIR"
+  # The datapath heartbeats to the identity service so pods keep their identities.
+  has identity_service && echo "--identity_service=$(ebpf_cni_socket identity)"
   has log_level && echo "--log_level=$EBPF_CNI_LOG_LEVEL"
   if [[ $svc == ipam ]]; then
     echo "--pool_cidr=$EBPF_CNI_POD_CIDR"

@@ -1,10 +1,13 @@
 // ebpf-cni-datapath: the only process that loads BPF programs, attaches TC
 // filters and writes BPF maps. Serves ebpfcni.datapath.v1.DatapathService.
+#include <unistd.h>
+
 #include <cstdlib>
 #include <string>
 
 #include <absl/flags/flag.h>
 #include <absl/flags/parse.h>
+#include <absl/time/time.h>
 #include <spdlog/spdlog.h>
 
 #include "common/log/logging.h"
@@ -13,6 +16,7 @@
 #include "services/datapath/datapath_service.h"
 #include "services/datapath/endpoint_manager.h"
 #include "services/datapath/event_stream.h"
+#include "services/datapath/identity_liveness.h"
 
 ABSL_FLAG(std::string, bpf_dir, "/sys/fs/bpf/ebpf-cni",
           "Directory on bpffs where maps and programs are pinned");
@@ -22,6 +26,22 @@ ABSL_FLAG(uint32_t, default_identity, 0,
           "Security identity for endpoints created without one. 0 (the default): such "
           "endpoints are 'init' and all their traffic is dropped until SetEndpointIdentity; "
           "a non-zero value is a transition aid for CNI clients that do not send identities yet");
+
+ABSL_FLAG(std::string, identity_service, "/run/ebpf-cni/identity.sock",
+          "Identity service target(s) (socket path, or comma-separated list for replicas) this node "
+          "heartbeats to, keeping its pods' identity references alive; empty: no heartbeats");
+ABSL_FLAG(std::string, node_name, "", "This node's name in the identity service (default: the host name, "
+          "as the CNI binary uses)");
+ABSL_FLAG(absl::Duration, node_ttl, absl::Seconds(15),
+          "How long the identity service keeps this node's references after its last heartbeat");
+
+namespace {
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "localhost";
+  return name;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   ebpfcni::BlockTerminationSignals();
@@ -48,6 +68,15 @@ int main(int argc, char** argv) {
     return EXIT_FAILURE;
   }
   ebpfcni::datapath::DatapathServiceImpl service(manager->get(), events->get());
+  std::unique_ptr<ebpfcni::datapath::IdentityLiveness> liveness;
+  if (std::string target = absl::GetFlag(FLAGS_identity_service); !target.empty()) {
+    std::string node = absl::GetFlag(FLAGS_node_name);
+    liveness = std::make_unique<ebpfcni::datapath::IdentityLiveness>(
+        **manager, ebpfcni::datapath::IdentityLiveness::Options{
+                       .identity_service = target,
+                       .node = node.empty() ? HostName() : node,
+                       .ttl = absl::GetFlag(FLAGS_node_ttl)});
+  }
   absl::Status served = ebpfcni::ServeUntilSignal(
       ebpfcni::ListenOptionsFromFlags("/run/ebpf-cni/datapath.sock"),
       {{&service, "ebpfcni.datapath.v1.DatapathService"}});

@@ -13,7 +13,8 @@ constexpr absl::string_view kBinary = "ebpf-cni-identity";
 IdentityClient::IdentityClient(std::string target, std::chrono::milliseconds timeout)
     : target_(std::move(target)),
       timeout_(timeout),
-      channel_(MakeChannel(target_)),
+      // Replicas: "a.sock,b.sock" are balanced over, with failover.
+      channel_(MakeChannelForTargets(target_)),
       stub_(identity::v1::IdentityService::NewStub(channel_)) {}
 
 absl::StatusOr<identity::v1::Identity> IdentityClient::ResolvePod(const identity::v1::ResolvePodRequest& request) {

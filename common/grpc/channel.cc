@@ -5,9 +5,11 @@
 #include <absl/strings/match.h>
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_join.h>
+#include <absl/strings/str_split.h>
 #include <absl/strings/strip.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <spdlog/spdlog.h>
 
 namespace ebpfcni {
 
@@ -90,6 +92,15 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeBalancedChannel(const std::ve
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+std::shared_ptr<grpc::Channel> MakeChannelForTargets(const std::string& targets) {
+  std::vector<std::string> list = absl::StrSplit(targets, ',', absl::SkipEmpty());
+  if (list.size() <= 1) return MakeChannel(targets);
+  auto balanced = MakeBalancedChannel(list);
+  if (balanced.ok()) return *balanced;
+  spdlog::warn("targets \"{}\": {}; using only {}", targets, balanced.status().ToString(), list.front());
+  return MakeChannel(list.front());
 }
 
 void SetDeadline(grpc::ClientContext& context, std::chrono::milliseconds timeout) {

@@ -41,6 +41,12 @@ struct BalancedChannelOptions {
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeBalancedChannel(const std::vector<std::string>& targets,
                                                                    const BalancedChannelOptions& options = {});
 
+// A channel for a target the user configured: "a,b,c" (replicas of a
+// service) becomes a MakeBalancedChannel over the list, anything else a
+// MakeChannel. A list MakeBalancedChannel refuses is logged and the first
+// entry used, so the caller's calls fail (or work) with a clear target.
+std::shared_ptr<grpc::Channel> MakeChannelForTargets(const std::string& targets);
+
 // Sets a deadline on a client context so no call can hang forever.
 void SetDeadline(grpc::ClientContext& context, std::chrono::milliseconds timeout);
 

@@ -1,7 +1,6 @@
 #include "services/datapath/identity_liveness.h"
 
 #include <absl/strings/str_cat.h>
-#include <absl/strings/str_split.h>
 #include <spdlog/spdlog.h>
 
 #include "common/grpc/channel.h"
@@ -12,23 +11,12 @@ namespace {
 // Identities below this are reserved and hold no references.
 constexpr uint32_t kFirstAllocatableIdentity = 256;
 
-std::shared_ptr<grpc::Channel> ChannelFor(const std::string& target) {
-  std::vector<std::string> targets = absl::StrSplit(target, ',', absl::SkipEmpty());
-  if (targets.size() > 1) {
-    auto balanced = MakeBalancedChannel(targets);
-    if (balanced.ok()) return *balanced;
-    spdlog::warn("identity service targets {}: {}; using the first only", target, balanced.status().ToString());
-    return MakeChannel(targets.front());
-  }
-  return MakeChannel(target);
-}
-
 }  // namespace
 
 IdentityLiveness::IdentityLiveness(EndpointManager& manager, Options options)
     : manager_(manager),
       options_(std::move(options)),
-      channel_(ChannelFor(options_.identity_service)),
+      channel_(MakeChannelForTargets(options_.identity_service)),
       stub_(identity::v1::IdentityService::NewStub(channel_)) {
   heartbeater_ = std::make_unique<identity::NodeHeartbeater>(
       channel_, identity::NodeHeartbeater::Options{.node = options_.node, .ttl = options_.ttl},

@@ -5,9 +5,11 @@
 #   - ADD: runs every plugin in order, each getting the network's name and
 #     cniVersion, the previous plugin's result as prevResult, and the
 #     runtimeConfig keys it declared in "capabilities"; caches the final
-#     result, runtime config and CNI_ARGS (like libcni's /var/lib/cni/results)
+#     result, runtime config, CNI_ARGS and the conflist itself (like libcni's
+#     /var/lib/cni/results)
 #   - CHECK: plugins in order with the cached result as prevResult
-#   - DEL: plugins in reverse order with the cached result, then forgets it
+#   - DEL: plugins in reverse order with the cached result and the cached
+#     conflist (so DEL works after down.sh removed it), then forgets it
 #   CHECK and DEL reuse the cached runtime config and CNI_ARGS unless given
 #   again, as runtimes pass the same ones (portmap needs them to clean up).
 #   - plugins are found in $EBPF_CNI_BIN_DIR (CNI_PATH)
@@ -54,13 +56,21 @@ if [[ -n $netns && $netns != */* ]]; then
   netns=/var/run/netns/$netns
 fi
 jq -e . >/dev/null <<<"$runtime_config" || { echo "cni-exec.sh: --runtime-config is not JSON" >&2; exit 2; }
-[[ -r $EBPF_CNI_CONFLIST ]] || { echo "cni-exec.sh: no conflist at $EBPF_CNI_CONFLIST (run up.sh)" >&2; exit 2; }
 
-conflist=$(<"$EBPF_CNI_CONFLIST")
 # Persistent like libcni's /var/lib/cni/results: a DEL after a node restart
-# still needs what ADD was given.
+# (or after down.sh removed the conflist) still needs what ADD was given.
 cache_dir=$EBPF_CNI_STATE_DIR/cni-results
 cache_file=$cache_dir/$EBPF_CNI_NETWORK_NAME-$container_id-$ifname.json
+
+if [[ $command == DEL && -f $cache_file ]] && jq -e '.config' "$cache_file" >/dev/null 2>&1; then
+  # DEL tears down what ADD set up, with the config ADD used.
+  conflist=$(jq -c '.config' "$cache_file")
+elif [[ -r $EBPF_CNI_CONFLIST ]]; then
+  conflist=$(<"$EBPF_CNI_CONFLIST")
+else
+  echo "cni-exec.sh: no conflist at $EBPF_CNI_CONFLIST (run up.sh)" >&2
+  exit 2
+fi
 
 # Indices of the plugins to run, in execution order.
 mapfile -t indices < <(jq -r --argjson only "$plugin_only" \
@@ -113,7 +123,8 @@ case $command in
   ADD)
     mkdir -p "$cache_dir"
     jq -n --argjson result "$prev" --argjson rc "$runtime_config" --arg args "$cni_args" \
-      '{result: $result, runtimeConfig: $rc, cniArgs: $args}' >"$cache_file.tmp.$$"
+      --argjson config "$conflist" \
+      '{result: $result, runtimeConfig: $rc, cniArgs: $args, config: $config}' >"$cache_file.tmp.$$"
     mv -f "$cache_file.tmp.$$" "$cache_file"
     printf '%s\n' "$prev"
     ;;

@@ -21,7 +21,9 @@ EBPF_CNI_LOG_LEVEL=${EBPF_CNI_LOG_LEVEL:-info}
 EBPF_CNI_START_TIMEOUT=${EBPF_CNI_START_TIMEOUT:-30}
 EBPF_CNI_STOP_TIMEOUT=${EBPF_CNI_STOP_TIMEOUT:-10}
 
-EBPF_CNI_SERVICES=(ipam datapath identity)
+# Start order: the datapath talks to identity from its first second
+# (heartbeats), so identity comes up before it; down.sh stops in reverse.
+EBPF_CNI_SERVICES=(ipam identity datapath)
 EBPF_CNI_CONFLIST=$EBPF_CNI_CONF_DIR/10-$EBPF_CNI_NETWORK_NAME.conflist
 EBPF_CNI_PROBE=$EBPF_CNI_BUILD_DIR/integration/netns/ebpf-cni-grpc-probe
 

@@ -66,6 +66,9 @@ service_flags() {
     echo "--pool_cidr6=$EBPF_CNI_POD_CIDR6"
   fi
   has veth_prefix && echo "--veth_prefix=$EBPF_CNI_VETH_PREFIX"
+  # The datapath heartbeats this node's identity references to the identity
+  # service; point it at this node's, never at a default one elsewhere.
+  has identity_service && echo "--identity_service=$(ebpf_cni_socket identity)"
   return 0
 }
 

@@ -72,13 +72,22 @@ itest_cleanup() {
   local pid
   # TERM, not KILL: timeout(1) passes TERM on to the server it runs.
   for pid in "${ITEST_BG_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-  local pod
+  # Pods still attached get a real DEL first (best effort, bounded), so
+  # chained plugins such as portmap remove their host rules. DEL needs the
+  # installed plugins, so a node the test left down comes back up for it.
+  local pod attached=()
   for pod in "${ITEST_PODS[@]}"; do
-    # DEL first (best effort, bounded) so chained plugins such as portmap
-    # remove their host rules; then the namespace takes the veth with it.
-    if [[ -f $EBPF_CNI_STATE_DIR/cni-results/$EBPF_CNI_NETWORK_NAME-$(pod_container_id "$pod")-eth0.json ]]; then
-      timeout 20 "$DEPLOY/cni-exec.sh" DEL "$(pod_container_id "$pod")" "$(pod_netns_path "$pod")" >/dev/null 2>&1
-    fi
+    [[ -f $EBPF_CNI_STATE_DIR/cni-results/$EBPF_CNI_NETWORK_NAME-$(pod_container_id "$pod")-eth0.json ]] &&
+      attached+=("$pod")
+  done
+  if ((${#attached[@]} > 0)); then
+    EBPF_CNI_START_TIMEOUT=10 timeout 60 "$DEPLOY/up.sh" >/dev/null 2>&1
+    for pod in "${attached[@]}"; do
+      timeout 20 "$DEPLOY/cni-exec.sh" DEL "$(pod_container_id "$pod")" "$(pod_netns_path "$pod")" >/dev/null 2>&1 ||
+        echo "warning: cleanup DEL of $pod failed"
+    done
+  fi
+  for pod in "${ITEST_PODS[@]}"; do
     ip netns delete "$(pod_netns_name "$pod")" 2>/dev/null
   done
   # Host veths whose pod namespace is gone disappear with it; any other

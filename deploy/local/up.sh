@@ -58,7 +58,8 @@ service_flags() {
   echo "--socket=$(ebpf_cni_socket "$svc")"
   has state_dir && echo "--state_dir=$EBPF_CNI_STATE_DIR"
   has bpf_dir && echo "--bpf_dir=$EBPF_CNI_BPF_DIR"
-  # The datapath heartbeats to the identity service so pods keep their identities.
+  # The datapath heartbeats to the identity service so pods keep their
+  # identities: this node's socket, never a default one elsewhere.
   has identity_service && echo "--identity_service=$(ebpf_cni_socket identity)"
   has log_level && echo "--log_level=$EBPF_CNI_LOG_LEVEL"
   if [[ $svc == ipam ]]; then
@@ -66,9 +67,6 @@ service_flags() {
     echo "--pool_cidr6=$EBPF_CNI_POD_CIDR6"
   fi
   has veth_prefix && echo "--veth_prefix=$EBPF_CNI_VETH_PREFIX"
-  # The datapath heartbeats this node's identity references to the identity
-  # service; point it at this node's, never at a default one elsewhere.
-  has identity_service && echo "--identity_service=$(ebpf_cni_socket identity)"
   return 0
 }
 

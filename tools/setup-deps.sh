@@ -17,6 +17,9 @@ PACKAGES=(
   # node scripts, demo and integration tests
   sqlite3 iproute2 iputils-ping procps psmisc util-linux coreutils jq
   busybox-static iptables
+  # fake Kubernetes API server (HTTPS) of the cluster-state tests; iperf3 for
+  # the datapath throughput benchmark
+  python3 iperf3
   # container runtimes and the reference CNI plugins (portmap, bandwidth, loopback)
   podman containerd containernetworking-plugins uidmap
   # identity store

@@ -17,9 +17,10 @@ PACKAGES=(
   # node scripts, demo and integration tests
   sqlite3 iproute2 iputils-ping procps psmisc util-linux coreutils jq
   busybox-static iptables
-  # fake Kubernetes API server (HTTPS) of the cluster-state tests; iperf3 for
-  # the datapath throughput benchmark
-  python3 iperf3
+  # fake Kubernetes API server (HTTPS) of the cluster-state tests; iperf3 and
+  # sockperf (TCP request/response latency) for the datapath throughput
+  # benchmark (bench/datapath/throughput)
+  python3 iperf3 sockperf
   # container runtimes and the reference CNI plugins (portmap, bandwidth, loopback)
   podman containerd containernetworking-plugins uidmap
   # identity store

@@ -1,6 +1,6 @@
 #pragma once
 // Embedded identity store (single node, the default): one SQLite file under
-// the state directory. Survives restarts and kill -9 (WAL, synchronous=FULL,
+// the state directory. Survives restarts and kill -9 (WAL, synchronous=NORMAL,
 // every mutation one IMMEDIATE transaction). Not shared between processes:
 // more than one replica needs the etcd store.
 //

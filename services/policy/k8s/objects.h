@@ -114,7 +114,7 @@ struct NetworkPolicy {
   std::string namespace_name, name;
   LabelSelector pod_selector;  // empty = every pod of the namespace
   // Effective policyTypes: as written, or when missing the default
-  // (Ingress always; Egress iff spec.egress is present).
+  // (Ingress always; Egress iff spec.egress has at least one rule).
   bool applies_to_ingress = false;
   bool applies_to_egress = false;
   std::vector<NetworkPolicyRule> ingress;

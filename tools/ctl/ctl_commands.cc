@@ -19,6 +19,7 @@
 #include "ebpfcni/policy/v1/policy.grpc.pb.h"
 
 ABSL_FLAG(std::string, policy_socket, "unix:/run/ebpf-cni/policy.sock", "The policy agent's gRPC target");
+ABSL_FLAG(std::string, socket, "", "Alias of --policy_socket (a socket path or gRPC target); wins when set");
 ABSL_FLAG(bool, json, false, "Print the agent's answer as JSON instead of text");
 ABSL_FLAG(bool, wait, false, "status: wait until the agent is in sync (or --timeout passes)");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10), "status --wait: how long to wait");
@@ -41,14 +42,17 @@ namespace {
 namespace v1 = ebpfcni::policy::v1;
 namespace dp = ebpfcni::datapath::v1;
 
-std::unique_ptr<v1::PolicyService::Stub> Stub() {
-  return v1::PolicyService::NewStub(MakeChannel(absl::GetFlag(FLAGS_policy_socket)));
+std::string Target() {
+  std::string alias = absl::GetFlag(FLAGS_socket);
+  return alias.empty() ? absl::GetFlag(FLAGS_policy_socket) : alias;
 }
+
+std::unique_ptr<v1::PolicyService::Stub> Stub() { return v1::PolicyService::NewStub(MakeChannel(Target())); }
 
 int RpcFailed(const std::string& call, const grpc::Status& status) {
   std::cerr << "ebpf-cni-ctl: " << call << " failed: " << status.error_message();
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    std::cerr << " (is ebpf-cni-policy running and listening on " << absl::GetFlag(FLAGS_policy_socket)
+    std::cerr << " (is ebpf-cni-policy running and listening on " << Target()
               << "? see --policy_socket)";
   }
   std::cerr << "\n";
@@ -339,6 +343,26 @@ int PolicyVerifyCommand(const std::vector<std::string>& args) {
   return response.mismatches().empty() ? kExitOk : kExitNegative;
 }
 
+namespace {
+
+// The agent's explanation of a dropped packet, from the compiled state.
+std::string WhyDropped(const dp::Event& event) {
+  v1::TracePolicyRequest request;
+  request.mutable_source()->set_ip(event.source_ip());
+  request.mutable_destination()->set_ip(event.destination_ip());
+  request.set_protocol(event.protocol());
+  request.set_port(event.destination_port());
+  request.set_skip_kernel(true);
+  v1::TracePolicyResponse response;
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::seconds(5));
+  grpc::Status status = Stub()->TracePolicy(&context, request, &response);
+  if (!status.ok()) return "no rule allows it (" + status.error_message() + ")";
+  return response.explanation();
+}
+
+}  // namespace
+
 int PolicyEventsCommand(const std::vector<std::string>& args) {
   if (!NoArgs(args, "policy events")) return kExitUsage;
   v1::StreamPolicyEventsRequest request;
@@ -375,11 +399,15 @@ int PolicyEventsCommand(const std::vector<std::string>& args) {
                 << side(event.destination_pod(), e.destination_ip(), e.destination_port(), e.destination_identity())
                 << " " << ProtocolText(e.protocol());
       if (e.type() == dp::EVENT_TYPE_DROP) std::cout << " " << dp::DropReason_Name(e.reason());
-      std::cout << "  " << (event.has_rule() ? RuleText(event.rule())
-                                              : std::string(e.type() == dp::EVENT_TYPE_DROP
-                                                                ? "no rule allows it (default deny)"
-                                                                : "not isolated"))
-                << "\n";
+      if (event.has_rule()) {
+        std::cout << "  " << RuleText(event.rule()) << "\n";
+      } else if (e.type() == dp::EVENT_TYPE_DROP) {
+        // A default deny carries no rule id; the policies that isolate the
+        // pod are what a person wants to see, so ask the agent (as of now).
+        std::cout << "  default deny: " << WhyDropped(e) << "\n";
+      } else {
+        std::cout << "  not isolated\n";
+      }
     }
     std::cout.flush();
     if (limit > 0 && ++seen >= limit) {

@@ -275,10 +275,21 @@ setup_cni() {
     [[ $(tc filter show dev "$veth" ingress; tc filter show dev "$veth" egress) == *bpf* ]] ||
       { log "no BPF program on $veth"; exit 1; }
   done
-  if ip netns exec "${ns_prefix}cc" timeout 3 bash -c "exec 3<>/dev/tcp/$cni_server/9" 2>/dev/null; then
-    log "a port the policy does not allow (tcp/9) connected: policy not enforced"
+  # A listener on a port the policy does not name: reachable without our
+  # programs, so a failed connection here is the policy's drop.
+  ip netns exec "${ns_prefix}cs" timeout 20 "$CONN_RATE" server --listen="$cni_server:9" --threads=1 \
+    --max_seconds=15 >>"$work/servers.log" 2>&1 &
+  local denied_server=$!
+  sleep 0.5
+  if ip netns exec "${ns_prefix}cc" timeout 10 "$CONN_RATE" client --connect="$cni_server:9" --threads=1 \
+    --seconds=1 --io_timeout_ms=1000 >"$work/denied-port.json" 2>&1; then
+    kill "$denied_server" 2>/dev/null
+    log "a port the policy does not allow (tcp/9) connected: policy not enforced ($(cat "$work/denied-port.json"))"
     exit 1
   fi
+  kill "$denied_server" 2>/dev/null
+  wait "$denied_server" 2>/dev/null
+  log "tcp/9 (listening, not in the policy) is refused: $(jq -c '{completed, failed_connect}' "$work/denied-port.json")"
 }
 
 # --- iptables ----------------------------------------------------------------
@@ -371,9 +382,13 @@ measure() {
   local round=$1 mode=$2 ns=$3 server=$4 load out value
   local tag_out="$work/$mode.r$round"
   local bound=$((seconds + 30))
+  # iperf3 client and server on different CPUs (the forwarding runs in the
+  # sender's softirq): fewer migrations, less run-to-run spread.
+  local affinity=()
+  (($(nproc) >= 2)) && affinity=(-A 0,1)
 
   load=$(load1)
-  if ip netns exec "$ns" timeout "$bound" iperf3 -c "$server" -p "$PORT_IPERF" -t "$seconds" --json \
+  if ip netns exec "$ns" timeout "$bound" iperf3 -c "$server" -p "$PORT_IPERF" "${affinity[@]}" -t "$seconds" --json \
     >"$tag_out.tcp.json" 2>&1 &&
     value=$(jq -e '.end.sum_received.bits_per_second / 1e9 | . * 1000 | round / 1000' "$tag_out.tcp.json"); then
     record "$round" "$mode" tcp_gbps "$value" "$load"
@@ -382,7 +397,7 @@ measure() {
   fi
 
   load=$(load1)
-  if ip netns exec "$ns" timeout "$bound" iperf3 -c "$server" -p "$PORT_IPERF" -u -l 64 -b 0 -t "$seconds" \
+  if ip netns exec "$ns" timeout "$bound" iperf3 -c "$server" -p "$PORT_IPERF" "${affinity[@]}" -u -l 64 -b 0 -t "$seconds" \
     --json >"$tag_out.udp.json" 2>&1 &&
     value=$(jq -e '.end.sum | (.packets - .lost_packets) / .seconds / 1000 | . * 10 | round / 10' \
       "$tag_out.udp.json") && [[ $value != 0 ]]; then
@@ -442,6 +457,40 @@ run_mode() {
   esac
 }
 
+# median MODE METRIC: the median over rounds, empty when never measured.
+median() {
+  awk -F, -v m="$1" -v k="$2" 'NR > 1 && $2 == m && $3 == k { v[++n] = $4 }
+    END {
+      if (!n) exit
+      for (i = 2; i <= n; i++) { x = v[i]; j = i - 1; while (j > 0 && v[j] > x) { v[j + 1] = v[j]; j-- } v[j + 1] = x }
+      print (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2)
+    }' "$results"
+}
+
+# The issue's targets for our programs, from the medians.
+check_targets() {
+  echo
+  echo "Targets (ebpf with $entries entries per endpoint):"
+  echo
+  target() {  # target TEXT VALUE MINIMUM
+    if [[ -z $2 ]]; then echo "- $1: not measured"; return; fi
+    local verdict
+    verdict=$(awk -v v="$2" -v min="$3" 'BEGIN {print (v >= min ? "met" : "MISSED")}')
+    printf -- '- %s: %.3f (needs >= %s) %s\n' "$1" "$2" "$3" "$verdict"
+  }
+  ratio() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.4f", a / b}'; }
+  local base_tcp base_lat base_conn ebpf_conn flavour
+  base_tcp=$(median noprog tcp_gbps) base_lat=$(median noprog lat_p50_us) base_conn=$(median noprog conn_per_s)
+  ebpf_conn=$(median ebpf conn_per_s)
+  target "TCP throughput / noprog" "$(ratio "$(median ebpf tcp_gbps)" "$base_tcp")" 0.95
+  target "latency p50, noprog / ebpf" "$(ratio "$base_lat" "$(median ebpf lat_p50_us)")" 0.95
+  target "connections/s / noprog" "$(ratio "$ebpf_conn" "$base_conn")" 0.90
+  for flavour in legacy legacy-est nft nft-est; do
+    [[ ,$modes, == *,$flavour,* ]] || continue
+    target "connections/s / $flavour" "$(ratio "$ebpf_conn" "$(median "$flavour" conn_per_s)")" 5
+  done
+}
+
 summarize() {
   {
     echo "| mode | TCP Gbit/s | UDP 64 B kpps | latency p50 µs | latency p99 µs | connections/s | load (1 min) |"
@@ -493,6 +542,7 @@ summarize() {
           print line " |"
         }' "$results"
     done
+    [[ ,$modes, == *,ebpf,* ]] && check_targets
   } >"$work/summary.md"
   cat "$work/summary.md"
 }
@@ -515,7 +565,12 @@ for ((round = 1; round <= rounds; round++)); do
       waited=$((waited + 10))
     done
   fi
-  for mode in ${modes//,/ }; do run_mode "$round" "$mode"; done
+  # Each round starts one mode further on, so no mode always runs first
+  # (right after the set-up) or last.
+  mode_list=(${modes//,/ })
+  for ((m = 0; m < ${#mode_list[@]}; m++)); do
+    run_mode "$round" "${mode_list[(m + round - 1) % ${#mode_list[@]}]}"
+  done
 done
 summarize
 

@@ -91,7 +91,7 @@ TEST_F(ManifestDirectorySourceTest, MissingDirectoryIsAClearError) {
   absl::StatusOr<std::unique_ptr<ClusterStateSource>> missing = NewManifestDirectorySource(Path("nope"));
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(missing.status().message(), HasSubstr(Path("nope")));
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr(Path("nope")));
   EXPECT_FALSE(fs::exists(Path("nope")));  // not created behind the user's back
 
   Write("file.yaml", "");

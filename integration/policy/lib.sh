@@ -1,0 +1,503 @@
+# Shared harness of the NetworkPolicy tests (sourced, not run). Builds on
+# integration/netns/lib.sh (private node, pod netns, cleanup) and adds:
+#   - a manifest directory the policy agent reads (EBPF_CNI_MANIFEST_DIR);
+#   - the cluster: namespaces x, y, z and pods a, b, c in each, written as
+#     Namespace/Pod objects, then created through the real CNI binary with
+#     K8S_POD_NAMESPACE/K8S_POD_NAME, each running netpol-prober serve;
+#   - "ext", a plain network namespace with two addresses outside the pod
+#     pool (ipBlock peers: NetworkPolicy ipBlock is for non-pod addresses);
+#   - policy files applied by atomic rename, waits on the agent's status,
+#     `ebpf-cni-ctl policy verify` / `policy trace`.
+# shellcheck shell=bash disable=SC2034
+source "$(dirname "${BASH_SOURCE[0]}")/../netns/lib.sh"
+
+PROBER=$EBPF_CNI_BUILD_DIR/integration/policy/netpol-prober
+CTL=${EBPF_CNI_CTL:-$EBPF_CNI_BUILD_DIR/tools/ctl/ebpf-cni-ctl}
+NETPOL_NAMESPACES=(x y z)
+NETPOL_POD_NAMES=(a b c)
+NETPOL_PODS=()           # "x/a" ... (namespace/name)
+declare -gA NETPOL_IP=() # "x/a" -> IPv4 address; also ext1, ext2, host
+NETPOL_EXT_NETNS=""
+NETPOL_WAIT_S=${NETPOL_WAIT_S:-20}
+
+# netpol_init NAME NUMBER: itest_init plus the manifest directory and the
+# policy tools. NUMBER (1-99) picks the pools and veth prefix as in lib.sh.
+netpol_init() {
+  itest_init "$1" "$2"
+  export EBPF_CNI_MANIFEST_DIR=$ROOT/manifests
+  mkdir -p "$EBPF_CNI_MANIFEST_DIR" "$ROOT/tmp"
+  NETPOL_NUMBER=$2
+  [[ -x $PROBER ]] || fail "prober $PROBER not built (target netpol-prober)"
+  # Our cleanup runs first, then lib.sh's with the original exit status.
+  trap 'netpol_rc=$?; netpol_cleanup; (exit $netpol_rc); itest_cleanup' EXIT
+}
+
+netpol_cleanup() {
+  set +e
+  # The ext namespace is in ITEST_PODS (removed by itest_cleanup); its
+  # veth goes with it. Nothing else to do beyond lib.sh's cleanup today.
+  return 0
+}
+
+# True when this node runs the policy agent and the CLI exists.
+policy_agent_available() {
+  [[ -S $EBPF_CNI_RUN_DIR/policy.sock && -x $CTL ]]
+}
+
+ctl() { "$CTL" --socket="$EBPF_CNI_RUN_DIR/policy.sock" "$@"; }
+
+# ---------------------------------------------------------------- cluster ----
+
+# Labels: namespaces ns=<name>, x and y also env=prod/dev (z has no env);
+# pods pod=<name>, a tier=web, b tier=db (c has no tier), so selectors can
+# test In/NotIn/Exists/DoesNotExist. Container ports: serve-<port>-<proto>
+# for 80/81 TCP/UDP on every pod, and "http" = 80/TCP on a, 81/TCP on b and
+# none on c, so a named port resolves differently per destination pod.
+netpol_namespace_labels() {
+  case $1 in
+    x) echo "ns: x, env: prod" ;;
+    y) echo "ns: y, env: dev" ;;
+    z) echo "ns: z" ;;
+  esac
+}
+netpol_pod_labels() {
+  case $1 in
+    a) echo "pod: a, tier: web" ;;
+    b) echo "pod: b, tier: db" ;;
+    c) echo "pod: c" ;;
+    *) echo "pod: $1" ;;
+  esac
+}
+netpol_pod_http_port() {
+  case $1 in
+    a) echo 80 ;;
+    b) echo 81 ;;
+  esac
+}
+
+# Writes a file into the manifest directory atomically (temp name outside
+# the watched directory, then rename), from stdin.
+manifest_write() {
+  local name=$1 tmp
+  tmp=$(mktemp "$ROOT/tmp/$name.XXXXXX")
+  cat >"$tmp"
+  mv -f "$tmp" "$EBPF_CNI_MANIFEST_DIR/$name"
+}
+manifest_remove() { rm -f "$EBPF_CNI_MANIFEST_DIR/$1"; }
+
+# Pod object of namespace $1, name $2 (labels from netpol_pod_labels unless
+# $3 gives them), for the manifest directory.
+netpol_pod_yaml() {
+  local ns=$1 name=$2 labels=${3:-$(netpol_pod_labels "$2")} http
+  http=$(netpol_pod_http_port "$name")
+  cat <<EOF
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $name
+  namespace: $ns
+  labels: {$labels}
+spec:
+  containers:
+  - name: serve
+    image: netpol-prober
+    ports:
+    - {name: serve-80-tcp, containerPort: 80, protocol: TCP}
+    - {name: serve-81-tcp, containerPort: 81, protocol: TCP}
+    - {name: serve-80-udp, containerPort: 80, protocol: UDP}
+    - {name: serve-81-udp, containerPort: 81, protocol: UDP}
+EOF
+  [[ -n $http ]] && echo "    - {name: http, containerPort: $http, protocol: TCP}"
+  return 0
+}
+
+netpol_write_cluster_manifest() {
+  local ns pod
+  {
+    for ns in "${NETPOL_NAMESPACES[@]}"; do
+      printf -- '---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n  labels: {%s}\n' \
+        "$ns" "$(netpol_namespace_labels "$ns")"
+    done
+    for ns in "${NETPOL_NAMESPACES[@]}"; do
+      for pod in "${NETPOL_POD_NAMES[@]}"; do netpol_pod_yaml "$ns" "$pod"; done
+    done
+  } | manifest_write 00-cluster.yaml
+}
+
+# lib.sh pod name of namespace/name ("x/a" -> "x-a").
+netpol_lib_pod() { echo "${1/\//-}"; }
+
+# CNI ADD of many pods ("ns/name" arguments), 8 at a time as a kubelet
+# would run them; the netns is created in this shell so cleanup knows it.
+# Records NETPOL_IP. Fails the test on the first failed ADD.
+netpol_pods_add_parallel() {
+  local pods=("$@") i j pids pod ns name k
+  mkdir -p "$ROOT/results"
+  for ((i = 0; i < ${#pods[@]}; i += 8)); do
+    pids=()
+    for ((j = i; j < i + 8 && j < ${#pods[@]}; j++)); do
+      ns=${pods[j]%/*} name=${pods[j]#*/} pod=$(netpol_lib_pod "${pods[j]}")
+      pod_netns_create "$pod"
+      "$DEPLOY/cni-exec.sh" --args "IgnoreUnknown=1;K8S_POD_NAMESPACE=$ns;K8S_POD_NAME=$name" \
+        ADD "$(pod_container_id "$pod")" "$(pod_netns_path "$pod")" >"$(pod_result_file "$pod")" \
+        2>"$ROOT/add-$pod.err" &
+      pids+=($!)
+    done
+    for k in "${!pids[@]}"; do
+      wait "${pids[k]}" || fail "CNI ADD of ${pods[i + k]} failed: $(cat "$ROOT/add-$(netpol_lib_pod "${pods[i + k]}").err") $(cat "$(pod_result_file "$(netpol_lib_pod "${pods[i + k]}")")")"
+    done
+  done
+  for pod in "${pods[@]}"; do
+    NETPOL_IP[$pod]=$(pod_ip "$(netpol_lib_pod "$pod")" 4)
+    [[ -n ${NETPOL_IP[$pod]} ]] || fail "no IPv4 address for $pod"
+  done
+}
+
+# Starts netpol-prober serve (TCP+UDP echo on 80 and 81) in a netns and
+# waits until it has bound every socket.
+netpol_serve() {
+  local netns_path=$1 label=$2 out=$ROOT/serve-$2.out
+  "$PROBER" serve --netns="$netns_path" --ports=80,81 --duration_s=1800 >"$out" 2>&1 &
+  ITEST_BG_PIDS+=($!)
+  disown $!
+  for _ in $(seq 100); do
+    grep -q '^ready' "$out" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  fail "prober server in $label not ready: $(cat "$out")"
+}
+
+# ext: a netns outside the pod network, connected to the host by a veth,
+# holding ext1 = 10.98.N.2 (primary) and ext2 = 10.98.N.3. The host routes
+# 10.98.N.0/24 to it; it routes the pod pool back through the host.
+netpol_ext_create() {
+  local n=$NETPOL_NUMBER host_if=${EBPF_CNI_VETH_PREFIX}ext peer=${EBPF_CNI_VETH_PREFIX}extp
+  NETPOL_EXT_NETNS=$(pod_netns_name ext)
+  pod_netns_create ext # registered in ITEST_PODS: removed by cleanup
+  ip link add "$host_if" type veth peer name "$peer"
+  ip link set "$peer" netns "$NETPOL_EXT_NETNS"
+  ip addr add "10.98.$n.1/24" dev "$host_if"
+  ip link set "$host_if" up
+  ip -n "$NETPOL_EXT_NETNS" addr add "10.98.$n.2/24" dev "$peer"
+  ip -n "$NETPOL_EXT_NETNS" addr add "10.98.$n.3/24" dev "$peer"
+  ip -n "$NETPOL_EXT_NETNS" link set "$peer" up
+  ip -n "$NETPOL_EXT_NETNS" route add "$EBPF_CNI_POD_CIDR" via "10.98.$n.1"
+  NETPOL_IP[ext1]=10.98.$n.2
+  NETPOL_IP[ext2]=10.98.$n.3
+  NETPOL_IP[host]=10.98.$n.1
+  netpol_serve "$(pod_netns_path ext)" ext
+}
+
+# The whole cluster: manifest first (so ADD finds the Pod objects), then the
+# pods through the CNI, their servers, and ext.
+netpol_cluster_up() {
+  local ns name
+  NETPOL_PODS=()
+  for ns in "${NETPOL_NAMESPACES[@]}"; do
+    for name in "${NETPOL_POD_NAMES[@]}"; do NETPOL_PODS+=("$ns/$name"); done
+  done
+  netpol_write_cluster_manifest
+  if policy_agent_available; then
+    policy_wait_source_counts 12 3 0 # 9 pods + 3 namespaces known before any ADD
+  fi
+  local pod
+  netpol_pods_add_parallel "${NETPOL_PODS[@]}"
+  for pod in "${NETPOL_PODS[@]}"; do
+    netpol_serve "$(pod_netns_path "$(netpol_lib_pod "$pod")")" "$(netpol_lib_pod "$pod")"
+  done
+  netpol_ext_create
+  log "cluster up: $(for p in "${NETPOL_PODS[@]}"; do printf '%s=%s ' "$p" "${NETPOL_IP[$p]}"; done)ext1=${NETPOL_IP[ext1]} ext2=${NETPOL_IP[ext2]}"
+}
+
+# -------------------------------------------------------- agent status ----
+
+# The agent's status as JSON (printed also when not in sync, which the ctl
+# signals with a non-zero exit; callers look at the fields).
+policy_status_json() { ctl status --json 2>/dev/null || true; }
+
+# Waits until the agent's source knows exactly PODS+NAMESPACES objects and
+# POLICIES NetworkPolicies (first argument counts pods+namespaces together as
+# a sanity bound) and the kernel has the compiled state on every endpoint.
+policy_wait_source_counts() {
+  local objects=$1 namespaces=$2 policies=$3 json deadline
+  deadline=$((SECONDS + NETPOL_WAIT_S))
+  while ((SECONDS < deadline)); do
+    json=$(policy_status_json)
+    if jq -e --argjson o "$objects" --argjson n "$namespaces" \
+      --argjson p "$policies" '
+        (.source.synced == true)
+        and ((.source.pods // 0) + (.source.namespaces // 0) >= $o)
+        and ((.source.namespaces // 0) >= $n)
+        and ((.source.network_policies // 0) == $p)
+        and ((.source.errors // []) | length == 0)
+        and ((.compiled_generation // "0") | tonumber) == ((.applied_generation // "0") | tonumber)
+        and ((.endpoints_pending // 0) == 0)' >/dev/null <<<"$json"; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  fail "policy agent did not reach $policies policies / $objects objects in sync within ${NETPOL_WAIT_S}s: ${json:-no status}"
+}
+
+policy_generation() { policy_status_json | jq -r '.compiled_generation // "0"'; }
+
+# Waits for the agent to pick up a manifest change: compiled generation past
+# BEFORE (when EXPECT_CHANGE=1), source counts as given, kernel in sync.
+policy_wait_applied() {
+  local before=$1 policies=$2
+  ctl status --wait --min_generation="$before" --timeout="${NETPOL_WAIT_S}s" >/dev/null 2>&1 || true
+  policy_wait_source_counts 12 3 "$policies"
+}
+
+# `ebpf-cni-ctl policy verify` must report no mismatch (it exits non-zero
+# when there is one; the JSON says which).
+policy_verify_clean() {
+  local out
+  out=$(ctl policy verify --json 2>&1) || true
+  if ! jq -e . >/dev/null 2>&1 <<<"$out"; then
+    echo "policy verify failed: $out" >&2
+    return 1
+  fi
+  if ! jq -e '(.mismatches // []) | length == 0' >/dev/null <<<"$out"; then
+    echo "policy verify reports kernel != compiled state:" >&2
+    jq -c '.mismatches[]' <<<"$out" >&2
+    return 1
+  fi
+}
+
+# ------------------------------------------------------- reachability ----
+# A cell is "SRC DST PORT/PROTO", e.g. "x/a y/b 80/tcp". Sources: every pod,
+# the node ("host": pods cannot block their node, k8s docs "Network
+# Policies", exceptions in the list of entities) and ext1/ext2 (non-pod
+# addresses, for ipBlock). Destinations: every pod and ext1/ext2.
+NETPOL_PORTS=(80/tcp 80/udp 81/tcp 81/udp)
+declare -gA MATRIX_GOT=() MATRIX_DETAIL=()
+
+matrix_sources() { printf '%s\n' "${NETPOL_PODS[@]}" host ext1 ext2; }
+matrix_destinations() {
+  local src=$1
+  printf '%s\n' "${NETPOL_PODS[@]}"
+  [[ $src == */* ]] && printf '%s\n' ext1 ext2 # pods -> outside addresses
+  return 0
+}
+
+# prober input line for one cell (label = cell with '|' for spaces).
+matrix_probe_line() {
+  local src=$1 dst=$2 pp=$3 netns source_ip=""
+  case $src in
+    host) netns=- ;;
+    ext1 | ext2) netns=$(pod_netns_path ext) source_ip=${NETPOL_IP[$src]} ;;
+    *) netns=$(pod_netns_path "$(netpol_lib_pod "$src")") ;;
+  esac
+  echo "$src|$dst|$pp $netns ${NETPOL_IP[$dst]} ${pp%/*} ${pp#*/} $source_ip"
+}
+
+# Probes the given cells (stdin, one "SRC DST PP" per line) and records
+# MATRIX_GOT[cell] = allow|deny (allow = the echo came back).
+matrix_probe_cells() {
+  local lines label result detail
+  lines=$(while read -r src dst pp; do matrix_probe_line "$src" "$dst" "$pp"; done)
+  while read -r label result detail; do
+    local cell=${label//|/ }
+    MATRIX_DETAIL[$cell]="$result $detail"
+    if [[ $result == ok ]]; then MATRIX_GOT[$cell]=allow; else MATRIX_GOT[$cell]=deny; fi
+  done < <("$PROBER" probe --timeout_ms="${NETPOL_TIMEOUT_MS:-400}" <<<"$lines")
+}
+
+matrix_all_cells() {
+  local src dst pp
+  while read -r src; do
+    while read -r dst; do
+      for pp in "${NETPOL_PORTS[@]}"; do echo "$src $dst $pp"; done
+    done < <(matrix_destinations "$src")
+  done < <(matrix_sources)
+}
+
+# ---------------------------------------------------- expected matrix ----
+# The expected matrix of a scenario is written by hand, from the Kubernetes
+# documentation, as a default plus ordered exceptions; the last matching
+# exception wins:
+#   expect_default allow|deny
+#   expect allow|deny SRC_GLOB DST_GLOB [PORT_GLOB]
+# Globs are bash patterns over "ns/pod", host, ext1, ext2 and "80/tcp"...
+# (extglob on: '@(x|y)/a', '[xy]/*'). Two facts of the docs hold in every
+# scenario and are applied after the scenario's own lines: a pod cannot
+# block access to itself, and traffic from the node where a pod runs is
+# always allowed (docs "Network Policies", the list of entities a pod can
+# talk to).
+shopt -s extglob
+EXPECT_DEFAULT=allow
+EXPECT_RULES=()
+expect_default() { EXPECT_DEFAULT=$1; EXPECT_RULES=(); }
+expect() { EXPECT_RULES+=("$1 $2 $3 ${4:-*}"); }
+
+expected_verdict() {
+  local src=$1 dst=$2 pp=$3 i verdict sglob dglob pglob
+  if [[ $src == "$dst" || $src == host ]]; then
+    echo allow
+    return
+  fi
+  for ((i = ${#EXPECT_RULES[@]} - 1; i >= 0; i--)); do
+    read -r verdict sglob dglob pglob <<<"${EXPECT_RULES[i]}"
+    # shellcheck disable=SC2053 # globs on purpose
+    if [[ $src == $sglob && $dst == $dglob && $pp == $pglob ]]; then
+      echo "$verdict"
+      return
+    fi
+  done
+  echo "$EXPECT_DEFAULT"
+}
+
+# Probes every cell, compares with the expected matrix and prints the cells
+# that differ. A differing cell is probed once more (with a longer timeout)
+# before it counts, so a probe starved of CPU on a loaded machine is not
+# reported as a policy bug; cells that needed it are logged. Returns 1 when
+# cells still differ.
+MATRIX_CELLS=0
+matrix_check() {
+  local cells cell want diffs=() retry=() src dst pp
+  MATRIX_GOT=()
+  MATRIX_DETAIL=()
+  cells=$(matrix_all_cells)
+  matrix_probe_cells <<<"$cells"
+  MATRIX_CELLS=0
+  declare -gA MATRIX_WANT=()
+  while read -r src dst pp; do
+    cell="$src $dst $pp"
+    want=$(expected_verdict "$src" "$dst" "$pp")
+    MATRIX_WANT[$cell]=$want
+    MATRIX_CELLS=$((MATRIX_CELLS + 1))
+    [[ ${MATRIX_GOT[$cell]:-missing} == "$want" ]] || retry+=("$cell")
+  done <<<"$cells"
+  if ((${#retry[@]} > 0)); then
+    NETPOL_TIMEOUT_MS=1000 matrix_probe_cells < <(printf '%s\n' "${retry[@]}")
+    for cell in "${retry[@]}"; do
+      if [[ ${MATRIX_GOT[$cell]:-missing} == "${MATRIX_WANT[$cell]}" ]]; then
+        log "note: cell '$cell' matched only on the second probe"
+      else
+        diffs+=("$cell")
+      fi
+    done
+  fi
+  if ((${#diffs[@]} > 0)); then
+    echo "  ${#diffs[@]} of $MATRIX_CELLS cells differ (source destination port/proto: expected, got [probe result]):"
+    for cell in "${diffs[@]}"; do
+      printf '    %-22s expected %-5s got %-5s [%s]\n' "$cell" "${MATRIX_WANT[$cell]}" \
+        "${MATRIX_GOT[$cell]:-missing}" "${MATRIX_DETAIL[$cell]:-}"
+    done
+    return 1
+  fi
+  return 0
+}
+
+# ----------------------------------------------------------- scenarios ----
+#   scenario "title"
+#   policy NAME NAMESPACE <<'EOF'     (the spec, as YAML; repeat per policy)
+#   expect_default ... / expect ...   (the hand-written expected matrix)
+#   trace_expect SRC DST PROTO PORT allow|deny   (compiled + kernel trace)
+#   run_scenario [--keep]             (--keep: leave the policies for the next
+#                                      scenario, which then updates them in place)
+SCN_TITLE=""
+SCN_YAML=""
+SCN_POLICIES=0
+SCN_TRACES=()
+SCN_COUNT=0
+SCN_FAILED=()
+SCN_FILE=50-scenario.yaml
+
+scenario() {
+  SCN_TITLE=$1
+  SCN_YAML=""
+  SCN_POLICIES=0
+  SCN_TRACES=()
+  expect_default allow
+}
+
+# policy NAME NAMESPACE, spec on stdin (indented under spec:).
+policy() {
+  SCN_YAML+="---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: $1, namespace: $2}
+spec:
+$(sed 's/^/  /')
+"
+  SCN_POLICIES=$((SCN_POLICIES + 1))
+}
+
+trace_expect() { SCN_TRACES+=("$*"); }
+
+# Asks the agent (compiled state, confirmed by the kernel's trace) whether
+# SRC reaches DST on PROTO/PORT; compares with the expectation.
+trace_check() {
+  local src=$1 dst=$2 proto=$3 port=$4 want=$5 out got
+  # Exit status 1 = denied; the JSON is printed either way.
+  out=$(ctl policy trace --from="$(trace_peer "$src")" --to="$(trace_peer "$dst")" \
+    --protocol="$proto" --port="$port" --json 2>&1) || true
+  if ! jq -e 'has("allowed")' >/dev/null 2>&1 <<<"$out"; then
+    echo "  trace $src -> $dst $proto/$port failed: $out"
+    return 1
+  fi
+  got=$(jq -r 'if .allowed then "allow" else "deny" end' <<<"$out")
+  if [[ $got != "$want" ]]; then
+    echo "  trace $src -> $dst $proto/$port: expected $want, got $got: $(jq -r .explanation <<<"$out")"
+    return 1
+  fi
+  if [[ $(jq -r '.kernel_checked // false' <<<"$out") == true &&
+    $(jq -r '.kernel_agrees // false' <<<"$out") != true ]]; then
+    echo "  trace $src -> $dst $proto/$port: the kernel disagrees with the compiled state: $out"
+    return 1
+  fi
+  ITEST_CHECKS=$((ITEST_CHECKS + 1))
+}
+trace_peer() { if [[ $1 == */* ]]; then echo "$1"; else echo "${NETPOL_IP[$1]}"; fi; }
+
+run_scenario() {
+  local keep=0 started=$SECONDS ok=1 t
+  [[ ${1:-} == --keep ]] && keep=1
+  SCN_COUNT=$((SCN_COUNT + 1))
+  log "scenario $SCN_COUNT: $SCN_TITLE ($SCN_POLICIES policies)"
+  if policy_agent_available; then
+    local before
+    before=$(policy_generation)
+    if ((SCN_POLICIES > 0)); then
+      manifest_write "$SCN_FILE" <<<"$SCN_YAML"
+    else
+      manifest_remove "$SCN_FILE"
+    fi
+    policy_wait_applied "$before" "$SCN_POLICIES"
+  elif ((SCN_POLICIES > 0)); then
+    fail "scenario '$SCN_TITLE' needs the policy agent (policy.sock) and $CTL"
+  fi
+  matrix_check || ok=0
+  if policy_agent_available; then
+    policy_verify_clean || ok=0
+    for t in "${SCN_TRACES[@]}"; do
+      # shellcheck disable=SC2086 # "SRC DST PROTO PORT VERDICT"
+      trace_check $t || ok=0
+    done
+    if ((!keep)); then
+      before=$(policy_generation)
+      manifest_remove "$SCN_FILE"
+      policy_wait_applied "$before" 0
+    fi
+  fi
+  if ((ok)); then
+    ITEST_CHECKS=$((ITEST_CHECKS + MATRIX_CELLS))
+    log "  ok: $MATRIX_CELLS cells, ${#SCN_TRACES[@]} traces ($((SECONDS - started))s)"
+  else
+    SCN_FAILED+=("$SCN_COUNT: $SCN_TITLE")
+    log "  FAILED: $SCN_TITLE"
+  fi
+}
+
+# Fails the test when any scenario failed (after running all of them, so one
+# run shows every broken semantic).
+scenarios_finish() {
+  if ((${#SCN_FAILED[@]} > 0)); then
+    printf '  %s\n' "${SCN_FAILED[@]}" >&2
+    fail "${#SCN_FAILED[@]} of $SCN_COUNT scenarios failed"
+  fi
+  log "all $SCN_COUNT scenarios passed"
+}

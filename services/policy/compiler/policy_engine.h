@@ -151,13 +151,12 @@ class PolicyEngine {  // not thread-safe: the agent serialises calls
 
   std::vector<PolicySummary> ListPolicies(const std::string& namespace_filter = "") const;
   // Bumped whenever an endpoint's compiled policy or the CIDR identities change.
-  uint64_t generation() const { return generation_; }
+  uint64_t generation() const;
   EngineStats Stats() const;
 
  private:
   struct State;
   std::unique_ptr<State> state_;
-  uint64_t generation_ = 0;
 };
 
 }  // namespace ebpfcni::policy

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "services/policy/clusterstate/kubernetes_api_source.h"
+#include "services/policy/clusterstate/testing/scoped_test_directory.h"
 
 namespace ebpfcni::policy {
 namespace {
@@ -20,22 +21,13 @@ using ::testing::HasSubstr;
 
 class KubernetesApiConfigTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           absl::StrCat("clusterstate-test-", getpid(), "-",
-                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_ / "certs");
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
+  void SetUp() override { fs::create_directories(dir_ / "certs"); }
   std::string Write(const std::string& name, const std::string& content) {
     std::ofstream(dir_ / name) << content;
     return (dir_ / name).string();
   }
-  fs::path dir_;
+  testing::ScopedTestDirectory scoped_dir_;
+  const fs::path dir_ = scoped_dir_.path();
 };
 
 constexpr char kKubeconfig[] = R"(apiVersion: v1

@@ -348,6 +348,35 @@ TEST_F(KubernetesApiSourceTest, InsecureSkipTlsVerifyConnects) {
   EXPECT_EQ(listener_.objects().size(), 3u);
 }
 
+TEST_F(KubernetesApiSourceTest, ClientCertificateInsteadOfToken) {
+  KubernetesApiConfig files = Config();
+  files.token.clear();
+  files.client_cert_file = server_->client_cert_file();
+  files.client_key_file = server_->client_key_file();
+  StartSource(files);
+  EXPECT_EQ(listener_.objects().size(), 3u);
+  source_->Stop();
+
+  // The kubeconfig *-data form: PEM in memory.
+  KubernetesApiConfig data = Config();
+  data.token.clear();
+  data.client_cert_data = ReadFile(server_->client_cert_file());
+  data.client_key_data = ReadFile(server_->client_key_file());
+  RecordingListener listener;
+  absl::StatusOr<std::unique_ptr<ClusterStateSource>> source = NewKubernetesApiSource(data, options_);
+  ASSERT_TRUE(source.ok()) << source.status();
+  ASSERT_TRUE((*source)->Start(&listener).ok());
+  EXPECT_TRUE(listener.WaitSynced()) << ::testing::PrintToString((*source)->Status().errors);
+  EXPECT_EQ(listener.objects().size(), 3u);
+  (*source)->Stop();
+
+  // Neither token nor certificate: 401.
+  KubernetesApiConfig nothing = Config();
+  nothing.token.clear();
+  StartSource(nothing, /*wait_synced=*/false);
+  EXPECT_TRUE(WaitError("HTTP 401"));
+}
+
 TEST_F(KubernetesApiSourceTest, StopInterruptsBlockedWatchesPromptly) {
   options_.watch_timeout_seconds = 300;
   StartSource();

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "services/policy/clusterstate/testing/recording_listener.h"
+#include "services/policy/clusterstate/testing/scoped_test_directory.h"
 
 namespace ebpfcni::policy {
 namespace {
@@ -40,18 +41,8 @@ std::string PolicyYaml(const std::string& ns, const std::string& name, int port)
 
 class ManifestDirectorySourceTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    // Test-unique directory, removed even when the test fails.
-    dir_ = fs::temp_directory_path() /
-           absl::StrCat("clusterstate-test-", getpid(), "-",
-                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
   void TearDown() override {
     if (source_) source_->Stop();
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
   }
 
   void Write(const std::string& name, const std::string& content) {
@@ -82,7 +73,8 @@ class ManifestDirectorySourceTest : public ::testing::Test {
     return false;
   }
 
-  fs::path dir_;
+  testing::ScopedTestDirectory scoped_dir_;  // test-unique, removed even when the test fails
+  const fs::path dir_ = scoped_dir_.path();
   RecordingListener listener_;
   std::unique_ptr<ClusterStateSource> source_;
 };
@@ -178,6 +170,41 @@ TEST_F(ManifestDirectorySourceTest, RenameIntoPlaceAndOut) {
   ASSERT_TRUE(listener_.WaitObject(NamespaceKey("y")));
   fs::rename(dir_ / "b.yaml", dir_ / "b.yaml.disabled");
   ASSERT_TRUE(listener_.WaitGone(NamespaceKey("y")));
+}
+
+TEST_F(ManifestDirectorySourceTest, SymlinkedManifestIsFollowed) {
+  StartSource();
+  const fs::path target = dir_.string() + "-target.yaml";
+  std::ofstream(target) << NamespaceYaml("linked");
+  fs::create_symlink(target, dir_ / "linked.yaml");
+  bool appeared = listener_.WaitObject(NamespaceKey("linked"));
+  fs::remove(target);
+  ASSERT_TRUE(appeared);
+}
+
+TEST_F(ManifestDirectorySourceTest, DirectoryRemovedKeepsObjectsUntilItComesBack) {
+  Write("a.yaml", NamespaceYaml("x"));
+  Write("b.yaml", NamespaceYaml("y"));
+  StartSource();
+  size_t batches = listener_.batch_count();
+  fs::remove_all(dir_);
+  ASSERT_TRUE(WaitStatus([&](const ClusterStateStatus& s) {
+    return s.errors.size() == 1 && s.errors[0].find("removed or renamed") != std::string::npos;
+  })) << ::testing::PrintToString(source_->Status().errors);
+  EXPECT_EQ(listener_.batch_count(), batches);  // nothing withdrawn
+  EXPECT_EQ(source_->Status().namespaces, 2u);
+
+  // Back (e.g. a deploy tool replaced it) with one file changed and one gone.
+  fs::create_directories(dir_);
+  Write("a.yaml", NamespaceYaml("x", "new"));
+  ASSERT_TRUE(listener_.WaitObject(NamespaceKey("x"), [](const nlohmann::json& ns) {
+    return ns["metadata"]["labels"]["team"] == "new";
+  }));
+  ASSERT_TRUE(listener_.WaitGone(NamespaceKey("y")));
+  EXPECT_TRUE(WaitStatus([](const ClusterStateStatus& s) { return s.errors.empty(); }));
+  // Watched again.
+  Write("c.yaml", NamespaceYaml("z"));
+  EXPECT_TRUE(listener_.WaitObject(NamespaceKey("z")));
 }
 
 TEST_F(ManifestDirectorySourceTest, OneReloadIsOneBatchOfDifferences) {

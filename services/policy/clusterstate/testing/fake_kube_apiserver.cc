@@ -95,6 +95,14 @@ absl::StatusOr<std::unique_ptr<FakeKubeApiServer>> FakeKubeApiServer::Start(cons
                                   server->cert_file_},
                                  log);
   if (!cert.ok()) return cert;
+  server->client_cert_file_ = server->dir_ + "/client.crt";
+  server->client_key_file_ = server->dir_ + "/client.key";
+  absl::Status client_cert = RunCommand(
+      {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days",
+       "1", "-subj", "/CN=ebpf-cni-policy", "-addext", "extendedKeyUsage=clientAuth", "-keyout",
+       server->client_key_file_, "-out", server->client_cert_file_},
+      log);
+  if (!client_cert.ok()) return client_cert;
 
   const std::string port_file = server->dir_ + "/port";
   pid_t pid = fork();
@@ -103,8 +111,9 @@ absl::StatusOr<std::unique_ptr<FakeKubeApiServer>> FakeKubeApiServer::Start(cons
     prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
     RedirectOutput(log.c_str());
     execl("/usr/bin/python3", "python3", EBPFCNI_FAKE_KUBE_APISERVER, "--cert", server->cert_file_.c_str(),
-          "--key", server->key_file_.c_str(), "--token", token.c_str(), "--port-file", port_file.c_str(),
-          "--instance", server->instance_.c_str(), static_cast<char*>(nullptr));
+          "--key", server->key_file_.c_str(), "--token", token.c_str(), "--client-ca",
+          server->client_cert_file_.c_str(), "--port-file", port_file.c_str(), "--instance",
+          server->instance_.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   server->pid_ = pid;

@@ -1,7 +1,7 @@
 #pragma once
 // Runs testing/fake_kube_apiserver.py (an HTTPS server speaking the
 // Kubernetes list/watch protocol) for a test: makes a self-signed certificate
-// for 127.0.0.1 with openssl, starts the server on an ephemeral port under a
+// for 127.0.0.1 and a client certificate with openssl, starts the server on an ephemeral port under a
 // test-unique instance name, and kills it in the destructor (it also dies
 // with the test process: PR_SET_PDEATHSIG, and its own parent check).
 #include <sys/types.h>
@@ -23,6 +23,9 @@ class FakeKubeApiServer {
   const std::string& url() const { return url_; }            // "https://127.0.0.1:<port>"
   const std::string& ca_file() const { return cert_file_; }  // the server's self-signed certificate
   std::string ca_pem() const;
+  // A client certificate (and key, PEM files) the server accepts instead of the token.
+  const std::string& client_cert_file() const { return client_cert_file_; }
+  const std::string& client_key_file() const { return client_key_file_; }
   const std::string& instance() const { return instance_; }
   const std::string& work_dir() const { return dir_; }
 
@@ -44,7 +47,7 @@ class FakeKubeApiServer {
   absl::StatusOr<nlohmann::json> Http(const std::string& method, const std::string& endpoint,
                                       const nlohmann::json& body);
 
-  std::string dir_, cert_file_, key_file_, url_, instance_;
+  std::string dir_, cert_file_, key_file_, client_cert_file_, client_key_file_, url_, instance_;
   pid_t pid_ = -1;
 };
 

@@ -10,7 +10,7 @@ NetworkPolicies:
            stream of newline-delimited {"type":ADDED|MODIFIED|DELETED|BOOKMARK|ERROR,"object":..}
            events after N; a resourceVersion older than the last compaction gets the API's
            410 "too old resource version" (as an ERROR event, or as HTTP 410 in http410 mode).
-  Bearer token authentication (401 with a Status object otherwise).
+  Bearer token or client certificate authentication (401 with a Status object otherwise).
 
 The test drives it through /fake/* (no authentication):
   POST /fake/upsert            body: an object          -> ADDED/MODIFIED event, returns the stored object
@@ -28,7 +28,7 @@ The test drives it through /fake/* (no authentication):
   GET  /fake/state             {"resourceVersion": N, "watches": open watch count}
 
 Started by testing/fake_kube_apiserver.cc with --cert/--key (a self-signed certificate the test
-made), --port-file (where the ephemeral port is written) and --instance (a test-unique name, so
+made), --client-ca (a self-signed client certificate it accepts), --port-file (where the ephemeral port is written) and --instance (a test-unique name, so
 the process is recognisable and is killed by the test that started it). It exits by itself if
 its parent dies.
 """
@@ -227,7 +227,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         with STATE.lock:
             auth = self.headers.get("Authorization", "")
-            if auth != "Bearer " + STATE.token:
+            # A client certificate signed by --client-ca authenticates too.
+            has_client_cert = bool(self.connection.getpeercert())
+            if auth != "Bearer " + STATE.token and not has_client_cert:
                 self.record(url.path, query, 401)
                 return self.send_json(401, status_object(401, "Unauthorized", "Unauthorized"))
             if STATE.outage:
@@ -355,6 +357,7 @@ def main():
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--token", required=True)
+    parser.add_argument("--client-ca", help="CA of the client certificates accepted instead of the token")
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--instance", required=True, help="test-unique name of this process")
     args = parser.parse_args()
@@ -372,6 +375,9 @@ def main():
     server.daemon_threads = True
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
+    if args.client_ca:
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.load_verify_locations(args.client_ca)
     # Handshakes in the handler threads, so one slow client cannot stall accept().
     server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     port = server.server_address[1]

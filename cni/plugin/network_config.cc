@@ -158,6 +158,9 @@ absl::StatusOr<NetworkConfig> ParseNetworkConfig(absl::string_view text) {
   if (absl::Status s = ReadString(config, "ipamSocket", out.ipam_socket); !s.ok()) return s;
   if (absl::Status s = ReadString(config, "datapathSocket", out.datapath_socket); !s.ok()) return s;
   if (absl::Status s = ReadString(config, "identitySocket", out.identity_socket); !s.ok()) return s;
+  // No default: enforcing NetworkPolicy is opt-in (a node without the agent
+  // keeps working as before).
+  if (absl::Status s = ReadString(config, "policySocket", out.policy_socket); !s.ok()) return s;
   if (out.ipam_socket.empty()) out.ipam_socket = absl::StrCat(out.run_dir, "/ipam.sock");
   if (out.datapath_socket.empty()) out.datapath_socket = absl::StrCat(out.run_dir, "/datapath.sock");
   if (out.identity_socket.empty()) out.identity_socket = absl::StrCat(out.run_dir, "/identity.sock");

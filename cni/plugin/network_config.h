@@ -57,6 +57,11 @@ struct NetworkConfig {
   std::string ipam_socket;      // default <run_dir>/ipam.sock
   std::string datapath_socket;  // default <run_dir>/datapath.sock
   std::string identity_socket;  // default <run_dir>/identity.sock
+  // The node's policy agent (ebpf-cni-policy). Empty (the default): ADD
+  // resolves the pod's identity with the identity service directly and the
+  // endpoint starts without policy. Set: ADD asks the agent for identity
+  // and initial policy (PolicyService.ResolveEndpoint).
+  std::string policy_socket;
   int mtu = kDefaultMtu;
   std::string host_veth_prefix{kDefaultHostVethPrefix};
   std::string log_file{kDefaultLogFile};

@@ -21,6 +21,7 @@ TEST(NetworkConfigTest, Defaults) {
   EXPECT_EQ(config->ipam_socket, "/run/ebpf-cni/ipam.sock");
   EXPECT_EQ(config->datapath_socket, "/run/ebpf-cni/datapath.sock");
   EXPECT_EQ(config->identity_socket, "/run/ebpf-cni/identity.sock");
+  EXPECT_EQ(config->policy_socket, "") << "the policy agent is opt-in: no default socket";
   EXPECT_EQ(config->mtu, 1500);
   EXPECT_EQ(config->host_veth_prefix, "ebpf");
   EXPECT_EQ(config->log_file, "/var/log/ebpf-cni.log");
@@ -32,12 +33,14 @@ TEST(NetworkConfigTest, Defaults) {
 TEST(NetworkConfigTest, PluginKeys) {
   absl::StatusOr<NetworkConfig> config = ParseNetworkConfig(R"({
     "cniVersion":"0.4.0","name":"k8s","type":"ebpf-cni","runDir":"/tmp/x","datapathSocket":"/tmp/dp.sock",
-    "identitySocket":"unix:/tmp/id.sock",    "mtu":9000,"hostVethPrefix":"lxc","logFile":"/tmp/cni.log","timeoutMs":250,
+    "identitySocket":"unix:/tmp/id.sock","policySocket":"/tmp/policy.sock",
+    "mtu":9000,"hostVethPrefix":"lxc","logFile":"/tmp/cni.log","timeoutMs":250,
     "ipam": {"type": "ignored"}, "unknownKey": [1,2,3]})");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->ipam_socket, "/tmp/x/ipam.sock");
   EXPECT_EQ(config->datapath_socket, "/tmp/dp.sock");
   EXPECT_EQ(config->identity_socket, "unix:/tmp/id.sock");
+  EXPECT_EQ(config->policy_socket, "/tmp/policy.sock");
   EXPECT_EQ(config->mtu, 9000);
   EXPECT_EQ(config->host_veth_prefix, "lxc");
   EXPECT_EQ(config->log_file, "/tmp/cni.log");
@@ -73,6 +76,7 @@ TEST(NetworkConfigTest, BadValuesAreCode7) {
            R"({"cniVersion":"1.0.0","name":"n","type":"t","timeoutMs":3600000})",
            R"({"cniVersion":"1.0.0","name":"n","type":"t","runDir":""})",
            R"({"cniVersion":"1.0.0","name":"n","type":"t","ipamSocket":["x"]})",
+           R"({"cniVersion":"1.0.0","name":"n","type":"t","policySocket":true})",
            R"({"cniVersion":"1.0.0","name":"n","type":"t","hostVethPrefix":"waytoolong"})",
            R"({"cniVersion":"1.0.0","name":"n","type":"t","hostVethPrefix":"a/b"})",
            R"({"cniVersion":"1.0.0","name":"n","type":"t","hostVethPrefix":""})",

@@ -1,5 +1,7 @@
 #include "cni/plugin/plugin.h"
 
+#include <optional>
+
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
 
@@ -64,7 +66,9 @@ int RunPlugin(const EnvLookup& env_lookup, absl::string_view stdin_text, std::os
   IpamClient ipam(config->ipam_socket, config->timeout);
   DatapathClient datapath(config->datapath_socket, config->timeout);
   IdentityClient identity(config->identity_socket, config->timeout);
-  CommandContext context{*env, *config, ipam, datapath, identity, *hooks.network};
+  std::optional<PolicyClient> policy;
+  if (!config->policy_socket.empty()) policy.emplace(config->policy_socket, config->timeout);
+  CommandContext context{*env, *config, ipam, datapath, identity, *hooks.network, policy ? &*policy : nullptr};
 
   absl::Status status;
   switch (env->command) {

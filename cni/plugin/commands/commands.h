@@ -8,6 +8,7 @@
 #include "cni/clients/datapath_client.h"
 #include "cni/clients/identity_client.h"
 #include "cni/clients/ipam_client.h"
+#include "cni/clients/policy_client.h"
 #include "cni/plugin/commands/attachment_addresses.h"
 #include "cni/plugin/environment.h"
 #include "cni/plugin/network_config.h"
@@ -23,6 +24,10 @@ struct CommandContext {
   DatapathClient& datapath;
   IdentityClient& identity;
   PodNetworkOps& network;
+  // Set when the config has policySocket: ADD then resolves through the
+  // policy agent instead of the identity service (which DEL and rollback
+  // still use to drop the reference).
+  PolicyClient* policy = nullptr;
 };
 
 // The network layer's view of the attachment named by context.env: host
@@ -38,9 +43,10 @@ inline constexpr uint32_t kFirstAllocatableIdentity = 256;
 // DEL drops it, so both must build it the same way.
 identity::v1::Owner IdentityOwnerFor(const CniEnvironment& env);
 
-// IPAM Allocate -> veth/addresses/routes -> identity ResolvePod -> datapath
-// CreateEndpoint (with the identity); rolls everything back on failure
-// (except when the attachment already exists).
+// IPAM Allocate -> veth/addresses/routes, concurrently with identity
+// ResolvePod (or policy agent ResolveEndpoint) -> datapath CreateEndpoint
+// (with the identity and policy); rolls everything back on failure (except
+// when the attachment already exists).
 absl::StatusOr<CniResult> RunAdd(CommandContext& context);
 // identity ReleaseIdentity (of the endpoint's identity) -> datapath
 // DeleteEndpoint -> teardown -> IPAM Release; idempotent.

@@ -1,11 +1,12 @@
 // The command flow (ordering, rollback, idempotency, error codes) against
-// fake IPAM, datapath and identity services served over real gRPC on temporary unix
-// sockets, and a fake network layer. The real netlink path is covered by
+// fake IPAM, datapath, identity and policy services served over real gRPC on
+// temporary unix sockets, and a fake network layer. The real netlink path is covered by
 // cni/net's tests and the integration tests.
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -24,11 +25,42 @@
 #include "ebpfcni/datapath/v1/datapath.grpc.pb.h"
 #include "ebpfcni/identity/v1/identity.grpc.pb.h"
 #include "ebpfcni/ipam/v1/ipam.grpc.pb.h"
+#include "ebpfcni/policy/v1/policy.grpc.pb.h"
 
 namespace ebpfcni::cni {
 namespace {
 
 using AttachmentKey = std::pair<std::string, std::string>;  // container id, ifname
+
+// Tells whether two RPCs were in flight at the same time without timing
+// them: each party arrives and waits (bounded) for the other. Sequential
+// calls make the first wait in vain, so it records "alone".
+class Rendezvous {
+ public:
+  // Returns true when `other` arrived (before or within `wait`).
+  bool ArriveAndWait(const std::string& self, const std::string& other, std::chrono::milliseconds wait) {
+    std::unique_lock lock(mu_);
+    arrived_.insert(self);
+    cv_.notify_all();
+    bool met = cv_.wait_for(lock, wait, [&] { return arrived_.contains(other); });
+    met_[self] = met;
+    return met;
+  }
+  bool Met(const std::string& self) {
+    std::lock_guard lock(mu_);
+    return met_.contains(self) && met_[self];
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<std::string> arrived_;
+  std::map<std::string, bool> met_;
+};
+
+// How long a party of a Rendezvous waits; well under the ADD's timeoutMs
+// in the tests that use one.
+constexpr std::chrono::milliseconds kRendezvousWait{1500};
 
 // Hands out 10.244.0.2.. and fd00::2.. (lowest free first, so a retried ADD
 // after a rollback gets the same address, like the real service).
@@ -40,9 +72,12 @@ class FakeIpam final : public ipam::v1::IpamService::Service {
   bool dual_stack = true;
   std::map<std::string, grpc::Status> failures;  // by RPC name
   int allocate_calls = 0;
+  int release_calls = 0;
+  Rendezvous* rendezvous = nullptr;  // meets "Resolve" when set
 
   grpc::Status Allocate(grpc::ServerContext*, const ipam::v1::AllocateRequest* request,
                         ipam::v1::AllocateResponse* response) override {
+    if (rendezvous != nullptr) rendezvous->ArriveAndWait("Allocate", "Resolve", kRendezvousWait);
     std::lock_guard lock(mu);
     ++allocate_calls;
     if (auto it = failures.find("Allocate"); it != failures.end()) return it->second;
@@ -96,6 +131,7 @@ class FakeIpam final : public ipam::v1::IpamService::Service {
   grpc::Status Release(grpc::ServerContext*, const ipam::v1::ReleaseRequest* request,
                        ipam::v1::ReleaseResponse* response) override {
     std::lock_guard lock(mu);
+    ++release_calls;
     if (auto it = failures.find("Release"); it != failures.end()) return it->second;
     auto it = allocations.find({request->attachment().container_id(), request->attachment().interface_name()});
     if (it != allocations.end()) {
@@ -149,6 +185,7 @@ class FakeDatapath final : public datapath::v1::DatapathService::Service {
   std::mutex mu;
   std::map<AttachmentKey, datapath::v1::Endpoint> endpoints;
   std::map<std::string, grpc::Status> failures;
+  std::map<AttachmentKey, datapath::v1::CreateEndpointRequest> create_requests;  // the last one per key
   uint32_t next_id = 1;
   int create_calls = 0;
 
@@ -169,6 +206,7 @@ class FakeDatapath final : public datapath::v1::DatapathService::Service {
     endpoint.set_identity(request->identity());
     ++create_calls;
     endpoints[{request->key().container_id(), request->key().interface_name()}] = endpoint;
+    create_requests[{request->key().container_id(), request->key().interface_name()}] = *request;
     *response->mutable_endpoint() = endpoint;
     return grpc::Status::OK;
   }
@@ -221,19 +259,31 @@ class FakeIdentity final : public identity::v1::IdentityService::Service {
   std::vector<identity::v1::ReleaseIdentityRequest> release_requests;
   std::map<std::string, grpc::Status> failures;
   uint32_t next_id = 256;
+  Rendezvous* rendezvous = nullptr;  // meets "Allocate" when set
 
   static std::string OwnerKey(const identity::v1::Owner& owner) { return owner.node() + "|" + owner.endpoint(); }
 
   grpc::Status ResolvePod(grpc::ServerContext*, const identity::v1::ResolvePodRequest* request,
                           identity::v1::ResolvePodResponse* response) override {
+    if (rendezvous != nullptr) rendezvous->ArriveAndWait("Resolve", "Allocate", kRendezvousWait);
     std::lock_guard lock(mu);
     resolve_requests.push_back(*request);
     if (auto it = failures.find("ResolvePod"); it != failures.end()) return it->second;
-    auto [it, inserted] = id_by_namespace.try_emplace(request->pod_namespace(), next_id);
-    if (inserted) ++next_id;
-    references[it->second].insert(OwnerKey(request->owner()));
-    response->mutable_identity()->set_id(it->second);
+    response->mutable_identity()->set_id(TakeReferenceLocked(request->pod_namespace(), request->owner()));
     return grpc::Status::OK;
+  }
+
+  // The namespace's identity, with a reference for owner (as the policy
+  // agent takes one through ResolvePod).
+  uint32_t TakeReference(const std::string& pod_namespace, const identity::v1::Owner& owner) {
+    std::lock_guard lock(mu);
+    return TakeReferenceLocked(pod_namespace, owner);
+  }
+  uint32_t TakeReferenceLocked(const std::string& pod_namespace, const identity::v1::Owner& owner) {
+    auto [it, inserted] = id_by_namespace.try_emplace(pod_namespace, next_id);
+    if (inserted) ++next_id;
+    references[it->second].insert(OwnerKey(owner));
+    return it->second;
   }
 
   grpc::Status ReleaseIdentity(grpc::ServerContext*, const identity::v1::ReleaseIdentityRequest* request,
@@ -253,6 +303,53 @@ class FakeIdentity final : public identity::v1::IdentityService::Service {
     auto it = references.find(id);
     return it == references.end() ? 0 : it->second.size();
   }
+};
+
+// The policy agent's ResolveEndpoint as the CNI sees it: it resolves the
+// pod's identity through the identity service (taking the reference for the
+// request's owner there, so the CNI's DEL and rollback release it with the
+// identity service as before) and returns an initial policy.
+class FakePolicy final : public policy::v1::PolicyService::Service {
+ public:
+  explicit FakePolicy(FakeIdentity& identity) : identity_(identity) {}
+
+  std::mutex mu;
+  std::vector<policy::v1::ResolveEndpointRequest> resolve_requests;
+  std::map<std::string, grpc::Status> failures;
+  std::optional<uint32_t> identity_override;  // answer this id instead (e.g. 0)
+  Rendezvous* rendezvous = nullptr;           // meets "Allocate" when set
+
+  // Isolated for ingress, allowing identity 300 on TCP/80 (rule 7).
+  static datapath::v1::EndpointPolicy InitialPolicy() {
+    datapath::v1::EndpointPolicy policy;
+    policy.set_ingress_isolated(true);
+    datapath::v1::PolicyRule* rule = policy.add_rules();
+    rule->set_direction(datapath::v1::POLICY_DIRECTION_INGRESS);
+    rule->set_peer_identity(300);
+    rule->set_protocol(6);
+    rule->set_port(80);
+    rule->set_action(datapath::v1::POLICY_ACTION_ALLOW);
+    rule->set_rule_id(7);
+    return policy;
+  }
+
+  grpc::Status ResolveEndpoint(grpc::ServerContext*, const policy::v1::ResolveEndpointRequest* request,
+                               policy::v1::ResolveEndpointResponse* response) override {
+    if (rendezvous != nullptr) rendezvous->ArriveAndWait("Resolve", "Allocate", kRendezvousWait);
+    std::lock_guard lock(mu);
+    resolve_requests.push_back(*request);
+    if (auto it = failures.find("ResolveEndpoint"); it != failures.end()) return it->second;
+    uint32_t id = identity_override ? *identity_override : identity_.TakeReference(request->pod_namespace(),
+                                                                                  request->owner());
+    response->mutable_identity()->set_id(id);
+    *response->mutable_policy() = InitialPolicy();
+    response->set_pod_known(true);
+    response->set_generation(12);
+    return grpc::Status::OK;
+  }
+
+ private:
+  FakeIdentity& identity_;
 };
 
 std::string HostName() {
@@ -355,14 +452,17 @@ class CommandsTest : public ::testing::Test {
     ipam_server_ = std::make_unique<FakeServer>(&ipam_, dir_ + "/ipam.sock");
     datapath_server_ = std::make_unique<FakeServer>(&datapath_, dir_ + "/datapath.sock");
     identity_server_ = std::make_unique<FakeServer>(&identity_, dir_ + "/identity.sock");
+    policy_server_ = std::make_unique<FakeServer>(&policy_, dir_ + "/policy.sock");
     ipam_server_->Start();
     datapath_server_->Start();
     identity_server_->Start();
+    policy_server_->Start();
   }
   void TearDown() override {
     ipam_server_.reset();
     datapath_server_.reset();
     identity_server_.reset();
+    policy_server_.reset();
     std::filesystem::remove_all(dir_);
   }
 
@@ -377,6 +477,13 @@ class CommandsTest : public ::testing::Test {
   nlohmann::json Config(const std::string& version = "1.1.0") {
     return {{"cniVersion", version}, {"name", "test-net"}, {"type", "ebpf-cni"}, {"runDir", dir_},
             {"timeoutMs", 1000}, {"logFile", dir_ + "/cni.log"}};
+  }
+
+  // The conflist entry of a node running the policy agent.
+  nlohmann::json PolicyConfig(const std::string& version = "1.1.0") {
+    nlohmann::json config = Config(version);
+    config["policySocket"] = dir_ + "/policy.sock";
+    return config;
   }
 
   Outcome Run(const std::string& command, const nlohmann::json& config, const std::string& container_id = "ctr1",
@@ -419,10 +526,12 @@ class CommandsTest : public ::testing::Test {
   FakeIpam ipam_;
   FakeDatapath datapath_;
   FakeIdentity identity_;
+  FakePolicy policy_{identity_};
   FakeNetwork network_;
   std::unique_ptr<FakeServer> ipam_server_;
   std::unique_ptr<FakeServer> datapath_server_;
   std::unique_ptr<FakeServer> identity_server_;
+  std::unique_ptr<FakeServer> policy_server_;
 };
 
 TEST_F(CommandsTest, AddWiresIpamNetworkAndDatapath) {
@@ -962,6 +1071,211 @@ TEST_F(CommandsTest, StatusWithIdentityDownIsNotAvailable) {
   Outcome status = Run("STATUS", Config());
   EXPECT_EQ(status.json["code"], 50) << status.json;
   EXPECT_NE(status.json["msg"].get<std::string>().find("ebpf-cni-identity"), std::string::npos) << status.json;
+}
+
+// --- identity resolution alongside IPAM ---------------------------------------
+
+TEST_F(CommandsTest, AddResolvesTheIdentityWhileIpamAllocates) {
+  Rendezvous rendezvous;
+  ipam_.rendezvous = &rendezvous;
+  identity_.rendezvous = &rendezvous;
+  nlohmann::json config = Config();
+  config["timeoutMs"] = 5000;
+  Outcome add = Run("ADD", config);
+  ASSERT_EQ(add.exit_code, 0) << add.json;
+  EXPECT_TRUE(rendezvous.Met("Allocate")) << "Allocate ran alone: ResolvePod was not in flight at the same time";
+  EXPECT_TRUE(rendezvous.Met("Resolve")) << "ResolvePod ran alone: Allocate was not in flight at the same time";
+  EXPECT_NE(datapath_.endpoints.at({"ctr1", "eth0"}).identity(), 0u);
+}
+
+TEST_F(CommandsTest, AddWithIpamDownDropsTheIdentityReferenceItTookAndReleasesNoAddress) {
+  ipam_.failures["Allocate"] = grpc::Status(grpc::StatusCode::UNAVAILABLE, "connect failed");
+  Outcome add = Run("ADD", Config());
+  EXPECT_EQ(add.json["code"], 11) << add.json;
+  EXPECT_FALSE(add.json.contains("details")) << "rollback succeeded, nothing left over: " << add.json;
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  EXPECT_EQ(identity_.ReferenceCount(id), 0u) << "the reference resolved alongside Allocate is given back";
+  ASSERT_EQ(identity_.release_requests.size(), 1u);
+  EXPECT_EQ(identity_.release_requests[0].owner().endpoint(), "ctr1/eth0");
+  EXPECT_EQ(ipam_.release_calls, 0) << "Allocate failed: there is no address of this call to release";
+  EXPECT_EQ(network_.setup_calls, 0);
+  EXPECT_EQ(datapath_.create_calls, 0);
+}
+
+TEST_F(CommandsTest, AddWithBothIpamAndIdentityFailingReportsIpamAndReleasesNothing) {
+  ipam_.capacity_v4 = 0;
+  identity_server_->Stop();
+  Outcome add = Run("ADD", Config());
+  EXPECT_EQ(add.json["code"], 100) << "the first step's error: " << add.json;
+  EXPECT_TRUE(identity_.release_requests.empty());
+  EXPECT_EQ(ipam_.release_calls, 0);
+}
+
+TEST_F(CommandsTest, AddOfExistingInterfaceAsksNoService) {
+  ASSERT_EQ(Run("ADD", Config()).exit_code, 0);
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  Outcome again = Run("ADD", Config());
+  EXPECT_EQ(again.json["code"], 101) << again.json;
+  EXPECT_EQ(ipam_.allocate_calls, 1);
+  EXPECT_EQ(identity_.resolve_requests.size(), 1u) << "the pre-check comes before any resolution";
+  EXPECT_TRUE(identity_.release_requests.empty());
+  EXPECT_EQ(identity_.ReferenceCount(id), 1u);
+}
+
+TEST_F(CommandsTest, AddLosingARaceKeepsTheReferenceTheExistingEndpointHolds) {
+  ASSERT_EQ(Run("ADD", Config()).exit_code, 0);
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  network_.pod_links.clear();  // pre-check passes, Setup still sees the host veth
+  Outcome again = Run("ADD", Config());
+  EXPECT_EQ(again.json["code"], 101) << again.json;
+  EXPECT_FALSE(again.json.contains("details")) << again.json;
+  EXPECT_TRUE(identity_.release_requests.empty()) << "the existing endpoint holds this owner's reference";
+  EXPECT_EQ(identity_.ReferenceCount(id), 1u);
+  EXPECT_EQ(datapath_.endpoints.at({"ctr1", "eth0"}).identity(), id);
+}
+
+TEST_F(CommandsTest, AddLosingARaceToALeftoverVethDropsItsOwnReference) {
+  network_.setup_error = absl::AlreadyExistsError("host veth exists");
+  Outcome add = Run("ADD", Config());
+  EXPECT_EQ(add.json["code"], 101) << add.json;
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  EXPECT_EQ(identity_.ReferenceCount(id), 0u) << "no endpoint holds it: the reference was this call's alone";
+  EXPECT_TRUE(ipam_.allocations.empty());
+}
+
+TEST_F(CommandsTest, AddLosingARaceKeepsTheReferenceWhenTheDatapathCannotTell) {
+  network_.setup_error = absl::AlreadyExistsError("host veth exists");
+  datapath_server_->Stop();
+  Outcome add = Run("ADD", Config());
+  EXPECT_EQ(add.json["code"], 101) << add.json;
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  EXPECT_EQ(identity_.ReferenceCount(id), 1u) << "a leaked reference beats dropping another attachment's";
+  ASSERT_TRUE(add.json.contains("details")) << add.json;
+  EXPECT_NE(add.json["details"].get<std::string>().find("identity " + std::to_string(id)), std::string::npos);
+}
+
+// --- policy agent (policySocket) ------------------------------------------------
+
+TEST_F(CommandsTest, AddWithPolicySocketCreatesTheEndpointWithTheAgentsIdentityAndPolicy) {
+  Outcome add = Run("ADD", PolicyConfig());
+  ASSERT_EQ(add.exit_code, 0) << add.json;
+  EXPECT_TRUE(identity_.resolve_requests.empty()) << "the agent resolves the pod, not the CNI";
+  ASSERT_EQ(policy_.resolve_requests.size(), 1u);
+  const policy::v1::ResolveEndpointRequest& request = policy_.resolve_requests[0];
+  EXPECT_EQ(request.key().container_id(), "ctr1");
+  EXPECT_EQ(request.key().interface_name(), "eth0");
+  EXPECT_EQ(request.pod_namespace(), "default");
+  EXPECT_EQ(request.pod_name(), "web");
+  EXPECT_EQ(request.owner().node(), HostName());
+  EXPECT_EQ(request.owner().endpoint(), "ctr1/eth0");
+
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  const datapath::v1::CreateEndpointRequest& create = datapath_.create_requests.at({"ctr1", "eth0"});
+  EXPECT_EQ(create.identity(), id);
+  ASSERT_TRUE(create.has_policy()) << "the endpoint must never exist without its policy";
+  EXPECT_EQ(create.policy().SerializeAsString(), FakePolicy::InitialPolicy().SerializeAsString());
+  EXPECT_EQ(identity_.ReferenceCount(id), 1u);
+
+  // DEL drops the reference the agent took for this owner.
+  ASSERT_EQ(Run("DEL", PolicyConfig()).exit_code, 0);
+  EXPECT_EQ(identity_.ReferenceCount(id), 0u);
+}
+
+TEST_F(CommandsTest, AddWithoutPolicySocketNeverAsksTheAgentAndSendsNoPolicy) {
+  ASSERT_EQ(Run("ADD", Config()).exit_code, 0);
+  EXPECT_TRUE(policy_.resolve_requests.empty());
+  EXPECT_FALSE(datapath_.create_requests.at({"ctr1", "eth0"}).has_policy());
+}
+
+TEST_F(CommandsTest, AddOutsideKubernetesAsksTheAgentForDefaultAndTheContainerId) {
+  Outcome add = Run("ADD", PolicyConfig(), "ctr9", "eth0", std::nullopt, "");
+  ASSERT_EQ(add.exit_code, 0) << add.json;
+  ASSERT_EQ(policy_.resolve_requests.size(), 1u);
+  EXPECT_EQ(policy_.resolve_requests[0].pod_namespace(), "default");
+  EXPECT_EQ(policy_.resolve_requests[0].pod_name(), "ctr9");
+}
+
+TEST_F(CommandsTest, AddResolvesWithTheAgentWhileIpamAllocates) {
+  Rendezvous rendezvous;
+  ipam_.rendezvous = &rendezvous;
+  policy_.rendezvous = &rendezvous;
+  nlohmann::json config = PolicyConfig();
+  config["timeoutMs"] = 5000;
+  ASSERT_EQ(Run("ADD", config).exit_code, 0);
+  EXPECT_TRUE(rendezvous.Met("Allocate"));
+  EXPECT_TRUE(rendezvous.Met("Resolve"));
+}
+
+TEST_F(CommandsTest, AddWithPolicyAgentDownRollsBackAndIsTryAgainLater) {
+  policy_server_->Stop();
+  Outcome add = Run("ADD", PolicyConfig());
+  EXPECT_EQ(add.exit_code, 1);
+  EXPECT_EQ(add.json["code"], 11) << add.json;
+  std::string msg = add.json["msg"];
+  EXPECT_NE(msg.find(dir_ + "/policy.sock"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ebpf-cni-policy"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ResolveEndpoint"), std::string::npos) << msg;
+  EXPECT_FALSE(add.json.contains("details")) << "rollback succeeded, nothing left over: " << add.json;
+  EXPECT_EQ(datapath_.create_calls, 0) << "no endpoint without identity and policy";
+  EXPECT_TRUE(network_.host_veths.empty());
+  EXPECT_TRUE(ipam_.allocations.empty());
+  EXPECT_TRUE(identity_.resolve_requests.empty()) << "no fallback that would create an unprotected endpoint";
+
+  policy_server_->Start();
+  Outcome retry = Run("ADD", PolicyConfig());
+  ASSERT_EQ(retry.exit_code, 0) << retry.json;
+  EXPECT_EQ(retry.json["ips"][0]["address"], "10.244.0.2/32");
+}
+
+TEST_F(CommandsTest, AddWithPolicyAgentTooSlowIsTryAgainLater) {
+  policy_.failures["ResolveEndpoint"] = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "waited for sync");
+  Outcome add = Run("ADD", PolicyConfig());
+  EXPECT_EQ(add.json["code"], 11) << add.json;
+  EXPECT_NE(add.json["msg"].get<std::string>().find("ebpf-cni-policy"), std::string::npos) << add.json;
+}
+
+TEST_F(CommandsTest, AddRollbackReleasesTheReferenceThePolicyAgentTook) {
+  datapath_.failures["CreateEndpoint"] = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rule 7: bad port");
+  Outcome add = Run("ADD", PolicyConfig());
+  EXPECT_EQ(add.json["code"], 103) << add.json;
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  EXPECT_EQ(identity_.ReferenceCount(id), 0u);
+  ASSERT_EQ(identity_.release_requests.size(), 1u);
+  EXPECT_EQ(identity_.release_requests[0].id(), id);
+  EXPECT_EQ(identity_.release_requests[0].owner().endpoint(), "ctr1/eth0");
+  EXPECT_TRUE(ipam_.allocations.empty());
+  EXPECT_TRUE(network_.host_veths.empty());
+}
+
+TEST_F(CommandsTest, AddRejectedByThePolicyAgentIs103) {
+  for (grpc::StatusCode code : {grpc::StatusCode::INVALID_ARGUMENT, grpc::StatusCode::FAILED_PRECONDITION,
+                                grpc::StatusCode::RESOURCE_EXHAUSTED, grpc::StatusCode::NOT_FOUND}) {
+    policy_.failures["ResolveEndpoint"] = grpc::Status(code, "agent says no");
+    Outcome add = Run("ADD", PolicyConfig());
+    EXPECT_EQ(add.json["code"], 103) << "gRPC code " << code << ": " << add.json;
+    EXPECT_NE(add.json["msg"].get<std::string>().find("agent says no"), std::string::npos) << add.json;
+    EXPECT_TRUE(ipam_.allocations.empty());
+    EXPECT_TRUE(network_.host_veths.empty());
+  }
+  EXPECT_EQ(datapath_.create_calls, 0);
+}
+
+TEST_F(CommandsTest, AddWithIdentityZeroFromThePolicyAgentIs103) {
+  policy_.identity_override = 0;
+  Outcome add = Run("ADD", PolicyConfig());
+  EXPECT_EQ(add.json["code"], 103) << add.json;
+  EXPECT_NE(add.json["msg"].get<std::string>().find("policy agent at " + dir_ + "/policy.sock"), std::string::npos)
+      << add.json;
+  EXPECT_EQ(datapath_.create_calls, 0);
+}
+
+TEST_F(CommandsTest, StatusChecksThePolicyAgentOnlyWhenConfigured) {
+  EXPECT_EQ(Run("STATUS", PolicyConfig()).exit_code, 0);
+  policy_server_->Stop();
+  EXPECT_EQ(Run("STATUS", Config()).exit_code, 0) << "no policySocket: the agent is not needed";
+  Outcome status = Run("STATUS", PolicyConfig());
+  EXPECT_EQ(status.json["code"], 50) << status.json;
+  EXPECT_NE(status.json["msg"].get<std::string>().find("ebpf-cni-policy"), std::string::npos) << status.json;
 }
 
 }  // namespace

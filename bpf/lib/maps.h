@@ -42,7 +42,11 @@ struct {
 struct policy_inner_map {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, EBPFCNI_POLICY_MAX_ENTRIES);
+	/* Only the template: the service sizes each endpoint's inner map to
+	 * its policy (at most EBPFCNI_POLICY_MAX_ENTRIES); the kernel does not
+	 * compare max_entries of hash inner maps, and a small template keeps
+	 * libbpf from allocating a big bucket array at load. */
+	__uint(max_entries, 1);
 	/* Sizes rather than __type(): clang emits the value struct only as a
 	 * forward declaration here, which libbpf cannot size. The service
 	 * creates inner maps without BTF, so nothing is lost. */

@@ -26,6 +26,7 @@ struct EndpointCounters {
   uint64_t from_pod_bytes = 0;
   uint64_t to_pod_packets = 0;
   uint64_t to_pod_bytes = 0;
+  bool operator==(const EndpointCounters&) const = default;
 };
 
 // Conntrack lifetimes (bpf/lib/conntrack.h); tests shorten them.

@@ -56,6 +56,7 @@ void ToProto(const PolicyRule& rule, v1::PolicyRule* out) {
   out->set_action(rule.action == PolicyAction::kAllow ? v1::POLICY_ACTION_ALLOW
                                                       : v1::POLICY_ACTION_DENY);
   out->set_rule_id(rule.rule_id);
+  out->set_end_port(rule.end_port);
 }
 
 absl::StatusOr<EndpointPolicy> FromProto(const v1::EndpointPolicy& in) {
@@ -96,9 +97,14 @@ absl::StatusOr<EndpointPolicy> FromProto(const v1::EndpointPolicy& in) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ".port ", r.port(), " is out of range (0..65535)"));
     }
+    if (r.end_port() > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".end_port ", r.end_port(), " is out of range (0..65535)"));
+    }
     rule.peer_identity = r.peer_identity();
     rule.protocol = static_cast<uint8_t>(r.protocol());
     rule.port = static_cast<uint16_t>(r.port());
+    rule.end_port = static_cast<uint16_t>(r.end_port());
     rule.rule_id = r.rule_id();
     policy.rules.push_back(rule);
   }
@@ -235,6 +241,52 @@ grpc::Status DatapathServiceImpl::ListEndpoints(grpc::ServerContext*,
   absl::StatusOr<std::vector<EndpointStatus>> endpoints = manager_->ListEndpoints();
   if (!endpoints.ok()) return ToGrpcStatus(endpoints.status());
   for (const EndpointStatus& endpoint : *endpoints) ToProto(endpoint, response->add_endpoints());
+  return grpc::Status::OK;
+}
+
+grpc::Status DatapathServiceImpl::WatchEndpoints(
+    grpc::ServerContext* context, const v1::WatchEndpointsRequest*,
+    grpc::ServerWriter<v1::WatchEndpointsResponse>* writer) {
+  std::shared_ptr<EndpointWatch> watch = manager_->Watch(watch_queue_capacity_);
+  // However the stream ends, the manager stops queueing for it.
+  struct Unwatch {
+    EndpointManager* manager;
+    std::shared_ptr<EndpointWatch> watch;
+    ~Unwatch() { manager->Unwatch(watch); }
+  } unwatch{manager_, watch};
+
+  for (const EndpointStatus& endpoint : watch->snapshot()) {
+    v1::WatchEndpointsResponse response;
+    response.set_change(v1::ENDPOINT_CHANGE_SNAPSHOT);
+    ToProto(endpoint, response.mutable_endpoint());
+    response.mutable_endpoint()->clear_counters();
+    if (!writer->Write(response)) return grpc::Status::OK;  // the client went away
+  }
+  {
+    v1::WatchEndpointsResponse done;
+    done.set_change(v1::ENDPOINT_CHANGE_SNAPSHOT_DONE);
+    if (!writer->Write(done)) return grpc::Status::OK;
+  }
+  while (!context->IsCancelled()) {
+    absl::StatusOr<std::optional<EndpointChange>> change = watch->Next(absl::Milliseconds(200));
+    if (!change.ok()) return ToGrpcStatus(change.status());  // overflowed: re-watch
+    if (!change->has_value()) continue;
+    v1::WatchEndpointsResponse response;
+    switch ((*change)->type) {
+      case EndpointChangeType::kCreated:
+        response.set_change(v1::ENDPOINT_CHANGE_CREATED);
+        break;
+      case EndpointChangeType::kUpdated:
+        response.set_change(v1::ENDPOINT_CHANGE_UPDATED);
+        break;
+      case EndpointChangeType::kDeleted:
+        response.set_change(v1::ENDPOINT_CHANGE_DELETED);
+        break;
+    }
+    ToProto((*change)->endpoint, response.mutable_endpoint());
+    response.mutable_endpoint()->clear_counters();
+    if (!writer->Write(response)) break;
+  }
   return grpc::Status::OK;
 }
 

@@ -9,10 +9,15 @@ namespace ebpfcni::datapath {
 
 class DatapathServiceImpl final : public ebpfcni::datapath::v1::DatapathService::Service {
  public:
+  // How many endpoint changes may wait for one WatchEndpoints client before
+  // its stream is ended with RESOURCE_EXHAUSTED (it then watches again).
+  static constexpr size_t kDefaultWatchQueueCapacity = 4096;
+
   // `manager` (and `events`, if given) must outlive the service. Without
   // `events`, StreamEvents answers UNAVAILABLE.
-  explicit DatapathServiceImpl(EndpointManager* manager, EventStream* events = nullptr)
-      : manager_(manager), events_(events) {}
+  explicit DatapathServiceImpl(EndpointManager* manager, EventStream* events = nullptr,
+                               size_t watch_queue_capacity = kDefaultWatchQueueCapacity)
+      : manager_(manager), events_(events), watch_queue_capacity_(watch_queue_capacity) {}
 
   grpc::Status CreateEndpoint(grpc::ServerContext* context,
                               const v1::CreateEndpointRequest* request,
@@ -25,6 +30,9 @@ class DatapathServiceImpl final : public ebpfcni::datapath::v1::DatapathService:
   grpc::Status ListEndpoints(grpc::ServerContext* context,
                              const v1::ListEndpointsRequest* request,
                              v1::ListEndpointsResponse* response) override;
+  grpc::Status WatchEndpoints(grpc::ServerContext* context,
+                              const v1::WatchEndpointsRequest* request,
+                              grpc::ServerWriter<v1::WatchEndpointsResponse>* writer) override;
   grpc::Status GarbageCollectEndpoints(grpc::ServerContext* context,
                                        const v1::GarbageCollectEndpointsRequest* request,
                                        v1::GarbageCollectEndpointsResponse* response) override;
@@ -56,6 +64,7 @@ class DatapathServiceImpl final : public ebpfcni::datapath::v1::DatapathService:
  private:
   EndpointManager* manager_;
   EventStream* events_;
+  size_t watch_queue_capacity_;
 };
 
 }  // namespace ebpfcni::datapath

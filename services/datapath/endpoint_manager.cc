@@ -14,6 +14,7 @@
 #include "common/net/ip_address.h"
 #include "ebpfcni/datapath_abi.h"
 #include "services/datapath/bpf_filesystem.h"
+#include "services/datapath/conntrack_map.h"
 #include "services/datapath/network_interface.h"
 #include "services/datapath/packet_builder.h"
 #include "services/datapath/tc_attachment.h"
@@ -73,17 +74,143 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
     }
     if (absl::Status status = manager->Restore(); !status.ok()) return status;
   }
+  if (options.map_host_addresses) {
+    absl::StatusOr<std::unique_ptr<HostAddressMonitor>> monitor =
+        HostAddressMonitor::Start([m = manager.get()] {
+          if (absl::Status status = m->RefreshHostAddresses(); !status.ok()) {
+            spdlog::error("refreshing host addresses in the ipcache: {}", status.ToString());
+          }
+        });
+    if (!monitor.ok()) return monitor.status();
+    manager->address_monitor_ = *std::move(monitor);
+    // An address added between the first read and the subscription.
+    if (absl::Status status = manager->RefreshHostAddresses(); !status.ok()) return status;
+  }
   return manager;
 }
 
-absl::Status EndpointManager::InstallPolicy(uint32_t endpoint_id,
+namespace {
+
+PolicySummary SummaryOf(const std::optional<EndpointPolicy>& policy) {
+  PolicySummary summary;
+  if (!policy.has_value()) return summary;
+  summary.installed = true;
+  summary.ingress_isolated = policy->ingress_isolated;
+  summary.egress_isolated = policy->egress_isolated;
+  summary.verdict_events = policy->verdict_events;
+  summary.rule_count = static_cast<uint32_t>(policy->rules.size());
+  return summary;
+}
+
+}  // namespace
+
+absl::Status EndpointManager::InstallPolicy(const EndpointKey& key, uint32_t endpoint_id,
                                            const std::optional<EndpointPolicy>& policy) {
+  // Whatever happens below, the cache must not claim a policy the kernel
+  // may not have: forget it, refill on success.
+  policy_summaries_.erase(endpoint_id);
   if (!policy.has_value()) {
     if (absl::Status status = policy_.Clear(endpoint_id); !status.ok()) return status;
+    policy_summaries_[endpoint_id] = PolicySummary{};
     return policy_store_.Remove(endpoint_id);
   }
-  if (absl::Status status = policy_.Replace(endpoint_id, *policy); !status.ok()) return status;
+  if (absl::Status status = policy_.Replace(endpoint_id, *policy); !status.ok()) {
+    // Say whose policy did not fit or failed: the caller may be pushing
+    // many endpoints.
+    return absl::Status(status.code(), absl::StrCat("endpoint ", Describe(key), " (id ",
+                                                    endpoint_id, "): ", status.message()));
+  }
+  policy_summaries_[endpoint_id] = SummaryOf(policy);
   return policy_store_.Save(endpoint_id, *policy);
+}
+
+PolicySummary EndpointManager::CachedPolicySummary(uint32_t endpoint_id) {
+  if (auto it = policy_summaries_.find(endpoint_id); it != policy_summaries_.end()) {
+    return it->second;
+  }
+  absl::StatusOr<std::optional<EndpointPolicy>> installed = policy_.Read(endpoint_id);
+  if (!installed.ok()) {
+    spdlog::warn("reading the policy of endpoint id {}: {}", endpoint_id,
+                 installed.status().ToString());
+    return PolicySummary{};
+  }
+  PolicySummary summary = SummaryOf(*installed);
+  policy_summaries_[endpoint_id] = summary;
+  return summary;
+}
+
+EndpointStatus EndpointManager::WatchViewOf(const EndpointRecord& record) {
+  EndpointStatus view;
+  view.record = record;
+  view.policy = CachedPolicySummary(record.endpoint_id);
+  if (!InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) {
+    view.state = AttachmentState::kInterfaceGone;
+    return view;
+  }
+  int ifindex = static_cast<int>(record.host_ifindex);
+  absl::StatusOr<uint32_t> ingress = QueryTcProgram(ifindex, kFromContainer);
+  absl::StatusOr<uint32_t> egress = QueryTcProgram(ifindex, kToContainer);
+  bool attached = ingress.ok() && egress.ok() &&
+                  *ingress == bpf_->program_ids().from_container &&
+                  *egress == bpf_->program_ids().to_container;
+  view.state = attached ? AttachmentState::kAttached : AttachmentState::kDetached;
+  return view;
+}
+
+void EndpointManager::PublishChange(const EndpointKey& key) {
+  if (watchers_.size() == 0) {
+    published_.clear();  // the next watch starts from its own snapshot
+    return;
+  }
+  std::optional<EndpointRecord> record = registry_->Find(key);
+  if (!record.has_value()) return;
+  EndpointStatus view = WatchViewOf(*record);
+  auto it = published_.find(key);
+  if (it != published_.end() && it->second == view) return;  // nothing a watcher can see
+  EndpointChange change;
+  change.type = it == published_.end() ? EndpointChangeType::kCreated
+                                        : EndpointChangeType::kUpdated;
+  change.endpoint = view;
+  published_[key] = std::move(view);
+  watchers_.Publish(change);
+}
+
+void EndpointManager::PublishDeleted(const EndpointRecord& record) {
+  if (watchers_.size() == 0) {
+    published_.clear();
+    return;
+  }
+  EndpointChange change;
+  change.type = EndpointChangeType::kDeleted;
+  if (auto it = published_.find(record.key); it != published_.end()) {
+    change.endpoint = it->second;
+    published_.erase(it);
+  } else {
+    change.endpoint.record = record;
+    change.endpoint.state = AttachmentState::kInterfaceGone;
+  }
+  watchers_.Publish(change);
+}
+
+std::shared_ptr<EndpointWatch> EndpointManager::Watch(size_t capacity) {
+  absl::MutexLock lock(&mutex_);
+  // Snapshot and registration under the same lock as every change: nothing
+  // can happen between them, so the watcher misses nothing and sees
+  // nothing twice.
+  std::vector<EndpointStatus> snapshot;
+  if (watchers_.size() == 0) published_.clear();
+  for (const EndpointRecord& record : registry_->List()) {
+    auto it = published_.find(record.key);
+    if (it == published_.end()) {
+      it = published_.emplace(record.key, WatchViewOf(record)).first;
+    }
+    snapshot.push_back(it->second);
+  }
+  return watchers_.Add(std::move(snapshot), capacity);
+}
+
+void EndpointManager::Unwatch(const std::shared_ptr<EndpointWatch>& watch) {
+  watchers_.Remove(watch);
 }
 
 absl::Status EndpointManager::RestorePolicy(const EndpointRecord& record) {
@@ -96,30 +223,90 @@ absl::Status EndpointManager::RestorePolicy(const EndpointRecord& record) {
   spdlog::warn("endpoint {} (id {}): its pinned policy is gone; reinstalling the stored copy "
                "({} rules)",
                Describe(record.key), record.endpoint_id, (*stored)->rules.size());
-  return policy_.Replace(record.endpoint_id, **stored);
+  policy_summaries_.erase(record.endpoint_id);
+  if (absl::Status status = policy_.Replace(record.endpoint_id, **stored); !status.ok()) {
+    return status;
+  }
+  policy_summaries_[record.endpoint_id] = SummaryOf(*stored);
+  return absl::OkStatus();
 }
 
-absl::Status EndpointManager::MapHostAddresses() {
+namespace {
+
+absl::StatusOr<std::set<IpAddress>> InterfaceAddresses() {
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) {
     return absl::InternalError(absl::StrCat("listing host addresses: ", std::strerror(errno)));
   }
-  absl::Status result = absl::OkStatus();
-  for (ifaddrs* entry = list; entry != nullptr && result.ok(); entry = entry->ifa_next) {
+  std::set<IpAddress> addresses;
+  for (ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
     if (entry->ifa_addr == nullptr) continue;
-    std::optional<IpAddress> address;
     if (entry->ifa_addr->sa_family == AF_INET) {
-      address = IpAddress::FromV4Bytes(reinterpret_cast<const uint8_t*>(
-          &reinterpret_cast<const sockaddr_in*>(entry->ifa_addr)->sin_addr));
+      addresses.insert(IpAddress::FromV4Bytes(reinterpret_cast<const uint8_t*>(
+          &reinterpret_cast<const sockaddr_in*>(entry->ifa_addr)->sin_addr)));
     } else if (entry->ifa_addr->sa_family == AF_INET6) {
-      address = IpAddress::FromV6Bytes(reinterpret_cast<const uint8_t*>(
-          &reinterpret_cast<const sockaddr_in6*>(entry->ifa_addr)->sin6_addr));
+      addresses.insert(IpAddress::FromV6Bytes(reinterpret_cast<const uint8_t*>(
+          &reinterpret_cast<const sockaddr_in6*>(entry->ifa_addr)->sin6_addr)));
     }
-    if (!address.has_value()) continue;
-    result = ipcache_.Upsert(HostPrefix(*address), EBPFCNI_IDENTITY_HOST);
   }
   freeifaddrs(list);
-  return result;
+  return addresses;
+}
+
+}  // namespace
+
+absl::Status EndpointManager::MapHostAddresses() {
+  absl::StatusOr<std::set<IpAddress>> current = InterfaceAddresses();
+  if (!current.ok()) return current.status();
+  for (const IpAddress& address : *current) {
+    if (!host_addresses_.contains(address)) {
+      if (absl::Status status = ipcache_.Upsert(HostPrefix(address), EBPFCNI_IDENTITY_HOST);
+          !status.ok()) {
+        return status;
+      }
+      spdlog::info("host address {} -> identity host", address.ToString());
+    }
+  }
+  for (const IpAddress& address : host_addresses_) {
+    if (current->contains(address)) continue;
+    // Only our own entry: an endpoint or UpsertPrefixIdentity may have
+    // taken the address over since.
+    absl::StatusOr<uint32_t> identity = ipcache_.Lookup(address);
+    if (!identity.ok()) return identity.status();
+    if (*identity != EBPFCNI_IDENTITY_HOST) continue;
+    absl::StatusOr<bool> deleted = ipcache_.Delete(HostPrefix(address));
+    if (!deleted.ok()) return deleted.status();
+    spdlog::info("host address {} is gone; removed from the ipcache", address.ToString());
+  }
+  host_addresses_ = *std::move(current);
+  return absl::OkStatus();
+}
+
+absl::Status EndpointManager::RefreshHostAddresses() {
+  absl::MutexLock lock(&mutex_);
+  return MapHostAddresses();
+}
+
+absl::Status EndpointManager::FlushConntrack(const EndpointRecord& record) {
+  // Addresses another endpoint still has (a retried ADD on a new veth)
+  // keep their flows.
+  std::set<IpAddress> still_used;
+  for (const EndpointRecord& other : registry_->List()) {
+    if (other.key == record.key) continue;
+    for (const IpAddress& address : AddressesOf(other)) still_used.insert(address);
+  }
+  std::vector<IpAddress> addresses;
+  for (const IpAddress& address : AddressesOf(record)) {
+    if (!still_used.contains(address)) addresses.push_back(address);
+  }
+  absl::StatusOr<size_t> deleted =
+      ConntrackMap(bpf_->conntrack_fd()).DeleteEndpointFlows(record.endpoint_id, addresses);
+  if (!deleted.ok()) return deleted.status();
+  if (*deleted > 0) {
+    spdlog::info("endpoint {} (id {}): flushed {} conntrack entries", Describe(record.key),
+                 record.endpoint_id, *deleted);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status EndpointManager::MapEndpointAddresses(const EndpointRecord& record) {
@@ -284,12 +471,18 @@ absl::Status EndpointManager::Forget(const EndpointRecord& record) {
     return status;
   }
   if (absl::Status status = bpf_->DeleteCounters(record.endpoint_id); !status.ok()) return status;
-  if (absl::Status status = InstallPolicy(record.endpoint_id, std::nullopt); !status.ok()) {
+  if (absl::Status status = InstallPolicy(record.key, record.endpoint_id, std::nullopt); !status.ok()) {
     return status;
   }
   if (absl::Status status = UnmapEndpointAddresses(record); !status.ok()) return status;
+  // After the programs are detached and the addresses unmapped, so no flow
+  // of the old endpoint is created again behind the flush.
+  if (absl::Status status = FlushConntrack(record); !status.ok()) return status;
   absl::StatusOr<bool> removed = registry_->Remove(record.key);
-  return removed.status();
+  if (!removed.ok()) return removed.status();
+  policy_summaries_.erase(record.endpoint_id);
+  PublishDeleted(record);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<EndpointStatus> EndpointManager::StatusOf(const EndpointRecord& record) {
@@ -401,7 +594,7 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
   // endpoint: there is no moment in which its traffic bypasses policy.
   absl::Status prepared = absl::OkStatus();
   if (policy.has_value() || !existing.has_value()) {
-    prepared = InstallPolicy(stored->endpoint_id, policy);
+    prepared = InstallPolicy(stored->key, stored->endpoint_id, policy);
   }
   if (prepared.ok()) prepared = MapEndpointAddresses(*stored);
   if (!prepared.ok()) {
@@ -410,6 +603,8 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
         spdlog::warn("cleaning up endpoint {} after failed setup: {}", Describe(request.key),
                      cleanup.ToString());
       }
+    } else {
+      PublishChange(request.key);  // part of the update may have happened
     }
     return prepared;
   }
@@ -420,6 +615,8 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
         spdlog::warn("cleaning up endpoint {} after failed attach: {}", Describe(request.key),
                      cleanup.ToString());
       }
+    } else {
+      PublishChange(request.key);
     }
     return status;
   }
@@ -430,6 +627,7 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
                stored->identity == EBPFCNI_IDENTITY_UNKNOWN
                    ? "; no identity yet: its traffic is dropped until SetEndpointIdentity"
                    : "");
+  PublishChange(stored->key);
   return StatusOf(*stored);
 }
 
@@ -509,6 +707,7 @@ absl::StatusOr<EndpointStatus> EndpointManager::SetEndpointIdentity(const Endpoi
   }
   spdlog::info("endpoint {} (id {}) has identity {}", Describe(key), stored->endpoint_id,
                identity);
+  PublishChange(key);
   return StatusOf(*stored);
 }
 
@@ -519,7 +718,7 @@ absl::StatusOr<PolicySummary> EndpointManager::ReplaceEndpointPolicy(
   if (!record.has_value()) {
     return absl::NotFoundError(absl::StrCat("no endpoint ", Describe(key)));
   }
-  if (absl::Status status = InstallPolicy(record->endpoint_id, policy); !status.ok()) {
+  if (absl::Status status = InstallPolicy(record->key, record->endpoint_id, policy); !status.ok()) {
     return status;
   }
   spdlog::info("endpoint {} (id {}): policy {}", Describe(key), record->endpoint_id,
@@ -528,6 +727,7 @@ absl::StatusOr<PolicySummary> EndpointManager::ReplaceEndpointPolicy(
                                   policy->ingress_isolated ? "isolated" : "open", ", egress ",
                                   policy->egress_isolated ? "isolated" : "open")
                    : std::string("removed (not isolated)"));
+  PublishChange(key);
   return SummarizePolicy(record->endpoint_id);
 }
 

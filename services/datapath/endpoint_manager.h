@@ -3,8 +3,10 @@
 // registry, the BPF maps and the TC filters of every endpoint consistent,
 // including across restarts of the service.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <utility>
 #include <string>
 #include <vector>
@@ -18,38 +20,15 @@
 #include "services/datapath/bpf_objects.h"
 #include "services/datapath/endpoint_policy.h"
 #include "services/datapath/endpoint_registry.h"
+#include "services/datapath/endpoint_status.h"
+#include "services/datapath/endpoint_watch.h"
+#include "services/datapath/host_address_monitor.h"
 #include "services/datapath/ipcache_map.h"
 #include "services/datapath/policy_map.h"
 #include "services/datapath/policy_store.h"
 #include "services/datapath/program_runner.h"
 
 namespace ebpfcni::datapath {
-
-enum class AttachmentState {
-  // The interface exists but our filters are not (both) attached: someone
-  // removed them; the next CreateEndpoint or restart re-attaches.
-  kDetached,
-  kAttached,
-  kInterfaceGone,
-};
-
-// An endpoint's installed policy in brief.
-struct PolicySummary {
-  bool installed = false;  // false: no policy, not isolated
-  bool ingress_isolated = false;
-  bool egress_isolated = false;
-  bool verdict_events = false;
-  uint32_t rule_count = 0;
-  uint64_t rule_hit_packets = 0;
-  uint64_t rule_hit_bytes = 0;
-};
-
-struct EndpointStatus {
-  EndpointRecord record;
-  EndpointCounters counters;
-  AttachmentState state = AttachmentState::kDetached;
-  PolicySummary policy;
-};
 
 struct PolicyDump {
   PolicySummary summary;
@@ -90,7 +69,7 @@ struct EndpointManagerOptions {
   std::string state_dir;
   ConntrackLifetimes conntrack;
   // Map this host's own addresses to the reserved host identity (1) in the
-  // ipcache at start.
+  // ipcache, at start and whenever they change (netlink address monitor).
   bool map_host_addresses = true;
   // Identity of endpoints created without one; 0 = none (init: dropped).
   uint32_t default_identity = 0;
@@ -127,6 +106,11 @@ class EndpointManager {
   absl::StatusOr<uint32_t> DeletePrefixIdentities(const std::vector<IpPrefix>& prefixes);
   absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>> ListPrefixIdentities();
 
+  // Re-reads this network namespace's interface addresses: maps new ones to
+  // the host identity, removes host entries of addresses that are gone.
+  // Called by the address monitor; public for tests.
+  absl::Status RefreshHostAddresses();
+
   // Node-wide counters, slots EBPFCNI_METRIC_*.
   absl::StatusOr<std::vector<PacketCount>> Metrics();
 
@@ -134,6 +118,14 @@ class EndpointManager {
   // destination endpoint's ingress program; NOT_FOUND if neither address
   // belongs to an endpoint here.
   absl::StatusOr<std::vector<TraceHop>> Trace(const TraceSpec& spec);
+
+  // Starts following the endpoint list: the returned watch holds a snapshot
+  // of every endpoint and then receives each change made after it, in
+  // order; at most `capacity` changes wait for the reader (beyond that the
+  // watch is overflowed, see endpoint_watch.h). Unwatch when done.
+  std::shared_ptr<EndpointWatch> Watch(size_t capacity);
+  void Unwatch(const std::shared_ptr<EndpointWatch>& watch);
+  size_t watcher_count() const { return watchers_.size(); }
 
   // The key of a live endpoint id (for naming endpoints in events).
   std::optional<EndpointKey> KeyOfEndpointId(uint32_t endpoint_id);
@@ -152,12 +144,15 @@ class EndpointManager {
 
   // Installs (or removes) the policy in the kernel and keeps the stored
   // copy in line.
-  absl::Status InstallPolicy(uint32_t endpoint_id, const std::optional<EndpointPolicy>& policy)
+  absl::Status InstallPolicy(const EndpointKey& key, uint32_t endpoint_id,
+                             const std::optional<EndpointPolicy>& policy)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // A restart whose policy pin did not survive puts stored policies back.
   absl::Status RestorePolicy(const EndpointRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   absl::Status MapHostAddresses() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Conntrack entries of the endpoint and of flows with its addresses.
+  absl::Status FlushConntrack(const EndpointRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // /32 and /128 ipcache entries of the endpoint's addresses -> identity.
   absl::Status MapEndpointAddresses(const EndpointRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -177,6 +172,14 @@ class EndpointManager {
   absl::Status Forget(const EndpointRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::StatusOr<EndpointStatus> StatusOf(const EndpointRecord& record)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // The endpoint as watchers see it: no counters, the policy summary from
+  // the cache of installed policies (no map walk per change).
+  EndpointStatus WatchViewOf(const EndpointRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  PolicySummary CachedPolicySummary(uint32_t endpoint_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Tells watchers about the endpoint's current state when it differs from
+  // what they were last told (CREATED for an endpoint they have not seen).
+  void PublishChange(const EndpointKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  void PublishDeleted(const EndpointRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   absl::Mutex mutex_;
   std::unique_ptr<BpfObjects> bpf_ ABSL_GUARDED_BY(mutex_);
@@ -184,8 +187,20 @@ class EndpointManager {
   PolicyMap policy_ ABSL_GUARDED_BY(mutex_);
   PolicyStore policy_store_ ABSL_GUARDED_BY(mutex_);
   IpCacheMap ipcache_ ABSL_GUARDED_BY(mutex_);
+  // Policy summaries (without counters) of installed policies, by endpoint
+  // id; filled from the kernel on first use after a restart.
+  std::map<uint32_t, PolicySummary> policy_summaries_ ABSL_GUARDED_BY(mutex_);
+  EndpointWatchers watchers_;
+  // What watchers were last told about each endpoint; only kept while
+  // someone watches (a new watch resets it to its snapshot).
+  std::map<EndpointKey, EndpointStatus> published_ ABSL_GUARDED_BY(mutex_);
+  // Host addresses currently mapped to the host identity.
+  std::set<IpAddress> host_addresses_ ABSL_GUARDED_BY(mutex_);
   RestoreSummary restore_summary_;
   uint32_t default_identity_ = 0;
+  // Last member: stopped (its thread joined) before anything it calls into
+  // is destroyed.
+  std::unique_ptr<HostAddressMonitor> address_monitor_;
 };
 
 }  // namespace ebpfcni::datapath

@@ -36,6 +36,7 @@ struct EndpointRecord {
   std::string pod_name;
   // Security identity; 0 = not known yet (the endpoint is "init": dropped).
   uint32_t identity = 0;
+  bool operator==(const EndpointRecord&) const = default;
 };
 
 class EndpointRegistry {

@@ -27,6 +27,11 @@ ABSL_FLAG(uint32_t, default_identity, 0,
           "endpoints are 'init' and all their traffic is dropped until SetEndpointIdentity; "
           "a non-zero value is a transition aid for CNI clients that do not send identities yet");
 
+ABSL_FLAG(uint32_t, watch_queue_capacity,
+          ebpfcni::datapath::DatapathServiceImpl::kDefaultWatchQueueCapacity,
+          "Endpoint changes that may wait for one WatchEndpoints client; a client further behind "
+          "has its stream ended with RESOURCE_EXHAUSTED and watches again from a snapshot");
+
 ABSL_FLAG(std::string, identity_service, "/run/ebpf-cni/identity.sock",
           "Identity service target(s) (socket path, or comma-separated list for replicas) this node "
           "heartbeats to, keeping its pods' identity references alive; empty: no heartbeats");
@@ -67,7 +72,8 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot read datapath events: {}", events.status().ToString());
     return EXIT_FAILURE;
   }
-  ebpfcni::datapath::DatapathServiceImpl service(manager->get(), events->get());
+  ebpfcni::datapath::DatapathServiceImpl service(manager->get(), events->get(),
+                                                 absl::GetFlag(FLAGS_watch_queue_capacity));
   std::unique_ptr<ebpfcni::datapath::IdentityLiveness> liveness;
   if (std::string target = absl::GetFlag(FLAGS_identity_service); !target.empty()) {
     std::string node = absl::GetFlag(FLAGS_node_name);

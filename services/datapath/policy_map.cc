@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <algorithm>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -19,18 +20,17 @@
 namespace ebpfcni::datapath {
 namespace {
 
-ebpfcni_policy_key KeyOf(const PolicyRule& rule) {
-  ebpfcni_policy_key key{};
-  key.peer_identity = rule.peer_identity;
-  key.direction = static_cast<uint8_t>(rule.direction);
-  key.protocol = rule.protocol;
-  key.dport = htons(rule.port);
-  return key;
-}
-
 ebpfcni_policy_key ConfigKey() {
   ebpfcni_policy_key key{};
   key.direction = EBPFCNI_POLICY_CONFIG;
+  return key;
+}
+
+// The configuration entry of a direction's port-range block lengths.
+ebpfcni_policy_key RangeConfigKey(PolicyDirection direction) {
+  ebpfcni_policy_key key{};
+  key.direction = EBPFCNI_POLICY_CONFIG;
+  key.dport = htons(static_cast<uint16_t>(direction));
   return key;
 }
 
@@ -42,12 +42,82 @@ uint64_t PackedKey(const ebpfcni_policy_key& key) {
   return packed;
 }
 
-// The rule's position in the lookup order (EBPFCNI_POLICY_F_SHAPE).
+// The rule's key shape (EBPFCNI_POLICY_F_SHAPE level).
 uint32_t ShapeLevel(const PolicyRule& rule) {
   bool peer = rule.peer_identity != 0;
+  if (rule.is_range()) {
+    return peer ? EBPFCNI_POLICY_SHAPE_PEER_RANGE : EBPFCNI_POLICY_SHAPE_ANY_RANGE;
+  }
   if (rule.protocol == 0) return peer ? 2 : 5;
   if (rule.port == 0) return peer ? 1 : 4;
   return peer ? 0 : 3;
+}
+
+// The map keys of one rule: one, or one per port block of a range.
+std::vector<ebpfcni_policy_key> KeysOf(const PolicyRule& rule) {
+  ebpfcni_policy_key key{};
+  key.peer_identity = rule.peer_identity;
+  key.protocol = rule.protocol;
+  if (!rule.is_range()) {
+    key.direction = static_cast<uint8_t>(rule.direction);
+    key.dport = htons(rule.port);
+    return {key};
+  }
+  std::vector<ebpfcni_policy_key> keys;
+  for (const PortBlock& block : SplitPortRange(rule.port, rule.end_port)) {
+    key.direction = static_cast<uint8_t>(
+        EBPFCNI_POLICY_RANGE_DIRECTION(static_cast<uint32_t>(rule.direction),
+                                       block.prefix_length));
+    key.dport = htons(block.first);
+    keys.push_back(key);
+  }
+  return keys;
+}
+
+struct MapEntry {
+  ebpfcni_policy_key key;
+  ebpfcni_policy_value value;
+};
+
+// Every entry the kernel needs for `policy`: the configuration entries,
+// each exact rule, each block of each range. Blocks that several ranges
+// share (validation guarantees they agree on the action) carry the lowest
+// rule id.
+std::vector<MapEntry> EntriesOf(const EndpointPolicy& policy) {
+  ebpfcni_policy_value config{};
+  config.rule_id_or_flags = (policy.ingress_isolated ? EBPFCNI_POLICY_F_ISOLATED_INGRESS : 0) |
+                            (policy.egress_isolated ? EBPFCNI_POLICY_F_ISOLATED_EGRESS : 0) |
+                            (policy.verdict_events ? EBPFCNI_POLICY_F_VERDICT_EVENTS : 0);
+  std::map<PolicyDirection, uint32_t> range_lengths;
+  std::vector<MapEntry> entries;
+  entries.reserve(policy.rules.size() + 3);
+  entries.push_back({ConfigKey(), {}});
+  std::map<uint64_t, size_t> index;  // packed key -> position in `entries`
+  for (const PolicyRule& rule : policy.rules) {
+    config.rule_id_or_flags |= EBPFCNI_POLICY_F_SHAPE(static_cast<uint32_t>(rule.direction),
+                                                      ShapeLevel(rule));
+    for (const ebpfcni_policy_key& key : KeysOf(rule)) {
+      if (rule.is_range()) {
+        range_lengths[rule.direction] |= 1u << EBPFCNI_POLICY_RANGE_PLEN_OF(key.direction);
+      }
+      ebpfcni_policy_value value{};
+      value.action = static_cast<uint8_t>(rule.action);
+      value.rule_id_or_flags = rule.rule_id;
+      auto [it, inserted] = index.try_emplace(PackedKey(key), entries.size());
+      if (inserted) {
+        entries.push_back({key, value});
+      } else if (rule.rule_id < entries[it->second].value.rule_id_or_flags) {
+        entries[it->second].value.rule_id_or_flags = rule.rule_id;
+      }
+    }
+  }
+  entries[0].value = config;
+  for (const auto& [direction, lengths] : range_lengths) {
+    ebpfcni_policy_value value{};
+    value.rule_id_or_flags = lengths;
+    entries.push_back({RangeConfigKey(direction), value});
+  }
+  return entries;
 }
 
 // Opens the inner map currently in the slot; -1 with errno ENOENT if none.
@@ -61,32 +131,31 @@ int OpenInner(int outer_fd, uint32_t endpoint_id) {
 
 absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& policy) {
   if (absl::Status status = ValidatePolicy(policy); !status.ok()) return status;
+  std::vector<MapEntry> entries = EntriesOf(policy);
+  if (entries.size() > EBPFCNI_POLICY_MAX_ENTRIES) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the policy needs ", entries.size(), " map entries (", policy.rules.size(),
+        " rules; each port range takes one entry per aligned block of ports, up to 30), more "
+        "than the ", EBPFCNI_POLICY_MAX_ENTRIES, " an endpoint's policy map holds"));
+  }
+  // Sized to the policy: hash inner maps need not match the template's
+  // max_entries, and a map sized for the worst case would allocate its
+  // whole bucket array per endpoint.
   LIBBPF_OPTS(bpf_map_create_opts, options, .map_flags = BPF_F_NO_PREALLOC);
   ScopedFd inner(bpf_map_create(BPF_MAP_TYPE_HASH, "ebpfcni_policy", sizeof(ebpfcni_policy_key),
-                                sizeof(ebpfcni_policy_value), EBPFCNI_POLICY_MAX_ENTRIES,
-                                &options));
+                                sizeof(ebpfcni_policy_value),
+                                static_cast<uint32_t>(entries.size()), &options));
   if (inner.get() < 0) {
-    return BpfErrno(absl::StrCat("creating a policy map for endpoint ", endpoint_id), errno);
+    return BpfErrno(absl::StrCat("creating a policy map of ", entries.size(),
+                                 " entries for endpoint ", endpoint_id),
+                    errno);
   }
-  ebpfcni_policy_value config{};
-  config.rule_id_or_flags = (policy.ingress_isolated ? EBPFCNI_POLICY_F_ISOLATED_INGRESS : 0) |
-                            (policy.egress_isolated ? EBPFCNI_POLICY_F_ISOLATED_EGRESS : 0) |
-                            (policy.verdict_events ? EBPFCNI_POLICY_F_VERDICT_EVENTS : 0);
-  for (const PolicyRule& rule : policy.rules) {
-    config.rule_id_or_flags |= EBPFCNI_POLICY_F_SHAPE(static_cast<uint32_t>(rule.direction),
-                                                      ShapeLevel(rule));
-  }
-  ebpfcni_policy_key config_key = ConfigKey();
-  if (bpf_map_update_elem(inner.get(), &config_key, &config, BPF_NOEXIST) != 0) {
-    return BpfErrno("writing the policy configuration entry", errno);
-  }
-  for (const PolicyRule& rule : policy.rules) {
-    ebpfcni_policy_key key = KeyOf(rule);
-    ebpfcni_policy_value value{};
-    value.action = static_cast<uint8_t>(rule.action);
-    value.rule_id_or_flags = rule.rule_id;
-    if (bpf_map_update_elem(inner.get(), &key, &value, BPF_NOEXIST) != 0) {
-      return BpfErrno(absl::StrCat("writing ", DescribeRule(rule)), errno);
+  for (const MapEntry& entry : entries) {
+    if (bpf_map_update_elem(inner.get(), &entry.key, &entry.value, BPF_NOEXIST) != 0) {
+      return BpfErrno(absl::StrCat("writing policy entry ", entry.key.peer_identity, "/",
+                                   int{entry.key.direction}, "/", int{entry.key.protocol}, "/",
+                                   ntohs(entry.key.dport)),
+                      errno);
     }
   }
   // The swap: one update of the outer slot.
@@ -105,22 +174,44 @@ absl::Status PolicyMap::Clear(uint32_t endpoint_id) {
   return DeleteCountersExcept(endpoint_id, nullptr);
 }
 
-absl::StatusOr<std::optional<EndpointPolicy>> PolicyMap::Read(uint32_t endpoint_id) const {
+absl::StatusOr<std::optional<PolicyMap::Installed>> PolicyMap::ReadInstalled(
+    uint32_t endpoint_id) const {
   ScopedFd inner(OpenInner(outer_fd_, endpoint_id));
   if (inner.get() < 0) {
     if (errno == ENOENT) return std::nullopt;
     return BpfErrno(absl::StrCat("opening the policy map of endpoint ", endpoint_id), errno);
   }
-  EndpointPolicy policy;
+  Installed installed;
+  // Range blocks by the rule they belong to, merged into ranges below.
+  struct Block {
+    uint16_t first;
+    uint32_t last;
+    ebpfcni_policy_key key;
+  };
+  std::map<std::tuple<uint8_t, uint32_t, uint8_t, uint8_t, uint32_t>, std::vector<Block>> blocks;
   absl::Status status = ForEachMapKey<ebpfcni_policy_key>(
       inner.get(), EBPFCNI_POLICY_MAX_ENTRIES, "a policy map",
       [&](const ebpfcni_policy_key& key) -> absl::Status {
         ebpfcni_policy_value value{};
         if (bpf_map_lookup_elem(inner.get(), &key, &value) != 0) return absl::OkStatus();
         if (key.direction == EBPFCNI_POLICY_CONFIG) {
-          policy.ingress_isolated = value.rule_id_or_flags & EBPFCNI_POLICY_F_ISOLATED_INGRESS;
-          policy.egress_isolated = value.rule_id_or_flags & EBPFCNI_POLICY_F_ISOLATED_EGRESS;
-          policy.verdict_events = value.rule_id_or_flags & EBPFCNI_POLICY_F_VERDICT_EVENTS;
+          if (key.dport != 0) return absl::OkStatus();  // range lengths: derived data
+          installed.policy.ingress_isolated =
+              value.rule_id_or_flags & EBPFCNI_POLICY_F_ISOLATED_INGRESS;
+          installed.policy.egress_isolated =
+              value.rule_id_or_flags & EBPFCNI_POLICY_F_ISOLATED_EGRESS;
+          installed.policy.verdict_events =
+              value.rule_id_or_flags & EBPFCNI_POLICY_F_VERDICT_EVENTS;
+          return absl::OkStatus();
+        }
+        uint8_t direction = EBPFCNI_POLICY_RANGE_DIRECTION_OF(key.direction);
+        if (direction != 0) {
+          uint8_t prefix_length = EBPFCNI_POLICY_RANGE_PLEN_OF(key.direction);
+          if (prefix_length > EBPFCNI_POLICY_PORT_BITS) return absl::OkStatus();
+          PortBlock block{ntohs(key.dport), prefix_length};
+          blocks[{direction, key.peer_identity, key.protocol, value.action,
+                  value.rule_id_or_flags}]
+              .push_back(Block{block.first, block.last(), key});
           return absl::OkStatus();
         }
         PolicyRule rule;
@@ -130,40 +221,87 @@ absl::StatusOr<std::optional<EndpointPolicy>> PolicyMap::Read(uint32_t endpoint_
         rule.port = ntohs(key.dport);
         rule.action = static_cast<PolicyAction>(value.action);
         rule.rule_id = value.rule_id_or_flags;
-        policy.rules.push_back(rule);
+        installed.policy.rules.push_back(rule);
+        installed.keys.push_back({key});
         return absl::OkStatus();
       });
   if (!status.ok()) return status;
+  // Adjacent blocks of one rule become one range again.
+  for (auto& [group, list] : blocks) {
+    const auto& [direction, peer, protocol, action, rule_id] = group;
+    std::sort(list.begin(), list.end(),
+              [](const Block& a, const Block& b) { return a.first < b.first; });
+    for (size_t i = 0; i < list.size();) {
+      PolicyRule rule;
+      rule.direction = static_cast<PolicyDirection>(direction);
+      rule.peer_identity = peer;
+      rule.protocol = protocol;
+      rule.action = static_cast<PolicyAction>(action);
+      rule.rule_id = rule_id;
+      rule.port = list[i].first;
+      uint32_t last = list[i].last;
+      std::vector<ebpfcni_policy_key> keys = {list[i].key};
+      for (++i; i < list.size() && list[i].first == last + 1; ++i) {
+        last = list[i].last;
+        keys.push_back(list[i].key);
+      }
+      rule.end_port = static_cast<uint16_t>(last);
+      installed.policy.rules.push_back(rule);
+      installed.keys.push_back(std::move(keys));
+    }
+  }
   // Hash order is arbitrary; a stable order makes dumps comparable.
-  std::sort(policy.rules.begin(), policy.rules.end(), [](const PolicyRule& a, const PolicyRule& b) {
-    return std::tie(a.rule_id, a.direction, a.peer_identity, a.protocol, a.port) <
-           std::tie(b.rule_id, b.direction, b.peer_identity, b.protocol, b.port);
+  std::vector<size_t> order(installed.policy.rules.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  const std::vector<PolicyRule>& rules = installed.policy.rules;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::tie(rules[a].rule_id, rules[a].direction, rules[a].peer_identity,
+                    rules[a].protocol, rules[a].port, rules[a].end_port) <
+           std::tie(rules[b].rule_id, rules[b].direction, rules[b].peer_identity,
+                    rules[b].protocol, rules[b].port, rules[b].end_port);
   });
-  return policy;
+  Installed sorted;
+  sorted.policy = installed.policy;
+  sorted.policy.rules.clear();
+  for (size_t i : order) {
+    sorted.policy.rules.push_back(installed.policy.rules[i]);
+    sorted.keys.push_back(std::move(installed.keys[i]));
+  }
+  return sorted;
+}
+
+absl::StatusOr<std::optional<EndpointPolicy>> PolicyMap::Read(uint32_t endpoint_id) const {
+  absl::StatusOr<std::optional<Installed>> installed = ReadInstalled(endpoint_id);
+  if (!installed.ok()) return installed.status();
+  if (!installed->has_value()) return std::nullopt;
+  return (*installed)->policy;
 }
 
 absl::StatusOr<std::vector<PolicyEntryCounters>> PolicyMap::ReadCounters(
     uint32_t endpoint_id) const {
-  absl::StatusOr<std::optional<EndpointPolicy>> policy = Read(endpoint_id);
-  if (!policy.ok()) return policy.status();
+  absl::StatusOr<std::optional<Installed>> installed = ReadInstalled(endpoint_id);
+  if (!installed.ok()) return installed.status();
   std::vector<PolicyEntryCounters> entries;
-  if (!policy->has_value()) return entries;
+  if (!installed->has_value()) return entries;
   int cpus = libbpf_num_possible_cpus();
   if (cpus <= 0) return BpfErrno("counting possible CPUs", -cpus);
   std::vector<ebpfcni_packet_counter> per_cpu(cpus);
-  for (const PolicyRule& rule : (*policy)->rules) {
+  const Installed& policy = **installed;
+  for (size_t i = 0; i < policy.policy.rules.size(); ++i) {
     PolicyEntryCounters entry;
-    entry.rule = rule;
-    ebpfcni_policy_stats_key key{};
-    key.endpoint_id = endpoint_id;
-    key.rule = KeyOf(rule);
-    if (bpf_map_lookup_elem(stats_fd_, &key, per_cpu.data()) == 0) {
-      for (const ebpfcni_packet_counter& c : per_cpu) {
-        entry.packets += c.packets;
-        entry.bytes += c.bytes;
+    entry.rule = policy.policy.rules[i];
+    for (const ebpfcni_policy_key& rule_key : policy.keys[i]) {
+      ebpfcni_policy_stats_key key{};
+      key.endpoint_id = endpoint_id;
+      key.rule = rule_key;
+      if (bpf_map_lookup_elem(stats_fd_, &key, per_cpu.data()) == 0) {
+        for (const ebpfcni_packet_counter& c : per_cpu) {
+          entry.packets += c.packets;
+          entry.bytes += c.bytes;
+        }
+      } else if (errno != ENOENT) {
+        return BpfErrno("reading policy counters", errno);
       }
-    } else if (errno != ENOENT) {
-      return BpfErrno("reading policy counters", errno);
     }
     entries.push_back(entry);
   }
@@ -173,7 +311,9 @@ absl::StatusOr<std::vector<PolicyEntryCounters>> PolicyMap::ReadCounters(
 absl::Status PolicyMap::DeleteCountersExcept(uint32_t endpoint_id, const EndpointPolicy* keep) {
   std::set<uint64_t> kept;
   if (keep != nullptr) {
-    for (const PolicyRule& rule : keep->rules) kept.insert(PackedKey(KeyOf(rule)));
+    for (const PolicyRule& rule : keep->rules) {
+      for (const ebpfcni_policy_key& key : KeysOf(rule)) kept.insert(PackedKey(key));
+    }
   }
   std::vector<ebpfcni_policy_stats_key> stale;
   absl::Status status = ForEachMapKey<ebpfcni_policy_stats_key>(

@@ -14,6 +14,7 @@
 #include <absl/status/status.h>
 #include <absl/status/statusor.h>
 
+#include "ebpfcni/datapath_abi.h"
 #include "services/datapath/endpoint_policy.h"
 
 namespace ebpfcni::datapath {
@@ -34,12 +35,23 @@ class PolicyMap {
   absl::Status Replace(uint32_t endpoint_id, const EndpointPolicy& policy);
   // Empties the slot (no policy: not isolated) and drops its counters.
   absl::Status Clear(uint32_t endpoint_id);
-  // The installed policy, nullopt when the slot is empty.
+  // The installed policy, nullopt when the slot is empty. Port ranges come
+  // back as the kernel decides them: adjacent blocks of one rule merged
+  // into one range (where ranges of several rules overlap, the shared
+  // blocks belong to the lowest rule id).
   absl::StatusOr<std::optional<EndpointPolicy>> Read(uint32_t endpoint_id) const;
-  // Per-entry counters summed over CPUs, in the order of the installed rules.
+  // Per-entry counters summed over CPUs, in the order of the installed rules
+  // (a port range sums the counters of its blocks).
   absl::StatusOr<std::vector<PolicyEntryCounters>> ReadCounters(uint32_t endpoint_id) const;
 
  private:
+  // The installed policy and, per rule, its map keys (a range has several).
+  struct Installed {
+    EndpointPolicy policy;
+    std::vector<std::vector<ebpfcni_policy_key>> keys;
+  };
+  absl::StatusOr<std::optional<Installed>> ReadInstalled(uint32_t endpoint_id) const;
+
   absl::Status DeleteCountersExcept(uint32_t endpoint_id, const EndpointPolicy* keep);
 
   int outer_fd_;

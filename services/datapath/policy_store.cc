@@ -27,13 +27,13 @@ absl::Status PolicyStore::Save(uint32_t endpoint_id, const EndpointPolicy& polic
   nlohmann::json rules = nlohmann::json::array();
   for (const PolicyRule& rule : policy.rules) {
     rules.push_back({static_cast<int>(rule.direction), rule.peer_identity, rule.protocol,
-                     rule.port, static_cast<int>(rule.action), rule.rule_id});
+                     rule.port, static_cast<int>(rule.action), rule.rule_id, rule.end_port});
   }
   nlohmann::json doc = {{"version", kFormatVersion},
                         {"ingress_isolated", policy.ingress_isolated},
                         {"egress_isolated", policy.egress_isolated},
                         {"verdict_events", policy.verdict_events},
-                        {"rules_format", "direction,peer_identity,protocol,port,action,rule_id"},
+                        {"rules_format", "direction,peer_identity,protocol,port,action,rule_id,end_port"},
                         {"rules", rules}};
   return WriteFileAtomically(PathOf(endpoint_id), doc.dump() + "\n");
 }
@@ -70,6 +70,7 @@ absl::StatusOr<std::optional<EndpointPolicy>> PolicyStore::Load(uint32_t endpoin
       rule.port = r.at(3).get<uint16_t>();
       rule.action = static_cast<PolicyAction>(r.at(4).get<int>());
       rule.rule_id = r.at(5).get<uint32_t>();
+      if (r.size() > 6) rule.end_port = r.at(6).get<uint16_t>();  // older copies had no ranges
       policy.rules.push_back(rule);
     }
   } catch (const nlohmann::json::exception& e) {

@@ -31,7 +31,12 @@
 
 /* Capacities. Inner policy maps and the ipcache are not preallocated, so
  * these bound memory without reserving it. */
-#define EBPFCNI_POLICY_MAX_ENTRIES 131072 /* rules per endpoint */
+/* Entries of one endpoint's policy map (rules, port-range blocks and the
+ * configuration entries). Inner maps are created with exactly as many
+ * entries as the policy needs (hash inner maps may differ in max_entries),
+ * so this caps one endpoint's policy without costing memory up front:
+ * enough for 500 NetworkPolicies of ~100 entries each in both directions. */
+#define EBPFCNI_POLICY_MAX_ENTRIES (1u << 20)
 #define EBPFCNI_POLICY_STATS_MAX_ENTRIES 262144
 #define EBPFCNI_IPCACHE_MAX_ENTRIES 262144
 #define EBPFCNI_CT_MAX_ENTRIES 131072
@@ -82,6 +87,22 @@ struct ebpfcni_ipcache_value {
 #define EBPFCNI_POLICY_INGRESS 1
 #define EBPFCNI_POLICY_EGRESS 2
 
+/* Port ranges [port, end_port] are stored as aligned power-of-two blocks of
+ * ports, like IP prefixes: a block of prefix length `plen` (0..16) covers the
+ * 2^(16 - plen) ports that share the top `plen` bits of dport. Such a key
+ * carries EBPFCNI_POLICY_RANGE_DIRECTION(direction, plen) in `direction` and
+ * the block's first port in dport; 1..65535 needs at most 30 blocks. A
+ * packet's port is found by masking it to each prefix length in use, one
+ * hash lookup each, longest (most specific) first. */
+#define EBPFCNI_POLICY_PORT_BITS 16
+#define EBPFCNI_POLICY_RANGE_DIRECTION(direction, plen) (((direction) << 5) | (plen))
+#define EBPFCNI_POLICY_RANGE_DIRECTION_OF(byte) ((byte) >> 5)
+#define EBPFCNI_POLICY_RANGE_PLEN_OF(byte) ((byte) & 0x1f)
+/* Configuration entry of a direction's port-range blocks: key direction
+ * EBPFCNI_POLICY_CONFIG, dport = htons(direction); value rule_id_or_flags =
+ * bit `plen` set when blocks of that prefix length exist, so lookups skip
+ * the lengths the policy does not use. */
+
 /* Key of a rule. 0 in peer_identity/protocol/dport is the wildcard "any".
  * dport is the destination port (network order) for TCP/UDP/SCTP and the
  * ICMP type (network order, type in the low byte) for ICMP/ICMPv6. The key
@@ -105,10 +126,14 @@ struct ebpfcni_policy_key {
 #define EBPFCNI_POLICY_F_VERDICT_EVENTS (1u << 2)
 /* Which key shapes the policy has, per direction, so that lookups of
  * shapes without any entry are skipped (a default deny would otherwise
- * always cost all six). Levels follow the lookup order:
- * 0 (peer, proto, port), 1 (peer, proto, any), 2 (peer, any, any),
- * 3 (any, proto, port), 4 (any, proto, any), 5 (any, any, any). */
-#define EBPFCNI_POLICY_SHAPE_LEVELS 6
+ * always cost all of them). Levels are named by number for layout
+ * stability; the lookup order is 0, 6, 1, 2, 3, 7, 4, 5:
+ * 0 (peer, proto, port), 6 (peer, proto, port range), 1 (peer, proto, any),
+ * 2 (peer, any, any), 3 (any, proto, port), 7 (any, proto, port range),
+ * 4 (any, proto, any), 5 (any, any, any). */
+#define EBPFCNI_POLICY_SHAPE_LEVELS 8
+#define EBPFCNI_POLICY_SHAPE_PEER_RANGE 6
+#define EBPFCNI_POLICY_SHAPE_ANY_RANGE 7
 #define EBPFCNI_POLICY_F_SHAPE(direction, level) \
 	(1u << (8 + ((direction) - 1) * 8 + (level)))
 

@@ -1,0 +1,215 @@
+// What the datapath cleans up and keeps current besides endpoints
+// themselves (issue 3): conntrack entries of a deleted endpoint (a reused IP
+// must not inherit flows) and the host's addresses in the ipcache as they
+// change. Real kernel: veths, programs run with BPF_PROG_TEST_RUN on them, a
+// test-owned network namespace for address changes.
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include <bpf/bpf.h>
+#include <gtest/gtest.h>
+
+#include "ebpfcni/datapath_abi.h"
+#include "services/datapath/endpoint_manager.h"
+#include "services/datapath/host_address_monitor.h"
+#include "services/datapath/packet_builder.h"
+#include "services/datapath/program_runner.h"
+#include "services/datapath/testing/kernel_fixtures.h"
+
+namespace ebpfcni::datapath {
+namespace {
+
+using testing::RunCommand;
+using testing::ScopedBpfDir;
+using testing::ScopedTempDir;
+using testing::ScopedVethPair;
+using testing::TestTag;
+
+IpAddress Ip(const char* text) { return *IpAddress::Parse(text); }
+
+class EndpointCleanupTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EndpointManagerOptions options;
+    options.bpf_dir = bpf_dir_.path();
+    options.state_dir = state_dir_.path();
+    options.map_host_addresses = false;  // the monitor test drives it itself
+    absl::StatusOr<std::unique_ptr<EndpointManager>> manager = EndpointManager::Start(options);
+    ASSERT_TRUE(manager.ok()) << manager.status();
+    manager_ = *std::move(manager);
+  }
+
+  // Waits (bounded) until `done` holds.
+  static bool Eventually(const std::function<bool()>& done) {
+    for (int i = 0; i < 250; ++i) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return done();
+  }
+
+  uint32_t IdentityOf(const char* address) {
+    absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>> entries =
+        manager_->ListPrefixIdentities();
+    EXPECT_TRUE(entries.ok()) << entries.status();
+    IpPrefix host(Ip(address), Ip(address).max_prefix_length());
+    if (!entries.ok()) return 0;
+    for (const auto& [prefix, identity] : *entries) {
+      if (prefix == host) return identity;
+    }
+    return 0;  // no exact entry
+  }
+
+  size_t ConntrackEntriesWith(const IpAddress& address) {
+    size_t count = 0;
+    ebpfcni_ct_key key{}, next{};
+    const void* previous = nullptr;
+    for (int i = 0; i < EBPFCNI_CT_MAX_ENTRIES &&
+                    bpf_map_get_next_key(manager_->bpf().conntrack_fd(), previous, &next) == 0;
+         ++i) {
+      key = next;
+      previous = &key;
+      if (std::memcmp(key.saddr, address.data(), address.size()) == 0 ||
+          std::memcmp(key.daddr, address.data(), address.size()) == 0) {
+        ++count;
+      }
+    }
+    return count;
+  }
+
+  ScopedBpfDir bpf_dir_{"cleanup"};
+  ScopedTempDir state_dir_{"cleanup-state"};
+  std::unique_ptr<EndpointManager> manager_;
+};
+
+TEST_F(EndpointCleanupTest, DeletedEndpointsFlowsAreFlushedSoAReusedIpInheritsNothing) {
+  ScopedVethPair pod_a("ca", "10.254.0.2/30");
+  ScopedVethPair pod_b("cb", "10.254.0.6/30");
+  ASSERT_TRUE(pod_a.ok() && pod_b.ok());
+  const IpAddress a = Ip("10.254.0.2"), b = Ip("10.254.0.6"), world = Ip("10.254.9.9");
+
+  EndpointRecord record_a;
+  record_a.key = {"ctr-a", "eth0"};
+  record_a.host_ifindex = pod_a.host_ifindex();
+  record_a.addresses = {"10.254.0.2"};
+  record_a.identity = 1000;
+  ASSERT_TRUE(manager_->CreateEndpoint(record_a).ok());
+  // B accepts nothing new: only replies to its own flows come in.
+  EndpointRecord record_b;
+  record_b.key = {"ctr-b", "eth0"};
+  record_b.host_ifindex = pod_b.host_ifindex();
+  record_b.addresses = {"10.254.0.6"};
+  record_b.identity = 2000;
+  EndpointPolicy isolated_ingress;
+  isolated_ingress.ingress_isolated = true;
+  ASSERT_TRUE(manager_->CreateEndpoint(record_b, isolated_ingress).ok());
+
+  const int from_b = manager_->bpf().from_container_fd();
+  const int to_b = manager_->bpf().to_container_fd();
+  const int to_a = manager_->bpf().to_container_fd();
+  // B connects to A (and to a world address); A's ingress lets it in.
+  ASSERT_EQ(*RunProgram(from_b, pod_b.host_ifindex(), PacketBuilder::Tcp(b, a, 40000, 80).Build()),
+            kTcActOk);
+  ASSERT_EQ(*RunProgram(to_a, pod_a.host_ifindex(), PacketBuilder::Tcp(b, a, 40000, 80).Build()),
+            kTcActOk);
+  ASSERT_EQ(
+      *RunProgram(from_b, pod_b.host_ifindex(), PacketBuilder::Tcp(b, world, 40001, 443).Build()),
+      kTcActOk);
+  const std::vector<uint8_t> reply_from_a =
+      PacketBuilder::Tcp(a, b, 80, 40000, kTcpSyn | kTcpAck).Build();
+  absl::StatusOr<TraceResult> before = TraceProgram(to_b, pod_b.host_ifindex(), reply_from_a);
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(before->verdict, uint32_t{EBPFCNI_VERDICT_ALLOWED_CONNTRACK}) << "control: a reply";
+  EXPECT_EQ(ConntrackEntriesWith(a), 2u);  // B's egress entry and A's ingress entry
+
+  ASSERT_TRUE(*manager_->DeleteEndpoint(record_a.key));
+  EXPECT_EQ(ConntrackEntriesWith(a), 0u);
+  EXPECT_EQ(ConntrackEntriesWith(world), 1u) << "flows of other addresses are kept";
+
+  // A new pod gets A's address: B's old flow does not let it in.
+  EndpointRecord record_new = record_a;
+  record_new.key = {"ctr-new", "eth0"};
+  record_new.identity = 3000;
+  ASSERT_TRUE(manager_->CreateEndpoint(record_new).ok());
+  absl::StatusOr<TraceResult> after = TraceProgram(to_b, pod_b.host_ifindex(), reply_from_a);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->verdict, uint32_t{EBPFCNI_VERDICT_DROPPED});
+  EXPECT_EQ(after->reason, uint32_t{EBPFCNI_DROP_POLICY_DEFAULT_DENY});
+  EXPECT_EQ(after->peer_identity, 3000u);
+}
+
+// A network namespace of the test's own, removed at the end.
+class ScopedNetns {
+ public:
+  explicit ScopedNetns(const std::string& suffix) : name_(TestTag() + "-" + suffix) {
+    ok_ = RunCommand("ip netns add " + name_) == 0 &&
+          // A veth pair inside the namespace (no dummy module on every kernel).
+          RunCommand("ip -n " + name_ + " link add " + TestTag() + "am type veth peer name " +
+                     TestTag() + "an") == 0 &&
+          RunCommand("ip -n " + name_ + " link set " + TestTag() + "am up") == 0;
+  }
+  ~ScopedNetns() { RunCommand("ip netns del " + name_ + " 2>/dev/null"); }
+  bool ok() const { return ok_; }
+  // Runs `ip -n <ns> <args>`.
+  int Ip(const std::string& args) const { return RunCommand("ip -n " + name_ + " " + args); }
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+  bool ok_ = false;
+};
+
+TEST_F(EndpointCleanupTest, HostAddressesFollowAddressChanges) {
+  ScopedNetns netns("addr");
+  ASSERT_TRUE(netns.ok());
+  const std::string dev = TestTag() + "am";
+  ASSERT_EQ(netns.Ip("addr add 10.254.100.1/32 dev " + dev), 0);
+
+  // The monitor (and the refreshes it triggers) live in the test's
+  // namespace: a thread that entered it starts the monitor, whose own
+  // thread inherits the namespace. The manager's maps are not per
+  // namespace.
+  std::unique_ptr<HostAddressMonitor> monitor;
+  std::thread starter([&] {
+    int fd = open(("/run/netns/" + netns.name()).c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(setns(fd, CLONE_NEWNET), 0);
+    close(fd);
+    absl::StatusOr<std::unique_ptr<HostAddressMonitor>> started =
+        HostAddressMonitor::Start([this] { ASSERT_TRUE(manager_->RefreshHostAddresses().ok()); });
+    ASSERT_TRUE(started.ok()) << started.status();
+    monitor = *std::move(started);
+    ASSERT_TRUE(manager_->RefreshHostAddresses().ok());
+  });
+  starter.join();
+  ASSERT_NE(monitor, nullptr);
+  EXPECT_EQ(IdentityOf("10.254.100.1"), uint32_t{EBPFCNI_IDENTITY_HOST});
+
+  ASSERT_EQ(netns.Ip("addr add 10.254.100.2/32 dev " + dev), 0);
+  ASSERT_EQ(netns.Ip("addr add fd00:254::1/128 dev " + dev + " nodad"), 0);
+  EXPECT_TRUE(Eventually([&] { return IdentityOf("10.254.100.2") == EBPFCNI_IDENTITY_HOST; }));
+  EXPECT_TRUE(Eventually([&] { return IdentityOf("fd00:254::1") == EBPFCNI_IDENTITY_HOST; }));
+
+  ASSERT_EQ(netns.Ip("addr del 10.254.100.1/32 dev " + dev), 0);
+  EXPECT_TRUE(Eventually([&] { return IdentityOf("10.254.100.1") == 0; }))
+      << "a removed host address leaves the ipcache";
+
+  // An address someone else has mapped since is not ours to remove.
+  ASSERT_TRUE(manager_->UpsertPrefixIdentities({{*IpPrefix::Parse("10.254.100.2/32"), 5000}}).ok());
+  ASSERT_EQ(netns.Ip("addr del 10.254.100.2/32 dev " + dev), 0);
+  ASSERT_EQ(netns.Ip("addr add 10.254.100.3/32 dev " + dev), 0);  // a later event as a barrier
+  EXPECT_TRUE(Eventually([&] { return IdentityOf("10.254.100.3") == EBPFCNI_IDENTITY_HOST; }));
+  EXPECT_EQ(IdentityOf("10.254.100.2"), 5000u);
+
+  monitor.reset();  // before the manager it calls into
+}
+
+}  // namespace
+}  // namespace ebpfcni::datapath

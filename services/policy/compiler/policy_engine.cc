@@ -20,8 +20,11 @@ using PodKey = std::pair<std::string, std::string>;     // namespace, name
 using PolicyKey = std::pair<std::string, std::string>;  // namespace, name
 // The datapath's key of an allow entry: direction, peer, protocol, port, end port.
 using EntryKey = std::tuple<Direction, uint32_t, uint8_t, uint16_t, uint16_t>;
-// Every rule id that produced an entry (the entry carries the lowest).
-using Contributors = std::map<EntryKey, std::vector<uint32_t>>;
+// (entry, rule id) for every rule that produced an entry, sorted: the first
+// id of a key is the lowest, which the datapath entry carries. A flat vector
+// because compiling is mostly building this (an endpoint can have
+// thousands of entries) and it is rebuilt on every recomputation.
+using Contributors = std::vector<std::pair<EntryKey, uint32_t>>;
 // A container port by (name, protocol, number).
 using NamedPort = std::tuple<std::string, uint8_t, uint16_t>;
 
@@ -150,12 +153,16 @@ struct PolicyEngine::State {
 
   std::vector<uint32_t> PeerIdentities(const RuleSource& source) const {
     if (source.any_peer) return {0};
-    std::set<uint32_t> peers;
+    std::vector<uint32_t> peers;
     for (const CachedSelector* selector : source.peers) {
-      peers.insert(selector->matches.begin(), selector->matches.end());
-      if (selector->matches_world) peers.insert(kWorldIdentity);
+      peers.insert(peers.end(), selector->matches.begin(), selector->matches.end());
+      if (selector->matches_world) peers.push_back(kWorldIdentity);
     }
-    return {peers.begin(), peers.end()};
+    if (source.peers.size() > 1) {
+      std::sort(peers.begin(), peers.end());
+      peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+    }
+    return peers;
   }
 
   // Numbers of the container ports named `name` with `protocol` among the
@@ -178,7 +185,7 @@ struct PolicyEngine::State {
       const RuleSource& source = sources[i];
       const k8s::NetworkPolicyRule& rule = rules[i];
       auto add = [&](uint32_t peer, uint8_t protocol, uint16_t port, uint16_t end_port) {
-        entries[EntryKey{direction, peer, protocol, port, end_port}].push_back(source.rule_id);
+        entries.emplace_back(EntryKey{direction, peer, protocol, port, end_port}, source.rule_id);
       };
       std::vector<uint32_t> peers = PeerIdentities(source);
       if (rule.ports.empty()) {
@@ -234,15 +241,19 @@ struct PolicyEngine::State {
     }
     if (result.policy.ingress_isolated) {
       // Kubernetes: traffic from the node to its pods is always allowed.
-      result.contributors[EntryKey{Direction::kIngress, kHostIdentity, 0, 0, 0}].push_back(kNodeTrafficRuleId);
+      result.contributors.emplace_back(EntryKey{Direction::kIngress, kHostIdentity, 0, 0, 0}, kNodeTrafficRuleId);
     }
-    result.policy.rules.reserve(result.contributors.size());
-    for (auto& [key, ids] : result.contributors) {
-      std::sort(ids.begin(), ids.end());
-      ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-      const auto& [direction, peer, protocol, port, end_port] = key;
-      result.policy.rules.push_back(CompiledRule{direction, peer, protocol, port, end_port, ids.front()});
+    Contributors& entries = result.contributors;
+    std::sort(entries.begin(), entries.end());
+    entries.erase(std::unique(entries.begin(), entries.end()), entries.end());
+    entries.shrink_to_fit();
+    result.policy.rules.reserve(entries.size());
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (i > 0 && entries[i].first == entries[i - 1].first) continue;  // a higher id of the same entry
+      const auto& [direction, peer, protocol, port, end_port] = entries[i].first;
+      result.policy.rules.push_back(CompiledRule{direction, peer, protocol, port, end_port, entries[i].second});
     }
+    result.policy.rules.shrink_to_fit();
     return result;
   }
 
@@ -264,8 +275,11 @@ struct PolicyEngine::State {
     return true;
   }
 
+  int batch_depth = 0;
+
   // Recomputes the pending endpoints and those of affected policies.
   void Flush() {
+    if (batch_depth > 0) return;
     for (const PolicyKey& key : affected_policies) {
       auto by_name = policies.find(key.first);
       if (by_name == policies.end()) continue;
@@ -517,10 +531,10 @@ struct PolicyEngine::State {
     }
     trace.isolating_policies = IsolatingPolicies(subject, direction);
     std::set<uint32_t> allowing;
-    for (const auto& [key, ids] : contributors) {
+    for (const auto& [key, id] : contributors) {
       const auto& [entry_direction, entry_peer, entry_protocol, entry_port, entry_end_port] = key;
       CompiledRule rule{entry_direction, entry_peer, entry_protocol, entry_port, entry_end_port, 0};
-      if (entry_direction == direction && rule.Allows(peer, protocol, port)) allowing.insert(ids.begin(), ids.end());
+      if (entry_direction == direction && rule.Allows(peer, protocol, port)) allowing.insert(id);
     }
     for (uint32_t id : allowing) {
       if (auto info = rules.Describe(id)) trace.allowing_rules.push_back(*info);
@@ -538,6 +552,13 @@ PolicyEngine::PolicyEngine(identity::LabelFilter label_filter)
 PolicyEngine::~PolicyEngine() = default;
 
 uint64_t PolicyEngine::generation() const { return state_->generation; }
+
+void PolicyEngine::BeginBatch() { ++state_->batch_depth; }
+
+void PolicyEngine::EndBatch() {
+  if (state_->batch_depth == 0) return;
+  if (--state_->batch_depth == 0) state_->Flush();
+}
 
 void PolicyEngine::UpsertNamespace(const k8s::Namespace& ns) {
   State& s = *state_;

@@ -174,5 +174,38 @@ TEST_F(IncrementalTest, EndpointLifecycle) {
             TraceDecision::kAllowedNotIsolated);
 }
 
+// A batch (a cluster-state batch, an identity snapshot) compiles each
+// affected endpoint once, to the same result as one call at a time.
+TEST(BatchTest, SameResultOneComputationPerEndpoint) {
+  auto build = [](TestCluster& cluster) {
+    cluster.Namespace("x", {{"team", "x"}});
+    for (int i = 0; i < 5; ++i) {
+      cluster.Pod("x", "p" + std::to_string(i), {{"app", "a" + std::to_string(i % 2)}});
+    }
+    for (int q = 0; q < 4; ++q) {
+      cluster.Policy(R"({"metadata": {"name": "p)" + std::to_string(q) + R"(", "namespace": "x"},
+          "spec": {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}], "ports": [{"port": )" +
+                     std::to_string(80 + q) + "}]}]}}");
+    }
+  };
+  TestCluster one_by_one;
+  build(one_by_one);
+  TestCluster batched;
+  batched.engine.BeginBatch();
+  batched.engine.BeginBatch();  // nested
+  build(batched);
+  batched.engine.EndBatch();
+  EXPECT_EQ(batched.engine.Stats().endpoint_computations, 0u) << "nothing before the outermost EndBatch";
+  batched.engine.EndBatch();
+  EXPECT_EQ(batched.engine.Stats().endpoint_computations, 5u);
+  EXPECT_GT(one_by_one.engine.Stats().endpoint_computations, 5u);
+  EXPECT_EQ(batched.engine.TakeDirtyEndpoints(), one_by_one.engine.TakeDirtyEndpoints());
+  for (int i = 0; i < 5; ++i) {
+    std::string name = "p" + std::to_string(i);
+    EXPECT_EQ(batched.PolicyOf("x", name), one_by_one.PolicyOf("x", name)) << name;
+    EXPECT_EQ(batched.PolicyOf("x", name).rules.size(), 1u + 4u * 2u) << "host + 4 ports x 2 identities";
+  }
+}
+
 }  // namespace
 }  // namespace ebpfcni::policy

@@ -11,7 +11,7 @@
 # shellcheck shell=bash disable=SC2034
 source "$(dirname "${BASH_SOURCE[0]}")/../netns/lib.sh"
 
-PROBER=$EBPF_CNI_BUILD_DIR/integration/policy/netpol-prober
+PROBER=${NETPOL_PROBER:-$EBPF_CNI_BUILD_DIR/integration/policy/netpol-prober}
 CTL=${EBPF_CNI_CTL:-$EBPF_CNI_BUILD_DIR/tools/ctl/ebpf-cni-ctl}
 NETPOL_NAMESPACES=(x y z)
 NETPOL_POD_NAMES=(a b c)
@@ -282,13 +282,14 @@ matrix_destinations() {
   return 0
 }
 
-# prober input line for one cell (label = cell with '|' for spaces).
+# prober input line for one cell (label = cell with '|' for spaces). No
+# command substitutions: this runs for every cell of every scenario.
 matrix_probe_line() {
   local src=$1 dst=$2 pp=$3 netns source_ip=""
   case $src in
     host) netns=- ;;
-    ext1 | ext2) netns=$(pod_netns_path ext) source_ip=${NETPOL_IP[$src]} ;;
-    *) netns=$(pod_netns_path "$(netpol_lib_pod "$src")") ;;
+    ext1 | ext2) netns=/var/run/netns/$TEST_ID-ext source_ip=${NETPOL_IP[$src]} ;;
+    *) netns=/var/run/netns/$TEST_ID-${src/\//-} ;;
   esac
   echo "$src|$dst|$pp $netns ${NETPOL_IP[$dst]} ${pp%/*} ${pp#*/} $source_ip"
 }
@@ -328,25 +329,32 @@ matrix_all_cells() {
 # talk to).
 shopt -s extglob
 EXPECT_DEFAULT=allow
-EXPECT_RULES=()
-expect_default() { EXPECT_DEFAULT=$1; EXPECT_RULES=(); }
-expect() { EXPECT_RULES+=("$1 $2 $3 ${4:-*}"); }
+EXPECT_VERDICT=() EXPECT_SRC=() EXPECT_DST=() EXPECT_PP=()
+expect_default() {
+  EXPECT_DEFAULT=$1
+  EXPECT_VERDICT=() EXPECT_SRC=() EXPECT_DST=() EXPECT_PP=()
+}
+expect() {
+  [[ $1 == allow || $1 == deny ]] || fail "expect: verdict must be allow or deny, got '$1'"
+  EXPECT_VERDICT+=("$1") EXPECT_SRC+=("$2") EXPECT_DST+=("$3") EXPECT_PP+=("${4:-*}")
+}
 
+# Sets EXPECTED (allow|deny) for one cell; a variable, not output, so the
+# caller needs no subshell per cell.
 expected_verdict() {
-  local src=$1 dst=$2 pp=$3 i verdict sglob dglob pglob
+  local src=$1 dst=$2 pp=$3 i
   if [[ $src == "$dst" || $src == host ]]; then
-    echo allow
+    EXPECTED=allow
     return
   fi
-  for ((i = ${#EXPECT_RULES[@]} - 1; i >= 0; i--)); do
-    read -r verdict sglob dglob pglob <<<"${EXPECT_RULES[i]}"
+  for ((i = ${#EXPECT_VERDICT[@]} - 1; i >= 0; i--)); do
     # shellcheck disable=SC2053 # globs on purpose
-    if [[ $src == $sglob && $dst == $dglob && $pp == $pglob ]]; then
-      echo "$verdict"
+    if [[ $src == ${EXPECT_SRC[i]} && $dst == ${EXPECT_DST[i]} && $pp == ${EXPECT_PP[i]} ]]; then
+      EXPECTED=${EXPECT_VERDICT[i]}
       return
     fi
   done
-  echo "$EXPECT_DEFAULT"
+  EXPECTED=$EXPECT_DEFAULT
 }
 
 # Probes every cell, compares with the expected matrix and prints the cells
@@ -365,7 +373,8 @@ matrix_check() {
   declare -gA MATRIX_WANT=()
   while read -r src dst pp; do
     cell="$src $dst $pp"
-    want=$(expected_verdict "$src" "$dst" "$pp")
+    expected_verdict "$src" "$dst" "$pp"
+    want=$EXPECTED
     MATRIX_WANT[$cell]=$want
     MATRIX_CELLS=$((MATRIX_CELLS + 1))
     [[ ${MATRIX_GOT[$cell]:-missing} == "$want" ]] || retry+=("$cell")

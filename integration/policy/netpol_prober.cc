@@ -152,18 +152,70 @@ void StreamAcceptLoop(Fd listener) {
   }
 }
 
+// Echoes every datagram from the address it was sent to: a namespace with
+// several addresses (ext1/ext2) must not answer from its primary one, or
+// the prober's connected socket would drop the reply. IP(V6)_PKTINFO gives
+// the destination address of each datagram and sets the reply's source.
 void UdpEchoLoop(Fd fd) {
+  int on = 1;
+  setsockopt(fd.get(), IPPROTO_IP, IP_PKTINFO, &on, sizeof(on));
+  setsockopt(fd.get(), IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof(on));
   char buf[2048];
+  alignas(cmsghdr) char control[256];
   for (;;) {
     sockaddr_storage peer{};
-    socklen_t peer_len = sizeof(peer);
-    ssize_t n = recvfrom(fd.get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&peer), &peer_len);
+    iovec iov{buf, sizeof(buf)};
+    msghdr msg{};
+    msg.msg_name = &peer;
+    msg.msg_namelen = sizeof(peer);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    ssize_t n = recvmsg(fd.get(), &msg, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
-      std::cerr << ErrnoText("recvfrom") << "\n";
+      std::cerr << ErrnoText("recvmsg") << "\n";
       return;
     }
-    sendto(fd.get(), buf, static_cast<size_t>(n), 0, reinterpret_cast<sockaddr*>(&peer), peer_len);
+    // Reply control: only the source address, no interface (routing picks it).
+    alignas(cmsghdr) char reply_control[256];
+    size_t reply_len = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      cmsghdr* out = reinterpret_cast<cmsghdr*>(reply_control);
+      if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+        in_pktinfo info;
+        std::memcpy(&info, CMSG_DATA(c), sizeof(info));
+        in_pktinfo reply{};
+        reply.ipi_spec_dst = info.ipi_addr;
+        out->cmsg_level = IPPROTO_IP;
+        out->cmsg_type = IP_PKTINFO;
+        out->cmsg_len = CMSG_LEN(sizeof(reply));
+        std::memcpy(CMSG_DATA(out), &reply, sizeof(reply));
+        reply_len = CMSG_SPACE(sizeof(reply));
+        break;
+      }
+      if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+        in6_pktinfo info;
+        std::memcpy(&info, CMSG_DATA(c), sizeof(info));
+        info.ipi6_ifindex = 0;
+        out->cmsg_level = IPPROTO_IPV6;
+        out->cmsg_type = IPV6_PKTINFO;
+        out->cmsg_len = CMSG_LEN(sizeof(info));
+        std::memcpy(CMSG_DATA(out), &info, sizeof(info));
+        reply_len = CMSG_SPACE(sizeof(info));
+        break;
+      }
+    }
+    iovec reply_iov{buf, static_cast<size_t>(n)};
+    msghdr reply{};
+    reply.msg_name = &peer;
+    reply.msg_namelen = msg.msg_namelen;
+    reply.msg_iov = &reply_iov;
+    reply.msg_iovlen = 1;
+    reply.msg_control = reply_len > 0 ? reply_control : nullptr;
+    reply.msg_controllen = reply_len;
+    sendmsg(fd.get(), &reply, 0);
   }
 }
 

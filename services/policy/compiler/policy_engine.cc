@@ -37,7 +37,13 @@ struct CachedSelector {
   PeerSelector selector;
   std::set<uint32_t> matches;
   bool matches_world = false;
-  std::map<PolicyKey, int> users;  // policy -> number of its peers using this entry
+  // Policy -> how many of its peers use this entry, in total and in
+  // egress rules whose ports are all named.
+  struct Use {
+    int peers = 0;
+    int named_port_only = 0;
+  };
+  std::map<PolicyKey, Use> users;
 };
 
 // A rule of a policy with its peers resolved to selector-cache entries.
@@ -51,7 +57,9 @@ struct PolicyState {
   k8s::NetworkPolicy policy;
   std::vector<RuleSource> ingress, egress;  // parallel to policy.ingress / policy.egress
   std::vector<IpPrefix> prefixes;           // CIDR identities it holds a reference on
-  std::vector<std::string> selector_keys;   // with repetitions, one per peer
+  // One per peer (with repetitions): the selector-cache key and whether the
+  // peer is in an egress rule whose ports are all named.
+  std::vector<std::pair<std::string, bool>> selector_keys;
   bool egress_named_ports = false;
 };
 
@@ -310,7 +318,18 @@ struct PolicyEngine::State {
   }
 
   void MarkUsers(const CachedSelector& selector) {
-    for (const auto& [user, count] : selector.users) affected_policies.insert(user);
+    for (const auto& [user, use] : selector.users) affected_policies.insert(user);
+  }
+
+  // `identity` entered or left the selector's match set. A rule whose ports
+  // are all named gets entries only for peers that have such ports, so an
+  // identity without named ports changes nothing there (when its pods'
+  // ports appear, CountNamedPorts marks those policies).
+  void MarkUsersForIdentity(const CachedSelector& selector, uint32_t identity) {
+    bool has_named_ports = named_ports.count(identity) > 0;
+    for (const auto& [user, use] : selector.users) {
+      if (has_named_ports || use.peers > use.named_port_only) affected_policies.insert(user);
+    }
   }
 
   // --- selector cache -------------------------------------------------------------
@@ -334,24 +353,30 @@ struct PolicyEngine::State {
     return kind == PeerSelector::Kind::kPods ? pod_selectors : cidr_selectors;
   }
 
-  CachedSelector* AcquireSelector(const PeerSelector& selector, const PolicyKey& user, PolicyState& state) {
+  CachedSelector* AcquireSelector(const PeerSelector& selector, const PolicyKey& user, bool named_port_only,
+                                  PolicyState& state) {
     std::string key = selector.Key();
     auto [it, inserted] = CacheFor(selector.kind).try_emplace(key);
     if (inserted) {
       it->second.selector = selector;
       Evaluate(it->second);
     }
-    ++it->second.users[user];
-    state.selector_keys.push_back(std::move(key));
+    CachedSelector::Use& use = it->second.users[user];
+    ++use.peers;
+    if (named_port_only) ++use.named_port_only;
+    state.selector_keys.emplace_back(std::move(key), named_port_only);
     return &it->second;
   }
 
-  void ReleaseSelector(const std::string& key, const PolicyKey& user) {
+  void ReleaseSelector(const std::string& key, bool named_port_only, const PolicyKey& user) {
     auto& cache = key.rfind("cidr:", 0) == 0 ? cidr_selectors : pod_selectors;
     auto it = cache.find(key);
     if (it == cache.end()) return;
     auto use = it->second.users.find(user);
-    if (use != it->second.users.end() && --use->second == 0) it->second.users.erase(use);
+    if (use != it->second.users.end()) {
+      if (named_port_only) --use->second.named_port_only;
+      if (--use->second.peers == 0) it->second.users.erase(use);
+    }
     if (it->second.users.empty()) cache.erase(it);
   }
 
@@ -377,7 +402,7 @@ struct PolicyEngine::State {
   }
 
   void ReleasePolicy(PolicyState& state, const PolicyKey& key) {
-    for (const std::string& selector : state.selector_keys) ReleaseSelector(selector, key);
+    for (const auto& [selector, named_port_only] : state.selector_keys) ReleaseSelector(selector, named_port_only, key);
     for (const IpPrefix& prefix : state.prefixes) ReleasePrefix(prefix);
     state.selector_keys.clear();
     state.prefixes.clear();
@@ -661,8 +686,12 @@ void PolicyEngine::UpsertPolicy(const k8s::NetworkPolicy& policy) {
       RuleSource source;
       source.rule_id = s.rules.IdFor(policy.namespace_name, policy.name, direction, static_cast<uint32_t>(i));
       source.any_peer = rules[i].peers.empty();
+      bool named_port_only = direction == Direction::kEgress && !rules[i].ports.empty() &&
+                             std::all_of(rules[i].ports.begin(), rules[i].ports.end(),
+                                         [](const k8s::NetworkPolicyPort& port) { return !port.named_port.empty(); });
       for (const k8s::NetworkPolicyPeer& peer : rules[i].peers) {
-        source.peers.push_back(s.AcquireSelector(PeerSelector::FromPeer(peer, policy.namespace_name), key, next));
+        source.peers.push_back(
+            s.AcquireSelector(PeerSelector::FromPeer(peer, policy.namespace_name), key, named_port_only, next));
       }
       if (direction == Direction::kEgress) {
         for (const auto& port : rules[i].ports) next.egress_named_ports |= !port.named_port.empty();
@@ -727,7 +756,7 @@ void PolicyEngine::UpsertIdentity(uint32_t id, const identity::LabelSet& labels)
     } else {
       entry.matches.erase(id);
     }
-    s.MarkUsers(entry);
+    s.MarkUsersForIdentity(entry, id);
   }
   if (!old_key.empty()) s.RebindPods(old_key);
   s.RebindPods(state.key);
@@ -747,7 +776,7 @@ void PolicyEngine::DeleteIdentity(uint32_t id) {
   s.identities.erase(it);
   if (s.IdentityOfKey(key) == id) s.identity_by_key.erase(key);
   for (auto& [selector_key, entry] : s.pod_selectors) {
-    if (entry.matches.erase(id) > 0) s.MarkUsers(entry);
+    if (entry.matches.erase(id) > 0) s.MarkUsersForIdentity(entry, id);
   }
   s.RebindPods(key);
   if (auto endpoints = s.endpoints_by_identity.find(id); endpoints != s.endpoints_by_identity.end()) {

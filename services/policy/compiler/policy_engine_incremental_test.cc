@@ -174,6 +174,37 @@ TEST_F(IncrementalTest, EndpointLifecycle) {
             TraceDecision::kAllowedNotIsolated);
 }
 
+// An egress rule whose ports are all named gets entries only for peers
+// with such ports: a new identity without them recomputes nothing there.
+TEST(NamedPortIncrementalTest, OnlyIdentitiesWithTheNamedPortMatter) {
+  TestCluster cluster;
+  cluster.Namespace("x");
+  cluster.Pod("x", "client", {{"app", "client"}});
+  cluster.Policy(R"({"metadata": {"name": "to-http", "namespace": "x"},
+      "spec": {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"],
+        "egress": [{"to": [{"namespaceSelector": {}}], "ports": [{"port": "http"}]}]}})");
+  cluster.engine.TakeDirtyEndpoints();
+  uint64_t before = cluster.engine.Stats().endpoint_computations;
+  cluster.IdentityFor("x", {{"app", "no-pods-yet"}});
+  EXPECT_THAT(cluster.engine.TakeDirtyEndpoints(), IsEmpty());
+  EXPECT_EQ(cluster.engine.Stats().endpoint_computations, before);
+  // A pod with an http port under that identity: client gets the entry.
+  uint32_t server = cluster.Pod("x", "server", {{"app", "no-pods-yet"}}, "", false,
+                                nlohmann::json::parse(R"([{"name": "http", "containerPort": 8080}])"));
+  EXPECT_THAT(cluster.engine.TakeDirtyEndpoints(), ElementsAre(Key("x", "client")));
+  EXPECT_TRUE(cluster.EgressAllowed("x", "client", server, 8080));
+  // A new identity whose pod already has the port (pod first, identity later).
+  cluster.engine.UpsertPod(*k8s::ParsePod(nlohmann::json::parse(R"({"metadata": {"name": "s2", "namespace": "x",
+      "labels": {"app": "s2"}}, "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 9000}]}]}})")));
+  EXPECT_THAT(cluster.engine.TakeDirtyEndpoints(), IsEmpty()) << "its identity is not known yet";
+  uint32_t s2 = cluster.IdentityFor("x", {{"app", "s2"}});
+  EXPECT_THAT(cluster.engine.TakeDirtyEndpoints(), ElementsAre(Key("x", "client")));
+  EXPECT_TRUE(cluster.EgressAllowed("x", "client", s2, 9000));
+  cluster.engine.DeleteIdentity(s2);
+  EXPECT_THAT(cluster.engine.TakeDirtyEndpoints(), ElementsAre(Key("x", "client")));
+  EXPECT_FALSE(cluster.EgressAllowed("x", "client", s2, 9000));
+}
+
 // A batch (a cluster-state batch, an identity snapshot) compiles each
 // affected endpoint once, to the same result as one call at a time.
 TEST(BatchTest, SameResultOneComputationPerEndpoint) {

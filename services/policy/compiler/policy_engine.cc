@@ -486,6 +486,26 @@ struct PolicyEngine::State {
     }
   }
 
+  // Pods of the namespace map to other label sets (their identities are
+  // re-resolved by the agent; until then their old ones stay in force), and
+  // endpoints whose identity is unknown are selected by the namespace's labels.
+  void NamespaceLabelsChanged(const std::string& name) {
+    if (auto in_namespace = pods_by_namespace.find(name); in_namespace != pods_by_namespace.end()) {
+      std::set<PodKey> keys = in_namespace->second;  // re-indexing edits the index
+      for (const PodKey& key : keys) {
+        PodState& pod = pods.at(key);
+        UnindexPod(key, pod);
+        IndexPod(key, pod);
+      }
+    }
+    if (auto in_namespace = endpoints_by_namespace.find(name); in_namespace != endpoints_by_namespace.end()) {
+      for (const EndpointKey& key : in_namespace->second) {
+        if (RefreshSubject(endpoints.at(key))) pending.insert(key);
+      }
+    }
+    Flush();
+  }
+
   // The endpoints of a pod: their fallback labels and ingress named ports
   // come from the Pod object.
   void MarkEndpointsOfPod(const PodKey& key) {
@@ -590,43 +610,13 @@ void PolicyEngine::UpsertNamespace(const k8s::Namespace& ns) {
   auto it = s.namespaces.find(ns.name);
   if (it != s.namespaces.end() && it->second == ns) return;
   s.namespaces[ns.name] = ns;
-  // Pods of the namespace map to other label sets (their identities are
-  // re-resolved by the agent; until then their old ones stay in force).
-  if (auto pods = s.pods_by_namespace.find(ns.name); pods != s.pods_by_namespace.end()) {
-    std::set<PodKey> keys = pods->second;
-    for (const PodKey& key : keys) {
-      PodState& pod = s.pods.at(key);
-      s.UnindexPod(key, pod);
-      s.IndexPod(key, pod);
-    }
-  }
-  if (auto endpoints = s.endpoints_by_namespace.find(ns.name); endpoints != s.endpoints_by_namespace.end()) {
-    for (const EndpointKey& key : endpoints->second) {
-      if (s.RefreshSubject(s.endpoints.at(key))) s.pending.insert(key);
-    }
-  }
-  s.Flush();
+  s.NamespaceLabelsChanged(ns.name);
 }
 
 void PolicyEngine::DeleteNamespace(const std::string& name) {
   State& s = *state_;
-  auto it = s.namespaces.find(name);
-  if (it == s.namespaces.end()) return;
-  s.namespaces.erase(it);
-  if (auto pods = s.pods_by_namespace.find(name); pods != s.pods_by_namespace.end()) {
-    std::set<PodKey> keys = pods->second;
-    for (const PodKey& key : keys) {
-      PodState& pod = s.pods.at(key);
-      s.UnindexPod(key, pod);
-      s.IndexPod(key, pod);
-    }
-  }
-  if (auto endpoints = s.endpoints_by_namespace.find(name); endpoints != s.endpoints_by_namespace.end()) {
-    for (const EndpointKey& key : endpoints->second) {
-      if (s.RefreshSubject(s.endpoints.at(key))) s.pending.insert(key);
-    }
-  }
-  s.Flush();
+  if (s.namespaces.erase(name) == 0) return;
+  s.NamespaceLabelsChanged(name);
 }
 
 void PolicyEngine::UpsertPod(const k8s::Pod& pod) {

@@ -732,6 +732,8 @@ void PolicyEngine::UpsertIdentity(uint32_t id, const identity::LabelSet& labels)
   state.labels = labels;
   state.key = labels.Key();
   state.view = IdentityLabels::FromLabelSet(labels);
+  // Reserved identities are never pods, whatever labels they carry.
+  if (id < identity::kFirstAllocatableIdentity) state.view.is_pod = false;
   s.identity_by_key[state.key] = id;
 
   // One pass over the selector cache: only policies whose peer sets change

@@ -316,12 +316,15 @@ TEST(ReservedIdentitiesTest, SelectorsNeverMatchThem) {
   cluster.engine.UpsertIdentity(1, identity::LabelSet({{"reserved", "host", ""}}));
   cluster.engine.UpsertIdentity(2, identity::LabelSet({{"reserved", "world", ""}}));
   cluster.engine.UpsertIdentity(6, identity::LabelSet({{"reserved", "remote-node", ""}}));
+  // Even with pod-like labels, a reserved number is not a pod.
+  cluster.engine.UpsertIdentity(7, identity::LabelSet({{"k8s", "io.kubernetes.pod.namespace", "x"}}));
   cluster.Policy(R"({"metadata": {"name": "all-pods", "namespace": "x"},
       "spec": {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}})");
   std::vector<uint32_t> peers;
   for (const CompiledRule& rule : cluster.PolicyOf("x", "a").rules) peers.push_back(rule.peer_identity);
   EXPECT_THAT(peers, ElementsAre(kHost, a)) << "host only through the implicit node rule";
   EXPECT_FALSE(cluster.IngressAllowed("x", "a", 6, 80));
+  EXPECT_FALSE(cluster.IngressAllowed("x", "a", 7, 80));
 }
 
 TEST(NamedPortTest, IngressResolvesAgainstTheSelectedPod) {

@@ -143,6 +143,7 @@ cleanup() {
     ip netns list | grep "^$ns_prefix"
     iptables-legacy -S 2>/dev/null | grep -- "$chain"
     iptables-nft -S 2>/dev/null | grep -- "$chain"
+    ls -d "/sys/fs/bpf/ebpfcni-tput-$tag"
   } 2>/dev/null)
   if [[ -n $leftovers ]]; then
     log "LEFTOVERS after cleanup: $leftovers"
@@ -227,7 +228,8 @@ setup_cni() {
   export EBPF_CNI_POD_CIDR6=""
   export EBPF_CNI_NETWORK_NAME="tput-$tag"
   export EBPF_CNI_VETH_PREFIX="tc$tag"
-  cleanups+=("EBPF_CNI_PURGE=1 '$REPO_ROOT/deploy/local/down.sh'")
+  # The pin dir is ours alone: remove it even if down.sh could not.
+  cleanups+=("EBPF_CNI_PURGE=1 '$REPO_ROOT/deploy/local/down.sh'; rm -rf '$EBPF_CNI_BPF_DIR'")
   log "starting a private ebpf-cni node (deploy/local/up.sh)"
   if ! timeout 240 "$REPO_ROOT/deploy/local/up.sh" >"$work/up.log" 2>&1; then
     cat "$work/up.log" >&2

@@ -244,7 +244,33 @@ summarize() {
       done
     done
   } >"$work/summary.md"
+  [[ ,$plugins, == *,ebpf-cni,* ]] && summarize_ebpf_cni_steps >>"$work/summary.md"
   cat "$work/summary.md"
+}
+
+# Where a sequential ebpf-cni ADD spends its time, from the plugin's own log:
+# each step logs the milliseconds since ADD began (after config parsing),
+# see "ADD" in docs/cni-config.md. Identity resolution runs alongside
+# IPAM + veth, so the steps overlap; "endpoint created" is ADD's end.
+summarize_ebpf_cni_steps() {
+  local log_file=${EBPF_CNI_LOG_DIR:-$EBPF_CNI_STATE_DIR/logs}/cni.log
+  [[ -f $log_file ]] || return 0
+  echo
+  echo "ebpf-cni sequential ADD, per step (ms since ADD began in the plugin; from $(basename "$log_file")):"
+  echo
+  echo "| step done | samples | p50 ms | p95 ms | max ms |"
+  echo "|---|---:|---:|---:|---:|"
+  local step
+  for step in "IPAM gave" "host veth" "security identity" "datapath endpoint"; do
+    grep -E "ADD bench-$tag-s[0-9]+/eth0: $step .* at [0-9.]+ ms$" "$log_file" |
+      awk -v name="$step" '{ v[++k] = $(NF - 1) }
+        function pct(q,   r) { r = int(q / 100 * k + 0.999999); if (r < 1) r = 1; return v[r] }
+        END {
+          if (k == 0) exit
+          for (i = 2; i <= k; i++) { x = v[i]; j = i - 1; while (j > 0 && v[j] > x) { v[j + 1] = v[j]; j-- } v[j + 1] = x }
+          printf "| %s | %d | %.1f | %.1f | %.1f |\n", name, k, pct(50), pct(95), v[k]
+        }'
+  done
 }
 
 log "run $tag: count=$count concurrency=$concurrency plugins=$plugins ($(nproc) CPUs, kernel $(uname -r))"

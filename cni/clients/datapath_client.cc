@@ -23,6 +23,8 @@ DatapathClient::DatapathClient(std::string target, std::chrono::milliseconds tim
       channel_(MakeChannel(target_)),
       stub_(datapath::v1::DatapathService::NewStub(channel_)) {}
 
+void DatapathClient::StartConnecting() { channel_->GetState(/*try_to_connect=*/true); }
+
 absl::StatusOr<datapath::v1::Endpoint> DatapathClient::CreateEndpoint(
     const datapath::v1::CreateEndpointRequest& request) {
   absl::StatusOr<datapath::v1::CreateEndpointResponse> response = UnaryCall(

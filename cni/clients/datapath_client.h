@@ -18,6 +18,11 @@ class DatapathClient {
 
   const std::string& target() const { return target_; }
 
+  // Starts connecting in the background (gRPC connects a channel only at
+  // its first call), so ADD's CreateEndpoint, which comes after IPAM and
+  // the netlink work, finds the connection ready. Never blocks or fails.
+  void StartConnecting();
+
   absl::StatusOr<datapath::v1::Endpoint> CreateEndpoint(const datapath::v1::CreateEndpointRequest& request);
   // Returns whether something was deleted.
   absl::StatusOr<bool> DeleteEndpoint(const std::string& container_id, const std::string& ifname);

@@ -162,6 +162,7 @@ absl::StatusOr<CniResult> AddTransaction::Run() {
   if (*exists) return AlreadyExists(env_, absl::StrCat("interface ", env_.ifname, " in ", env_.netns));
 
   StartResolution(*args);
+  context_.datapath.StartConnecting();
 
   ipam::v1::AllocateRequest allocate;
   allocate.mutable_attachment()->set_container_id(env_.container_id);
@@ -256,22 +257,27 @@ void AddTransaction::StartResolution(const CniArgs& args) {
   // The thread only reads the context (clients are thread-safe) and args,
   // both of which outlive it: JoinResolution() runs on every path out of
   // Run() after this point, and the future's destructor would wait anyway.
-  pending_resolution_ = std::async(std::launch::async, [this, args] { return Resolve(args); });
+  pending_resolution_ = std::async(std::launch::async, [this, args] {
+    absl::StatusOr<ResolvedEndpoint> resolved = Resolve(args);
+    // Logged here, when it finished, not when it is joined: the per-step
+    // times show which side of ADD waited for the other.
+    if (resolved.ok()) {
+      spdlog::info("ADD {}/{}: security identity {}{} at {:.1f} ms", env_.container_id, env_.ifname,
+                   resolved->identity,
+                   resolved->policy ? absl::StrCat(", policy of ", resolved->policy->rules_size(), " rules (pod ",
+                                                   resolved->pod_known ? "known" : "not in the cluster state", ")")
+                                    : "",
+                   MillisecondsSince(start_));
+    }
+    return resolved;
+  });
 }
 
 const absl::StatusOr<ResolvedEndpoint>& AddTransaction::JoinResolution() {
   if (!resolution_) {
     resolution_.emplace(pending_resolution_.valid() ? pending_resolution_.get()
                                                     : absl::InternalError("pod identity resolution never started"));
-    if (resolution_->ok()) {
-      identity_ = (*resolution_)->identity;
-      spdlog::info("ADD {}/{}: security identity {}{} at {:.1f} ms", env_.container_id, env_.ifname, identity_,
-                   (*resolution_)->policy
-                       ? absl::StrCat(", policy of ", (*resolution_)->policy->rules_size(), " rules (pod ",
-                                      (*resolution_)->pod_known ? "known" : "not in the cluster state", ")")
-                       : "",
-                   MillisecondsSince(start_));
-    }
+    if (resolution_->ok()) identity_ = (*resolution_)->identity;
   }
   return *resolution_;
 }

@@ -14,7 +14,8 @@ export EBPF_CNI_POLICY=1 # fail rather than run without the agent
 CTL=$EBPF_CNI_BUILD_DIR/tools/ctl/ebpf-cni-ctl
 [[ -x $EBPF_CNI_BUILD_DIR/services/policy/ebpf-cni-policy ]] || fail "ebpf-cni-policy not built"
 [[ -x $CTL ]] || fail "ebpf-cni-ctl not built"
-MANIFESTS=$EBPF_CNI_STATE_DIR/manifests # env.sh's default under the private state dir
+export EBPF_CNI_MANIFEST_DIR=$ROOT/manifests
+MANIFESTS=$EBPF_CNI_MANIFEST_DIR
 NS=agent-e2e
 PORT=8080
 

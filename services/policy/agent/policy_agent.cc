@@ -143,9 +143,11 @@ void PolicyAgent::ApplyEventLocked(const ResourceEvent& event,
 }
 
 void PolicyAgent::OnSynced() {
+  // Not source_->Status() here: the source may hold its own lock while it
+  // calls us, and GetStatus takes the two locks in the other order.
+  spdlog::info("cluster state synced");
   std::lock_guard<std::mutex> lock(mu_);
   source_synced_ = true;
-  spdlog::info("cluster state synced ({})", source_->Status().description);
   BumpLocked();
 }
 
@@ -458,6 +460,9 @@ bool PolicyAgent::ReresolvePending() {
         identities_[*id] = labels;
         BumpLocked();
       }
+      // Recorded before SetEndpointIdentity: the watch reports the change
+      // right away and must see it as ours, not as someone else's.
+      resolved_[job.key] = Resolved{job.input, *id};
     }
     if (*id != job.current_identity) {
       datapath::v1::SetEndpointIdentityRequest request;
@@ -497,8 +502,6 @@ bool PolicyAgent::ReresolvePending() {
         BumpLocked();
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    resolved_[job.key] = Resolved{job.input, *id};
   }
   std::lock_guard<std::mutex> lock(mu_);
   return reresolve_queue_.empty();

@@ -300,13 +300,22 @@ TEST_F(KubernetesApiSourceTest, ServerErrorsBackOffWithJitterUpToTheCap) {
   for (size_t i = 1; i < lists.size(); ++i) {
     gaps_ms.push_back((lists[i]["time"].get<double>() - lists[i - 1]["time"].get<double>()) * 1000);
   }
-  const double slack_ms = 150;  // request time on a loaded machine
-  EXPECT_GE(gaps_ms[0], 25 - 5);
-  EXPECT_LE(gaps_ms[0], 50 + slack_ms);
-  for (size_t i = 3; i + 1 < gaps_ms.size(); ++i) {
-    EXPECT_GE(gaps_ms[i], 200 - 5) << "gap " << i;
-    EXPECT_LE(gaps_ms[i], 400 + slack_ms) << "gap " << i;
+  // Measured where the server logs requests, so a gap also holds a request's
+  // own time, which a loaded machine stretches: generous upper bounds, and
+  // individual gaps may look a little short when the previous request was
+  // logged late.
+  const std::string gaps = ::testing::PrintToString(gaps_ms);
+  EXPECT_GE(gaps_ms[0], 20) << gaps;
+  EXPECT_LE(gaps_ms[0], 50 + 300) << gaps;
+  double capped_sum = 0;
+  for (size_t i = 3; i < gaps_ms.size() - 1; ++i) {  // the last gap includes the healing
+    EXPECT_GE(gaps_ms[i], 150) << "gap " << i << " of " << gaps;
+    EXPECT_LE(gaps_ms[i], 400 + 400) << "gap " << i << " of " << gaps;
+    capped_sum += gaps_ms[i];
   }
+  const double capped_mean = capped_sum / static_cast<double>(gaps_ms.size() - 4);
+  EXPECT_GE(capped_mean, 200) << gaps;
+  EXPECT_LE(capped_mean, 400 + 200) << gaps;
   // The other kinds were not held back by the failing one.
   EXPECT_EQ(server_->RequestsTo(kNamespaces, RequestFilter::kLists).size(), 1u);
 }

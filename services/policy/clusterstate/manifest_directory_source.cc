@@ -61,6 +61,24 @@ struct FileState {
   std::vector<std::string> warnings;
 };
 
+// Changes seen but not applied yet (debounced).
+struct PendingChanges {
+  std::set<std::string> files;  // manifest files to reload
+  bool rescan = false;          // or everything (overflow, ConfigMap swap, directory back)
+  bool any = false;
+  Clock::time_point first, last;
+
+  void Note(Clock::time_point now) {
+    if (!any) first = now;
+    last = now;
+    any = true;
+  }
+  // Quiet for `debounce`, or waiting since kMaxDebounceDelay.
+  Clock::time_point Due(std::chrono::milliseconds debounce) const {
+    return std::min(last + debounce, first + kMaxDebounceDelay);
+  }
+};
+
 // Who provides an object to the listener, and what was delivered.
 struct DeliveredObject {
   std::string file;
@@ -155,16 +173,13 @@ class ManifestDirectorySource final : public ClusterStateSource {
     }
     listener_->OnSynced();
 
-    std::set<std::string> pending;
-    bool rescan = false;
-    std::optional<Clock::time_point> first_change, last_change;
+    PendingChanges pending;
     alignas(inotify_event) char buffer[16 * 1024];
     while (true) {
       int timeout_ms = -1;
-      if (first_change) {
-        auto due = std::min(*last_change + options_.debounce, *first_change + kMaxDebounceDelay);
+      if (pending.any) {
         timeout_ms = std::max<int>(
-            0, std::chrono::ceil<std::chrono::milliseconds>(due - Clock::now()).count());
+            0, std::chrono::ceil<std::chrono::milliseconds>(pending.Due(options_.debounce) - Clock::now()).count());
       } else if (watch_descriptor_ < 0) {
         timeout_ms = kDirectoryRetry.count();
       }
@@ -184,7 +199,7 @@ class ManifestDirectorySource final : public ClusterStateSource {
             p += sizeof(inotify_event) + event->len;
             std::string name = event->len > 0 ? std::string(event->name) : std::string();
             if (event->mask & IN_Q_OVERFLOW) {
-              rescan = true;
+              pending.rescan = true;
             } else if (event->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED)) {
               if (event->wd == watch_descriptor_) {
                 if (!(event->mask & IN_IGNORED)) inotify_rm_watch(inotify_fd_, watch_descriptor_);
@@ -195,39 +210,34 @@ class ManifestDirectorySource final : public ClusterStateSource {
               }
               continue;
             } else if (IsManifestName(name)) {
-              pending.insert(name);
+              pending.files.insert(name);
             } else if (name.starts_with("..")) {
-              rescan = true;  // a ConfigMap volume swapped its ..data symlink: every file may have changed
+              pending.rescan = true;  // a ConfigMap volume swapped its ..data symlink: every file may have changed
             } else {
               continue;
             }
-            last_change = Clock::now();
-            if (!first_change) first_change = last_change;
+            pending.Note(Clock::now());
           }
         }
         continue;  // re-arm the debounce timer
       }
-      if (watch_descriptor_ < 0 && !first_change) {
+      if (watch_descriptor_ < 0 && !pending.any) {
         if (AddWatch()) {
           spdlog::info("manifests {}: directory is back; rescanning", directory_);
           SetDirectoryError(std::nullopt);
-          rescan = true;
-          first_change = last_change = Clock::now();
+          pending.rescan = true;
+          pending.Note(Clock::now());
         }
         continue;
       }
-      if (first_change) {
-        auto due = std::min(*last_change + options_.debounce, *first_change + kMaxDebounceDelay);
-        if (Clock::now() < due) continue;
-        if (rescan) {
+      if (pending.any) {
+        if (Clock::now() < pending.Due(options_.debounce)) continue;
+        if (pending.rescan) {
           RescanAll();
         } else {
-          for (const std::string& name : pending) ReloadFile(name);
+          for (const std::string& name : pending.files) ReloadFile(name);
         }
-        pending.clear();
-        rescan = false;
-        first_change.reset();
-        last_change.reset();
+        pending = PendingChanges();
       }
     }
   }

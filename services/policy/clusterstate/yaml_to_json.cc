@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include <absl/strings/ascii.h>
 #include <absl/strings/str_cat.h>
@@ -144,6 +145,7 @@ absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& node) {
     }
     case YAML::NodeType::Map: {
       nlohmann::json object = nlohmann::json::object();
+      std::vector<nlohmann::json> merged;  // `<<: *defaults` mappings, lowest priority
       for (const auto& entry : node) {
         if (!entry.first.IsScalar()) {
           return absl::InvalidArgumentError(
@@ -151,8 +153,29 @@ absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& node) {
         }
         absl::StatusOr<nlohmann::json> value = YamlToJson(entry.second);
         if (!value.ok()) return value.status();
+        if (entry.first.Scalar() == "<<" && entry.first.Tag() != "!") {
+          // YAML merge key (Kubernetes' YAML parser honours it; yaml-cpp
+          // leaves it to us): a mapping or a list of mappings whose keys
+          // apply where this mapping has none.
+          std::vector<nlohmann::json> sources =
+              value->is_array() ? value->get<std::vector<nlohmann::json>>() : std::vector<nlohmann::json>{*value};
+          for (nlohmann::json& source : sources) {
+            if (!source.is_object()) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat("line ", entry.first.Mark().line + 1, ": a merge key (<<) needs mappings"));
+            }
+            merged.push_back(std::move(source));
+          }
+          continue;
+        }
         // JSON keys are strings whatever the YAML type (`80: x` -> "80").
         object[entry.first.Scalar()] = *std::move(value);
+      }
+      // Earlier merged mappings win over later ones, the mapping's own keys over all.
+      for (const nlohmann::json& source : merged) {
+        for (const auto& [key, value] : source.items()) {
+          if (!object.contains(key)) object[key] = value;
+        }
       }
       return object;
     }

@@ -82,6 +82,22 @@ TEST(YamlToJsonTest, NonScalarKeysAreRejectedWithTheirLine) {
   EXPECT_NE(bad.status().message().find("line 2"), std::string::npos) << bad.status();
 }
 
+TEST(YamlToJsonTest, MergeKeysAndAnchors) {
+  nlohmann::json j = Convert(R"(
+base: &base {app: web, tier: front}
+extra: &extra {tier: back, zone: a}
+merged:
+  <<: [*base, *extra]
+  app: api
+alias: *base
+quoted:
+  "<<": literal
+)");
+  EXPECT_EQ(j["merged"], nlohmann::json({{"app", "api"}, {"tier", "front"}, {"zone", "a"}}));
+  EXPECT_EQ(j["alias"], nlohmann::json({{"app", "web"}, {"tier", "front"}}));
+  EXPECT_EQ(j["quoted"]["<<"], "literal");
+}
+
 TEST(YamlToJsonTest, NumericKeysBecomeStringKeys) {
   nlohmann::json j = Convert("80: web\n");
   EXPECT_EQ(j["80"], "web");

@@ -2,9 +2,12 @@
 // this wires in the real network layer, stdin/stdout and logging.
 // stdout carries only the CNI result or error JSON; logs go to logFile.
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <iterator>
 #include <string>
+
+#include <spdlog/spdlog.h>
 
 #include "cni/plugin/errors.h"
 #include "cni/plugin/network_config.h"
@@ -32,6 +35,15 @@ int main() {
   hooks.network = network.get();
   hooks.on_config = [](const cni::NetworkConfig& config) {
     InitLogging("ebpf-cni", LogOptions{.level = "info", .json = false, .file = config.log_file});
+  };
+  // The answer is out and flushed: leave without running destructors. The
+  // runtime waits for this process, and tearing down gRPC (closing each
+  // channel, joining its threads) cost several ms per ADD/DEL; the kernel
+  // closes the sockets. Only the log file has buffered data to keep.
+  hooks.on_answered = [](int exit_code) {
+    std::cout.flush();
+    spdlog::shutdown();
+    std::_Exit(exit_code);
   };
   return cni::RunPlugin(cni::ProcessEnvLookup(), input, std::cout, hooks);
 }

@@ -32,6 +32,12 @@ absl::string_view MinimumVersion(Command command) {
   }
 }
 
+// Commands that print nothing on success.
+int Answer(std::ostream& out, const absl::Status& status, absl::string_view cni_version) {
+  if (!status.ok()) return PrintError(out, status, cni_version);
+  return 0;
+}
+
 }  // namespace
 
 int RunPlugin(const EnvLookup& env_lookup, absl::string_view stdin_text, std::ostream& out,
@@ -70,23 +76,26 @@ int RunPlugin(const EnvLookup& env_lookup, absl::string_view stdin_text, std::os
   if (!config->policy_socket.empty()) policy.emplace(config->policy_socket, config->timeout);
   CommandContext context{*env, *config, ipam, datapath, identity, *hooks.network, policy ? &*policy : nullptr};
 
-  absl::Status status;
+  int exit_code = 0;
   switch (env->command) {
     case Command::kAdd: {
       absl::StatusOr<CniResult> result = RunAdd(context);
-      if (!result.ok()) return PrintError(out, result.status(), config->cni_version);
-      out << EncodeResult(*result, config->cni_version).dump() << "\n";
-      out.flush();
-      return 0;
+      if (result.ok()) {
+        out << EncodeResult(*result, config->cni_version).dump() << "\n";
+        out.flush();
+      } else {
+        exit_code = PrintError(out, result.status(), config->cni_version);
+      }
+      break;
     }
-    case Command::kDel: status = RunDel(context); break;
-    case Command::kCheck: status = RunCheck(context); break;
-    case Command::kGc: status = RunGc(context); break;
-    case Command::kStatus: status = RunStatus(context); break;
+    case Command::kDel: exit_code = Answer(out, RunDel(context), config->cni_version); break;
+    case Command::kCheck: exit_code = Answer(out, RunCheck(context), config->cni_version); break;
+    case Command::kGc: exit_code = Answer(out, RunGc(context), config->cni_version); break;
+    case Command::kStatus: exit_code = Answer(out, RunStatus(context), config->cni_version); break;
     case Command::kVersion: break;  // handled above
   }
-  if (!status.ok()) return PrintError(out, status, config->cni_version);
-  return 0;
+  if (hooks.on_answered) hooks.on_answered(exit_code);
+  return exit_code;
 }
 
 }  // namespace ebpfcni::cni

@@ -15,6 +15,11 @@ struct PluginHooks {
   PodNetworkOps* network = nullptr;
   // Called once the config is known (main() points logging at logFile).
   std::function<void(const NetworkConfig&)> on_config;
+  // Called with the exit code once the answer is on `out` (flushed), while
+  // the service clients still exist. main() ends the process right there:
+  // the runtime waits for the plugin to exit, and closing the gRPC
+  // channels and joining gRPC's threads is work nobody needs.
+  std::function<void(int exit_code)> on_answered;
 };
 
 // Writes the result (ADD), version info (VERSION) or the spec error JSON to

@@ -892,6 +892,37 @@ TEST_F(CommandsTest, VersionNeedsNoConfig) {
   EXPECT_EQ(nlohmann::json::parse(out.str())["supportedVersions"].size(), 5u);
 }
 
+TEST_F(CommandsTest, OnAnsweredSeesTheWholeAnswerAndTheExitCode) {
+  // main() ends the process in on_answered, so by then the answer must be
+  // complete on stdout.
+  for (bool fail : {false, true}) {
+    ipam_.capacity_v4 = fail ? 0 : 200;
+    std::ostringstream out;
+    std::optional<int> answered_code;
+    std::string answered_text;
+    PluginHooks hooks;
+    hooks.network = &network_;
+    hooks.on_answered = [&](int code) {
+      answered_code = code;
+      answered_text = out.str();
+    };
+    std::map<std::string, std::string> vars = {{"CNI_COMMAND", "ADD"}, {"CNI_CONTAINERID", fail ? "c2" : "c1"},
+                                               {"CNI_NETNS", NetnsFor("c1")}, {"CNI_IFNAME", "eth0"},
+                                               {"CNI_PATH", "/opt/cni/bin"}};
+    int code = RunPlugin([&](const char* name) -> std::optional<std::string> {
+      auto it = vars.find(name);
+      if (it == vars.end()) return std::nullopt;
+      return it->second;
+    }, Config().dump(), out, hooks);
+    ASSERT_TRUE(answered_code.has_value());
+    EXPECT_EQ(*answered_code, code);
+    EXPECT_EQ(code, fail ? 1 : 0);
+    EXPECT_EQ(answered_text, out.str());
+    nlohmann::json answer = nlohmann::json::parse(answered_text);
+    EXPECT_EQ(answer.contains("code"), fail) << answer;
+  }
+}
+
 TEST_F(CommandsTest, ErrorsBeforeTheConfigIsKnownAreStillSpecJson) {
   std::ostringstream out;
   PluginHooks hooks;

@@ -437,6 +437,7 @@ grpc::Status DatapathServiceImpl::StreamEvents(
   context->AddInitialMetadata("ebpfcni-stream", "ready");
   writer->SendInitialMetadata();
   std::map<uint32_t, std::optional<EndpointKey>> keys;  // cache per stream
+  uint64_t keys_generation = manager_->endpoint_id_generation();
   while (!context->IsCancelled()) {
     std::optional<ebpfcni_event> raw = subscription->Next(absl::Milliseconds(200));
     if (!raw.has_value()) continue;
@@ -444,6 +445,10 @@ grpc::Status DatapathServiceImpl::StreamEvents(
     v1::StreamEventsResponse response;
     ToProto(*raw, response.mutable_event());
     if (!types.empty() && !types.contains(response.event().type())) continue;
+    if (uint64_t generation = manager_->endpoint_id_generation(); generation != keys_generation) {
+      keys.clear();  // an id was freed and may name another endpoint now
+      keys_generation = generation;
+    }
     auto [it, inserted] = keys.try_emplace(raw->endpoint_id);
     if (inserted) it->second = manager_->KeyOfEndpointId(raw->endpoint_id);
     if (it->second.has_value()) ToProto(*it->second, response.mutable_event()->mutable_endpoint_key());

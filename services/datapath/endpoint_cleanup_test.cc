@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -143,6 +144,76 @@ TEST_F(EndpointCleanupTest, DeletedEndpointsFlowsAreFlushedSoAReusedIpInheritsNo
   EXPECT_EQ(after->verdict, uint32_t{EBPFCNI_VERDICT_DROPPED});
   EXPECT_EQ(after->reason, uint32_t{EBPFCNI_DROP_POLICY_DEFAULT_DENY});
   EXPECT_EQ(after->peer_identity, 3000u);
+}
+
+// A deleted endpoint's policy map stays in its slot, emptied, and the next
+// new endpoint takes that id and gets its policy written in place (no RCU
+// grace period on the ADD path). Nothing of the old policy may show.
+TEST_F(EndpointCleanupTest, ReusedIdGetsItsPolicyInPlaceWithoutTheOldRules) {
+  ScopedVethPair pod("cr", "10.254.1.2/30");
+  ASSERT_TRUE(pod.ok());
+  ASSERT_TRUE(manager_->UpsertPrefixIdentities({{*IpPrefix::Parse("10.99.0.0/16"), 4000}}).ok());
+  auto create = [&](const std::string& container, const std::optional<EndpointPolicy>& policy) {
+    EndpointRecord record;
+    record.key = {container, "eth0"};
+    record.host_ifindex = pod.host_ifindex();
+    record.addresses = {"10.254.1.2"};
+    record.identity = 1000;
+    absl::StatusOr<EndpointStatus> created = manager_->CreateEndpoint(record, policy);
+    EXPECT_TRUE(created.ok()) << created.status();
+    return created.ok() ? created->record.endpoint_id : 0u;
+  };
+  auto trace = [&](uint16_t port) {
+    TraceSpec spec;
+    spec.source = Ip("10.99.0.1");
+    spec.destination = Ip("10.254.1.2");
+    spec.protocol = 6;
+    spec.source_port = 5000;
+    spec.destination_port = port;
+    absl::StatusOr<std::vector<TraceHop>> hops = manager_->Trace(spec);
+    EXPECT_TRUE(hops.ok() && hops->size() == 1) << hops.status();
+    return hops.ok() && !hops->empty() ? (*hops)[0].result : TraceResult{};
+  };
+
+  EndpointPolicy old_policy;
+  old_policy.ingress_isolated = true;
+  old_policy.rules = {PolicyRule{PolicyDirection::kIngress, 4000, 6, 80, PolicyAction::kAllow, 1}};
+  const uint32_t old_id = create("ctr-old", old_policy);
+  ASSERT_NE(old_id, 0u);
+  EXPECT_EQ(trace(80).verdict, uint32_t{EBPFCNI_VERDICT_ALLOWED_POLICY});
+  ASSERT_TRUE(*manager_->DeleteEndpoint({"ctr-old", "eth0"}));
+
+  EndpointPolicy new_policy;
+  new_policy.ingress_isolated = true;
+  new_policy.rules = {PolicyRule{PolicyDirection::kIngress, 0, 6, 443, PolicyAction::kAllow, 2}};
+  const uint32_t new_id = create("ctr-new", new_policy);
+  EXPECT_EQ(new_id, old_id) << "the new endpoint takes the freed id with its spare map";
+  EXPECT_EQ(trace(80).reason, uint32_t{EBPFCNI_DROP_POLICY_DEFAULT_DENY}) << "old rule leaked";
+  EXPECT_EQ(trace(443).rule_id, 2u);
+  absl::StatusOr<PolicyDump> dump = manager_->DumpPolicy({"ctr-new", "eth0"});
+  ASSERT_TRUE(dump.ok());
+  ASSERT_EQ(dump->entries.size(), 1u);
+  EXPECT_EQ(dump->entries[0].rule, new_policy.rules[0]);
+  ASSERT_TRUE(*manager_->DeleteEndpoint({"ctr-new", "eth0"}));
+
+  // Without a policy the next owner is not isolated at all.
+  EXPECT_EQ(create("ctr-open", std::nullopt), old_id);
+  EXPECT_EQ(trace(80).verdict, uint32_t{EBPFCNI_VERDICT_ALLOWED_NOT_ISOLATED});
+  absl::StatusOr<EndpointStatus> open = manager_->GetEndpoint({"ctr-open", "eth0"});
+  ASSERT_TRUE(open.ok());
+  EXPECT_FALSE(open->policy.installed);
+
+  // A policy that does not fit the spare gets a new map (swapped in).
+  ASSERT_TRUE(*manager_->DeleteEndpoint({"ctr-open", "eth0"}));
+  EndpointPolicy big;
+  big.ingress_isolated = true;
+  for (uint16_t port = 1; port <= 200; ++port) {
+    big.rules.push_back(PolicyRule{PolicyDirection::kIngress, 4000, 6, port, PolicyAction::kAllow,
+                                   port});
+  }
+  create("ctr-big", big);
+  EXPECT_EQ(trace(150).rule_id, 150u);
+  EXPECT_EQ(trace(201).reason, uint32_t{EBPFCNI_DROP_POLICY_DEFAULT_DENY});
 }
 
 // A network namespace of the test's own, removed at the end.

@@ -54,13 +54,16 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
   load_options.conntrack = options.conntrack;
   absl::StatusOr<std::unique_ptr<BpfObjects>> bpf = BpfObjects::Load(load_options);
   if (!bpf.ok()) return bpf.status();
+  absl::StatusOr<std::unique_ptr<StateStore>> store =
+      StateStore::Open(absl::StrCat(options.state_dir, "/datapath/state.db"),
+                       absl::StrCat(options.state_dir, "/datapath"));
+  if (!store.ok()) return store.status();
   absl::StatusOr<std::unique_ptr<EndpointRegistry>> registry =
-      EndpointRegistry::Open(absl::StrCat(options.state_dir, "/datapath/endpoints.json"));
+      EndpointRegistry::Open(store->get());
   if (!registry.ok()) return registry.status();
 
   std::unique_ptr<EndpointManager> manager(
-      new EndpointManager(*std::move(bpf), *std::move(registry),
-                          absl::StrCat(options.state_dir, "/datapath/policies")));
+      new EndpointManager(*std::move(bpf), *std::move(store), *std::move(registry)));
   manager->default_identity_ = options.default_identity;
   const ProgramIds& ids = manager->bpf_->program_ids();
   const ProgramIds& previous = manager->bpf_->previous_program_ids();
@@ -105,23 +108,24 @@ PolicySummary SummaryOf(const std::optional<EndpointPolicy>& policy) {
 }  // namespace
 
 absl::Status EndpointManager::InstallPolicy(const EndpointKey& key, uint32_t endpoint_id,
-                                           const std::optional<EndpointPolicy>& policy) {
+                                           const std::optional<EndpointPolicy>& policy,
+                                           PolicyMap::Write write) {
   // Whatever happens below, the cache must not claim a policy the kernel
   // may not have: forget it, refill on success.
   policy_summaries_.erase(endpoint_id);
   if (!policy.has_value()) {
-    if (absl::Status status = policy_.Clear(endpoint_id); !status.ok()) return status;
+    if (absl::Status status = policy_.Clear(endpoint_id, write); !status.ok()) return status;
     policy_summaries_[endpoint_id] = PolicySummary{};
-    return policy_store_.Remove(endpoint_id);
+    return store_->RemovePolicy(endpoint_id);
   }
-  if (absl::Status status = policy_.Replace(endpoint_id, *policy); !status.ok()) {
+  if (absl::Status status = policy_.Replace(endpoint_id, *policy, write); !status.ok()) {
     // Say whose policy did not fit or failed: the caller may be pushing
     // many endpoints.
     return absl::Status(status.code(), absl::StrCat("endpoint ", Describe(key), " (id ",
                                                     endpoint_id, "): ", status.message()));
   }
   policy_summaries_[endpoint_id] = SummaryOf(policy);
-  return policy_store_.Save(endpoint_id, *policy);
+  return store_->SavePolicy(endpoint_id, *policy);
 }
 
 PolicySummary EndpointManager::CachedPolicySummary(uint32_t endpoint_id) {
@@ -217,7 +221,7 @@ absl::Status EndpointManager::RestorePolicy(const EndpointRecord& record) {
   absl::StatusOr<std::optional<EndpointPolicy>> installed = policy_.Read(record.endpoint_id);
   if (!installed.ok()) return installed.status();
   if (installed->has_value()) return absl::OkStatus();  // the kernel's copy is live
-  absl::StatusOr<std::optional<EndpointPolicy>> stored = policy_store_.Load(record.endpoint_id);
+  absl::StatusOr<std::optional<EndpointPolicy>> stored = store_->LoadPolicy(record.endpoint_id);
   if (!stored.ok()) return stored.status();
   if (!stored->has_value()) return absl::OkStatus();  // it never had one
   spdlog::warn("endpoint {} (id {}): its pinned policy is gone; reinstalling the stored copy "
@@ -471,7 +475,11 @@ absl::Status EndpointManager::Forget(const EndpointRecord& record) {
     return status;
   }
   if (absl::Status status = bpf_->DeleteCounters(record.endpoint_id); !status.ok()) return status;
-  if (absl::Status status = InstallPolicy(record.key, record.endpoint_id, std::nullopt); !status.ok()) {
+  // The programs no longer map any interface to this id: empty its policy
+  // map where it is and keep it for the id's next owner (no grace period).
+  if (absl::Status status = InstallPolicy(record.key, record.endpoint_id, std::nullopt,
+                                          PolicyMap::Write::kInPlaceWhileUnused);
+      !status.ok()) {
     return status;
   }
   if (absl::Status status = UnmapEndpointAddresses(record); !status.ok()) return status;
@@ -481,6 +489,12 @@ absl::Status EndpointManager::Forget(const EndpointRecord& record) {
   absl::StatusOr<bool> removed = registry_->Remove(record.key);
   if (!removed.ok()) return removed.status();
   policy_summaries_.erase(record.endpoint_id);
+  ++id_generation_;
+  if (policy_.HasSpare(record.endpoint_id)) {
+    spare_ids_.push_back(record.endpoint_id);
+    constexpr size_t kMaxSpares = 1024;  // bounded memory: ~64 entries each
+    if (spare_ids_.size() > kMaxSpares) spare_ids_.erase(spare_ids_.begin());
+  }
   PublishDeleted(record);
   return absl::OkStatus();
 }
@@ -581,7 +595,21 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
                           ? existing->identity
                           : default_identity_;
   }
-  absl::StatusOr<EndpointRecord> stored = registry_->Put(record);
+  // A new endpoint takes the id of a recently deleted one whose policy map
+  // is a spare big enough for its policy: the policy is then written in
+  // place instead of swapped in (which waits for an RCU grace period).
+  uint32_t preferred_id = 0;
+  if (!existing.has_value()) {
+    size_t entries = policy.has_value() ? policy->rules.size() * 2 + 3 : 1;
+    while (!spare_ids_.empty() && preferred_id == 0) {
+      uint32_t candidate = spare_ids_.back();
+      spare_ids_.pop_back();
+      if (!registry_->IdInUse(candidate) && policy_.HasSpare(candidate, entries)) {
+        preferred_id = candidate;
+      }
+    }
+  }
+  absl::StatusOr<EndpointRecord> stored = registry_->Put(record, preferred_id);
   if (!stored.ok()) return stored.status();
   if (!existing.has_value()) {
     // A recycled id must not inherit counters or policy of its previous
@@ -594,7 +622,11 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
   // endpoint: there is no moment in which its traffic bypasses policy.
   absl::Status prepared = absl::OkStatus();
   if (policy.has_value() || !existing.has_value()) {
-    prepared = InstallPolicy(stored->key, stored->endpoint_id, policy);
+    // A new endpoint is not in endpoint_ifidx yet: no program can see its
+    // policy map, so it may be written in place.
+    prepared = InstallPolicy(stored->key, stored->endpoint_id, policy,
+                             existing.has_value() ? PolicyMap::Write::kAtomicSwap
+                                                  : PolicyMap::Write::kInPlaceWhileUnused);
   }
   if (prepared.ok()) prepared = MapEndpointAddresses(*stored);
   if (!prepared.ok()) {

@@ -2,6 +2,7 @@
 // What the datapath does for endpoints, independent of gRPC: keeps the
 // registry, the BPF maps and the TC filters of every endpoint consistent,
 // including across restarts of the service.
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -25,8 +26,8 @@
 #include "services/datapath/host_address_monitor.h"
 #include "services/datapath/ipcache_map.h"
 #include "services/datapath/policy_map.h"
-#include "services/datapath/policy_store.h"
 #include "services/datapath/program_runner.h"
+#include "services/datapath/state_store.h"
 
 namespace ebpfcni::datapath {
 
@@ -65,7 +66,7 @@ struct RestoreSummary {
 struct EndpointManagerOptions {
   // Where maps and programs are pinned; must be on bpffs.
   std::string bpf_dir;
-  // The registry lives at <state_dir>/datapath/endpoints.json.
+  // Endpoints and policy copies live in <state_dir>/datapath/state.db.
   std::string state_dir;
   ConntrackLifetimes conntrack;
   // Map this host's own addresses to the reserved host identity (1) in the
@@ -129,23 +130,27 @@ class EndpointManager {
 
   // The key of a live endpoint id (for naming endpoints in events).
   std::optional<EndpointKey> KeyOfEndpointId(uint32_t endpoint_id);
+  // Changes whenever an endpoint id is freed (and may be given to another
+  // endpoint): caches of KeyOfEndpointId are stale when it changed.
+  uint64_t endpoint_id_generation() const { return id_generation_.load(); }
 
   const RestoreSummary& restore_summary() const { return restore_summary_; }
   const BpfObjects& bpf() const { return *bpf_; }
 
  private:
-  EndpointManager(std::unique_ptr<BpfObjects> bpf, std::unique_ptr<EndpointRegistry> registry,
-                  std::string policy_dir)
+  EndpointManager(std::unique_ptr<BpfObjects> bpf, std::unique_ptr<StateStore> store,
+                  std::unique_ptr<EndpointRegistry> registry)
       : bpf_(std::move(bpf)),
+        store_(std::move(store)),
         registry_(std::move(registry)),
         policy_(bpf_->policy_maps_fd(), bpf_->policy_stats_fd()),
-        policy_store_(std::move(policy_dir)),
         ipcache_(bpf_->ipcache_fd()) {}
 
   // Installs (or removes) the policy in the kernel and keeps the stored
   // copy in line.
   absl::Status InstallPolicy(const EndpointKey& key, uint32_t endpoint_id,
-                             const std::optional<EndpointPolicy>& policy)
+                             const std::optional<EndpointPolicy>& policy,
+                             PolicyMap::Write write = PolicyMap::Write::kAtomicSwap)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // A restart whose policy pin did not survive puts stored policies back.
   absl::Status RestorePolicy(const EndpointRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -183,9 +188,11 @@ class EndpointManager {
 
   absl::Mutex mutex_;
   std::unique_ptr<BpfObjects> bpf_ ABSL_GUARDED_BY(mutex_);
+  // The registry and the policy copies persist here; before registry_,
+  // which uses it.
+  std::unique_ptr<StateStore> store_ ABSL_GUARDED_BY(mutex_);
   std::unique_ptr<EndpointRegistry> registry_ ABSL_GUARDED_BY(mutex_);
   PolicyMap policy_ ABSL_GUARDED_BY(mutex_);
-  PolicyStore policy_store_ ABSL_GUARDED_BY(mutex_);
   IpCacheMap ipcache_ ABSL_GUARDED_BY(mutex_);
   // Policy summaries (without counters) of installed policies, by endpoint
   // id; filled from the kernel on first use after a restart.
@@ -194,6 +201,11 @@ class EndpointManager {
   // What watchers were last told about each endpoint; only kept while
   // someone watches (a new watch resets it to its snapshot).
   std::map<EndpointKey, EndpointStatus> published_ ABSL_GUARDED_BY(mutex_);
+  // Ids of deleted endpoints whose policy slot keeps an empty map (a spare):
+  // a new endpoint given one of them gets its policy written in place,
+  // without the RCU grace period a map-in-map update costs. Most recent last.
+  std::vector<uint32_t> spare_ids_ ABSL_GUARDED_BY(mutex_);
+  std::atomic<uint64_t> id_generation_{0};
   // Host addresses currently mapped to the host identity.
   std::set<IpAddress> host_addresses_ ABSL_GUARDED_BY(mutex_);
   RestoreSummary restore_summary_;

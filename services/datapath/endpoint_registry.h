@@ -1,9 +1,8 @@
 #pragma once
-// The datapath's persistent list of endpoints and their ids.
-//
-// Stored as one JSON file in the state dir, rewritten atomically (temp file,
-// fsync, rename) on every change, so a crash leaves either the old or the new
-// list. Ids are stable per (container id, interface name) for as long as the
+// The datapath's list of endpoints and their ids: kept in memory, every
+// change committed to the state store (state_store.h: one SQLite row per
+// endpoint, durable against a crash of the daemon once Put/Remove return).
+// Ids are stable per (container id, interface name) for as long as the
 // endpoint exists, and are handed out round-robin so a freed id is not
 // reused right away (its counters may still be read by a late caller).
 #include <compare>
@@ -39,12 +38,14 @@ struct EndpointRecord {
   bool operator==(const EndpointRecord&) const = default;
 };
 
+class StateStore;
+
 class EndpointRegistry {
  public:
-  // Loads `path` if it exists (creating its directory otherwise).
-  // A file that cannot be parsed is an error, not an empty registry: losing
-  // track of attached endpoints silently would leak them.
-  static absl::StatusOr<std::unique_ptr<EndpointRegistry>> Open(const std::string& path);
+  // Loads the endpoints of `store` (not owned; must outlive the registry).
+  // A record that cannot be parsed is an error, not an empty registry:
+  // losing track of attached endpoints silently would leak them.
+  static absl::StatusOr<std::unique_ptr<EndpointRegistry>> Open(StateStore* store);
 
   std::optional<EndpointRecord> Find(const EndpointKey& key) const;
   std::optional<EndpointRecord> FindByIfindex(uint32_t ifindex) const;
@@ -52,21 +53,20 @@ class EndpointRegistry {
 
   // Inserts or replaces the record for record.key and persists it. The id of
   // an existing key is kept (record.endpoint_id is ignored); a new key gets
-  // the next free id. Returns the stored record.
-  absl::StatusOr<EndpointRecord> Put(EndpointRecord record);
+  // `preferred_id` when it is non-zero and free, else the next free id.
+  // Returns the stored record.
+  absl::StatusOr<EndpointRecord> Put(EndpointRecord record, uint32_t preferred_id = 0);
+  bool IdInUse(uint32_t endpoint_id) const;
 
   // Forgets the key and persists; false when it was not there.
   absl::StatusOr<bool> Remove(const EndpointKey& key);
 
-  const std::string& path() const { return path_; }
 
  private:
-  explicit EndpointRegistry(std::string path) : path_(std::move(path)) {}
-  absl::Status Load();
-  absl::Status Save() const;
+  explicit EndpointRegistry(StateStore* store) : store_(store) {}
   absl::StatusOr<uint32_t> AllocateId();
 
-  std::string path_;
+  StateStore* store_;
   std::map<EndpointKey, EndpointRecord> records_;
   uint32_t next_id_ = 1;
 };

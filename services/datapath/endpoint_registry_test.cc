@@ -1,9 +1,12 @@
 #include "services/datapath/endpoint_registry.h"
 
+#include <filesystem>
 #include <fstream>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
+#include "services/datapath/state_store.h"
 #include "services/datapath/testing/kernel_fixtures.h"
 
 namespace ebpfcni::datapath {
@@ -23,12 +26,28 @@ EndpointRecord MakeRecord(const std::string& container, uint32_t ifindex) {
 
 class EndpointRegistryTest : public ::testing::Test {
  protected:
+  // A registry over a freshly opened store, like a daemon start.
+  struct Opened {
+    std::unique_ptr<StateStore> store;
+    std::unique_ptr<EndpointRegistry> registry;
+    EndpointRegistry* operator->() { return registry.get(); }
+  };
+  absl::StatusOr<Opened> Open() {
+    absl::StatusOr<std::unique_ptr<StateStore>> store = StateStore::Open(db_path_, legacy_dir_);
+    if (!store.ok()) return store.status();
+    absl::StatusOr<std::unique_ptr<EndpointRegistry>> registry =
+        EndpointRegistry::Open(store->get());
+    if (!registry.ok()) return registry.status();
+    return Opened{*std::move(store), *std::move(registry)};
+  }
+
   testing::ScopedTempDir dir_{"registry"};
-  std::string path_ = dir_.path() + "/datapath/endpoints.json";
+  std::string legacy_dir_ = dir_.path() + "/datapath";
+  std::string db_path_ = legacy_dir_ + "/state.db";
 };
 
 TEST_F(EndpointRegistryTest, IdIsStablePerKeyAndDistinctAcrossKeys) {
-  auto registry = EndpointRegistry::Open(path_);
+  auto registry = Open();
   ASSERT_TRUE(registry.ok()) << registry.status();
   auto a = (*registry)->Put(MakeRecord("a", 10));
   auto b = (*registry)->Put(MakeRecord("b", 11));
@@ -47,13 +66,13 @@ TEST_F(EndpointRegistryTest, IdIsStablePerKeyAndDistinctAcrossKeys) {
 TEST_F(EndpointRegistryTest, SurvivesReopen) {
   uint32_t id;
   {
-    auto registry = EndpointRegistry::Open(path_);
+    auto registry = Open();
     ASSERT_TRUE(registry.ok()) << registry.status();
     auto a = (*registry)->Put(MakeRecord("a", 10));
     ASSERT_TRUE(a.ok());
     id = a->endpoint_id;
   }
-  auto reopened = EndpointRegistry::Open(path_);
+  auto reopened = Open();
   ASSERT_TRUE(reopened.ok()) << reopened.status();
   std::optional<EndpointRecord> a = (*reopened)->Find({"a", "eth0"});
   ASSERT_TRUE(a.has_value());
@@ -68,7 +87,7 @@ TEST_F(EndpointRegistryTest, SurvivesReopen) {
 }
 
 TEST_F(EndpointRegistryTest, FreedIdIsNotReusedImmediately) {
-  auto registry = EndpointRegistry::Open(path_);
+  auto registry = Open();
   ASSERT_TRUE(registry.ok());
   auto a = (*registry)->Put(MakeRecord("a", 10));
   ASSERT_TRUE(a.ok());
@@ -79,26 +98,83 @@ TEST_F(EndpointRegistryTest, FreedIdIsNotReusedImmediately) {
 }
 
 TEST_F(EndpointRegistryTest, RemoveReportsWhetherSomethingWasThere) {
-  auto registry = EndpointRegistry::Open(path_);
+  auto registry = Open();
   ASSERT_TRUE(registry.ok());
   ASSERT_TRUE((*registry)->Put(MakeRecord("a", 10)).ok());
   EXPECT_TRUE(*(*registry)->Remove({"a", "eth0"}));
   EXPECT_FALSE(*(*registry)->Remove({"a", "eth0"}));
-  auto reopened = EndpointRegistry::Open(path_);
+  auto reopened = Open();
   ASSERT_TRUE(reopened.ok());
   EXPECT_TRUE((*reopened)->List().empty());
 }
 
-TEST_F(EndpointRegistryTest, CorruptFileIsAnErrorNotAnEmptyRegistry) {
+TEST_F(EndpointRegistryTest, CorruptStateIsAnErrorNotAnEmptyRegistry) {
   {
-    auto registry = EndpointRegistry::Open(path_);
+    auto registry = Open();
     ASSERT_TRUE(registry.ok());
   }
-  std::ofstream(path_) << "{ not json";
-  auto registry = EndpointRegistry::Open(path_);
+  std::filesystem::remove(db_path_ + "-wal");
+  std::filesystem::remove(db_path_ + "-shm");
+  std::ofstream(db_path_, std::ios::trunc) << std::string(8192, 'x');
+  auto registry = Open();
   ASSERT_FALSE(registry.ok());
-  EXPECT_EQ(registry.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_NE(registry.status().message().find(path_), std::string::npos);
+  EXPECT_NE(registry.status().message().find(db_path_), std::string::npos) << registry.status();
+}
+
+// What earlier versions left behind (endpoints.json, policies/<id>.json) is
+// imported once, ids and next id included, then renamed out of the way.
+TEST_F(EndpointRegistryTest, ImportsTheJsonFilesOfEarlierVersionsOnce) {
+  std::filesystem::create_directories(legacy_dir_ + "/policies");
+  nlohmann::json a = {{"container_id", "a"}, {"interface_name", "eth0"}, {"endpoint_id", 7},
+                      {"host_ifindex", 10}, {"addresses", {"10.0.0.5"}}, {"identity", 300}};
+  std::ofstream(legacy_dir_ + "/endpoints.json")
+      << nlohmann::json{{"version", 1}, {"next_id", 8}, {"endpoints", {a}}}.dump();
+  EndpointPolicy policy;
+  policy.ingress_isolated = true;
+  policy.rules = {PolicyRule{PolicyDirection::kIngress, 300, 6, 80, PolicyAction::kAllow, 5}};
+  std::ofstream(legacy_dir_ + "/policies/7.json") << EncodePolicy(policy);
+  {
+    auto registry = Open();
+    ASSERT_TRUE(registry.ok()) << registry.status();
+    std::optional<EndpointRecord> imported = (*registry)->Find({"a", "eth0"});
+    ASSERT_TRUE(imported.has_value());
+    EXPECT_EQ(imported->endpoint_id, 7u);
+    EXPECT_EQ(imported->identity, 300u);
+    auto b = (*registry)->Put(MakeRecord("b", 11));
+    ASSERT_TRUE(b.ok());
+    EXPECT_EQ(b->endpoint_id, 8u) << "next id imported";
+    absl::StatusOr<std::optional<EndpointPolicy>> stored = registry->store->LoadPolicy(7);
+    ASSERT_TRUE(stored.ok() && stored->has_value()) << stored.status();
+    EXPECT_EQ(**stored, policy);
+    ASSERT_TRUE(*(*registry)->Remove({"a", "eth0"}));
+  }
+  EXPECT_FALSE(std::filesystem::exists(legacy_dir_ + "/endpoints.json"));
+  EXPECT_TRUE(std::filesystem::exists(legacy_dir_ + "/endpoints.json.imported"));
+  EXPECT_TRUE(std::filesystem::exists(legacy_dir_ + "/policies.imported/7.json"));
+  // Reopening does not import again: the removed endpoint stays removed.
+  auto reopened = Open();
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_FALSE((*reopened)->Find({"a", "eth0"}).has_value());
+  EXPECT_TRUE((*reopened)->Find({"b", "eth0"}).has_value());
+}
+
+TEST_F(EndpointRegistryTest, PolicyCopiesRoundTripIncludingRanges) {
+  auto registry = Open();
+  ASSERT_TRUE(registry.ok());
+  EndpointPolicy policy;
+  policy.egress_isolated = true;
+  policy.verdict_events = true;
+  PolicyRule range{PolicyDirection::kEgress, 0, 17, 1000, PolicyAction::kAllow, 9};
+  range.end_port = 2000;
+  policy.rules = {range};
+  ASSERT_TRUE(registry->store->SavePolicy(3, policy).ok());
+  absl::StatusOr<std::optional<EndpointPolicy>> loaded = registry->store->LoadPolicy(3);
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_EQ(**loaded, policy);
+  ASSERT_TRUE(registry->store->RemovePolicy(3).ok());
+  loaded = registry->store->LoadPolicy(3);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_FALSE(loaded->has_value());
 }
 
 }  // namespace

@@ -127,9 +127,63 @@ int OpenInner(int outer_fd, uint32_t endpoint_id) {
   return bpf_map_get_fd_by_id(inner_id);
 }
 
+// Inner maps hold a power of two entries, at least 64: the kernel rounds the
+// bucket array up to a power of two anyway, so this costs no memory and
+// lets a freed map take the next owner's policy in place.
+uint32_t InnerCapacity(size_t entries) {
+  uint32_t capacity = 64;
+  while (capacity < entries && capacity < EBPFCNI_POLICY_MAX_ENTRIES) capacity *= 2;
+  return capacity;
+}
+
+// Maps up to this size are kept as spares when their endpoint goes away;
+// bigger ones are freed (their memory is worth more than a grace period).
+constexpr uint32_t kSpareMaxEntries = 4096;
+
+uint32_t MaxEntriesOf(int map_fd) {
+  bpf_map_info info{};
+  uint32_t length = sizeof(info);
+  if (bpf_obj_get_info_by_fd(map_fd, &info, &length) != 0) return 0;
+  return info.max_entries;
+}
+
+// Deletes every key of a map, a batch per syscall.
+absl::Status EmptyMap(int map_fd, uint32_t max_entries) {
+  std::vector<ebpfcni_policy_key> keys(1024);
+  std::vector<ebpfcni_policy_value> values(1024);
+  // The configuration entry first: from then on the map means "no policy".
+  ebpfcni_policy_key config = ConfigKey();
+  if (bpf_map_delete_elem(map_fd, &config) != 0 && errno != ENOENT) {
+    return BpfErrno("emptying a policy map", errno);
+  }
+  uint64_t in_batch = 0, out_batch = 0;
+  for (uint32_t round = 0; round <= 1 + max_entries / 1024; ++round) {
+    uint32_t count = static_cast<uint32_t>(keys.size());
+    int rc = bpf_map_lookup_and_delete_batch(map_fd, round == 0 ? nullptr : &in_batch,
+                                             &out_batch, keys.data(), values.data(), &count,
+                                             nullptr);
+    if (rc != 0) {
+      if (errno == ENOENT) return absl::OkStatus();  // done
+      return BpfErrno("emptying a policy map", errno);
+    }
+    in_batch = out_batch;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& policy) {
+bool PolicyMap::HasSpare(uint32_t endpoint_id, size_t entries) const {
+  ScopedFd inner(OpenInner(outer_fd_, endpoint_id));
+  if (inner.get() < 0) return false;
+  ebpfcni_policy_key config = ConfigKey();
+  ebpfcni_policy_value value{};
+  if (bpf_map_lookup_elem(inner.get(), &config, &value) == 0) return false;  // in use
+  return MaxEntriesOf(inner.get()) >= entries;
+}
+
+absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& policy,
+                                Write write) {
   if (absl::Status status = ValidatePolicy(policy); !status.ok()) return status;
   std::vector<MapEntry> entries = EntriesOf(policy);
   if (entries.size() > EBPFCNI_POLICY_MAX_ENTRIES) {
@@ -138,13 +192,28 @@ absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& poli
         " rules; each port range takes one entry per aligned block of ports, up to 30), more "
         "than the ", EBPFCNI_POLICY_MAX_ENTRIES, " an endpoint's policy map holds"));
   }
+  if (write == Write::kInPlaceWhileUnused) {
+    ScopedFd current(OpenInner(outer_fd_, endpoint_id));
+    uint32_t capacity = current.get() >= 0 ? MaxEntriesOf(current.get()) : 0;
+    if (capacity >= entries.size()) {
+      if (absl::Status status = EmptyMap(current.get(), capacity); !status.ok()) return status;
+      // Rules first, the configuration entry (isolation) last.
+      for (size_t i = entries.size(); i-- > 0;) {
+        const MapEntry& entry = entries[i];
+        if (bpf_map_update_elem(current.get(), &entry.key, &entry.value, BPF_NOEXIST) != 0) {
+          return BpfErrno(absl::StrCat("writing the policy of endpoint ", endpoint_id), errno);
+        }
+      }
+      return DeleteCountersExcept(endpoint_id, &policy);
+    }
+  }
   // Sized to the policy: hash inner maps need not match the template's
   // max_entries, and a map sized for the worst case would allocate its
   // whole bucket array per endpoint.
   LIBBPF_OPTS(bpf_map_create_opts, options, .map_flags = BPF_F_NO_PREALLOC);
   ScopedFd inner(bpf_map_create(BPF_MAP_TYPE_HASH, "ebpfcni_policy", sizeof(ebpfcni_policy_key),
-                                sizeof(ebpfcni_policy_value),
-                                static_cast<uint32_t>(entries.size()), &options));
+                                sizeof(ebpfcni_policy_value), InnerCapacity(entries.size()),
+                                &options));
   if (inner.get() < 0) {
     return BpfErrno(absl::StrCat("creating a policy map of ", entries.size(),
                                  " entries for endpoint ", endpoint_id),
@@ -166,7 +235,15 @@ absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& poli
   return DeleteCountersExcept(endpoint_id, &policy);
 }
 
-absl::Status PolicyMap::Clear(uint32_t endpoint_id) {
+absl::Status PolicyMap::Clear(uint32_t endpoint_id, Write write) {
+  if (write == Write::kInPlaceWhileUnused) {
+    ScopedFd current(OpenInner(outer_fd_, endpoint_id));
+    if (current.get() < 0) return DeleteCountersExcept(endpoint_id, nullptr);  // nothing there
+    if (uint32_t capacity = MaxEntriesOf(current.get()); capacity <= kSpareMaxEntries) {
+      if (absl::Status status = EmptyMap(current.get(), capacity); !status.ok()) return status;
+      return DeleteCountersExcept(endpoint_id, nullptr);
+    }
+  }
   // Array-of-maps slots are emptied by delete.
   if (bpf_map_delete_elem(outer_fd_, &endpoint_id) != 0 && errno != ENOENT) {
     return BpfErrno(absl::StrCat("removing the policy of endpoint ", endpoint_id), errno);
@@ -182,6 +259,7 @@ absl::StatusOr<std::optional<PolicyMap::Installed>> PolicyMap::ReadInstalled(
     return BpfErrno(absl::StrCat("opening the policy map of endpoint ", endpoint_id), errno);
   }
   Installed installed;
+  bool has_config = false;
   // Range blocks by the rule they belong to, merged into ranges below.
   struct Block {
     uint16_t first;
@@ -196,6 +274,7 @@ absl::StatusOr<std::optional<PolicyMap::Installed>> PolicyMap::ReadInstalled(
         if (bpf_map_lookup_elem(inner.get(), &key, &value) != 0) return absl::OkStatus();
         if (key.direction == EBPFCNI_POLICY_CONFIG) {
           if (key.dport != 0) return absl::OkStatus();  // range lengths: derived data
+          has_config = true;
           installed.policy.ingress_isolated =
               value.rule_id_or_flags & EBPFCNI_POLICY_F_ISOLATED_INGRESS;
           installed.policy.egress_isolated =
@@ -226,6 +305,7 @@ absl::StatusOr<std::optional<PolicyMap::Installed>> PolicyMap::ReadInstalled(
         return absl::OkStatus();
       });
   if (!status.ok()) return status;
+  if (!has_config) return std::nullopt;  // a spare: no policy
   // Adjacent blocks of one rule become one range again.
   for (auto& [group, list] : blocks) {
     const auto& [direction, peer, protocol, action, rule_id] = group;

@@ -30,12 +30,31 @@ class PolicyMap {
   // Descriptors of the outer map and the per-entry counters map; not owned.
   PolicyMap(int outer_fd, int stats_fd) : outer_fd_(outer_fd), stats_fd_(stats_fd) {}
 
-  // Validates, builds and swaps in `policy`; drops counters of entries the
-  // new policy no longer has.
-  absl::Status Replace(uint32_t endpoint_id, const EndpointPolicy& policy);
-  // Empties the slot (no policy: not isolated) and drops its counters.
-  absl::Status Clear(uint32_t endpoint_id);
-  // The installed policy, nullopt when the slot is empty. Port ranges come
+  // How a policy may reach the kernel.
+  enum class Write {
+    // Build a new map aside and swap it in: the only safe way while
+    // programs may look the endpoint up. A map-in-map update makes the
+    // kernel wait for an RCU grace period (synchronize_rcu, milliseconds).
+    kAtomicSwap,
+    // The endpoint is invisible to the programs (not in endpoint_ifidx: a
+    // new endpoint before attach, a deleted one after detach): write into
+    // the map already in the slot when it is big enough, no grace period.
+    kInPlaceWhileUnused,
+  };
+
+  // Validates and installs `policy`; drops counters of entries the new
+  // policy no longer has.
+  absl::Status Replace(uint32_t endpoint_id, const EndpointPolicy& policy,
+                       Write write = Write::kAtomicSwap);
+  // No policy (not isolated) and no counters. kInPlaceWhileUnused empties
+  // a small map where it is and leaves it in the slot as a spare for the
+  // id's next owner (an empty map, without configuration entry, means "no
+  // policy" to the programs and to Read()).
+  absl::Status Clear(uint32_t endpoint_id, Write write = Write::kAtomicSwap);
+  // True when the slot holds a spare map that can take a policy of
+  // `entries` entries in place.
+  bool HasSpare(uint32_t endpoint_id, size_t entries = 1) const;
+  // The installed policy, nullopt when the slot is empty or holds a spare. Port ranges come
   // back as the kernel decides them: adjacent blocks of one rule merged
   // into one range (where ranges of several rules overlap, the shared
   // blocks belong to the lowest rule id).

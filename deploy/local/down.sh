@@ -3,7 +3,8 @@
 # the daemons (SIGTERM, bounded wait, then SIGKILL), their pid files and
 # sockets, the CNI binary, the conflist and plugin links up.sh created.
 #
-# The state directory (IPAM allocations, cni-exec.sh's cached results, logs)
+# The state directory (IPAM allocations, cni-exec.sh's cached results, logs,
+# the policy agent's manifests)
 # is persistent and kept, as are
 # the BPF pins. EBPF_CNI_PURGE=1 (or --purge) removes those too; pods still
 # attached to the node lose their datapath state then, so purge only after
@@ -23,7 +24,11 @@ for arg in "$@"; do
   esac
 done
 
-# Reverse start order: nothing calls into IPAM once the others are gone.
+# Reverse start order: the policy agent first (it calls the others), and
+# nothing calls into IPAM once the others are gone.
+for ((i = ${#EBPF_CNI_OPTIONAL_SERVICES[@]} - 1; i >= 0; i--)); do
+  ebpf_cni_stop_service "${EBPF_CNI_OPTIONAL_SERVICES[i]}"
+done
 for ((i = ${#EBPF_CNI_SERVICES[@]} - 1; i >= 0; i--)); do
   ebpf_cni_stop_service "${EBPF_CNI_SERVICES[i]}"
 done

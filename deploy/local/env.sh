@@ -16,6 +16,12 @@ EBPF_CNI_POD_CIDR6=${EBPF_CNI_POD_CIDR6-fd00:10:244::/64}
 EBPF_CNI_NETWORK_NAME=${EBPF_CNI_NETWORK_NAME:-ebpf-cni}
 EBPF_CNI_VETH_PREFIX=${EBPF_CNI_VETH_PREFIX:-ebpf}
 EBPF_CNI_LOG_DIR=${EBPF_CNI_LOG_DIR:-$EBPF_CNI_STATE_DIR/logs}
+# The policy agent's cluster state: Pods, Namespaces and NetworkPolicies as
+# YAML manifests (kubectl's format), reloaded on change.
+EBPF_CNI_MANIFEST_DIR=${EBPF_CNI_MANIFEST_DIR:-$EBPF_CNI_STATE_DIR/manifests}
+# Start the policy agent (NetworkPolicy enforcement): "auto" = when its
+# binary is built, 1 = required, 0 = never (pods are then not isolated).
+EBPF_CNI_POLICY=${EBPF_CNI_POLICY:-auto}
 EBPF_CNI_LOG_LEVEL=${EBPF_CNI_LOG_LEVEL:-info}
 # Seconds to wait for a service to answer health checks / to exit on SIGTERM.
 EBPF_CNI_START_TIMEOUT=${EBPF_CNI_START_TIMEOUT:-30}
@@ -24,8 +30,12 @@ EBPF_CNI_STOP_TIMEOUT=${EBPF_CNI_STOP_TIMEOUT:-10}
 # Start order: the datapath talks to identity from its first second
 # (heartbeats), so identity comes up before it; down.sh stops in reverse.
 EBPF_CNI_SERVICES=(ipam identity datapath)
+# Started after those when built (see EBPF_CNI_POLICY): the policy agent
+# follows identities and endpoints from its first second.
+EBPF_CNI_OPTIONAL_SERVICES=(policy)
 EBPF_CNI_CONFLIST=$EBPF_CNI_CONF_DIR/10-$EBPF_CNI_NETWORK_NAME.conflist
 EBPF_CNI_PROBE=$EBPF_CNI_BUILD_DIR/integration/netns/ebpf-cni-grpc-probe
+EBPF_CNI_CTL=$EBPF_CNI_BUILD_DIR/tools/ctl/ebpf-cni-ctl
 
 # Path of a service's daemon binary in the build tree.
 ebpf_cni_service_binary() {
@@ -37,6 +47,8 @@ ebpf_cni_cni_binary() {
 }
 
 ebpf_cni_socket() { echo "$EBPF_CNI_RUN_DIR/$1.sock"; }
+# ebpf-cni-ctl against this node's policy agent.
+ebpf_cni_ctl() { "$EBPF_CNI_CTL" --policy_socket="unix:$(ebpf_cni_socket policy)" "$@"; }
 ebpf_cni_pidfile() { echo "$EBPF_CNI_RUN_DIR/$1.pid"; }
 ebpf_cni_logfile() { echo "$EBPF_CNI_LOG_DIR/$1.log"; }
 
@@ -81,4 +93,26 @@ ebpf_cni_stop_service() {
     fi
   fi
   rm -f "$(ebpf_cni_pidfile "$svc")" "$(ebpf_cni_socket "$svc")"
+}
+
+# Exports the EBPF_CNI_* settings of a private node whose every file lives
+# under ROOT (bin, conf, state, run, logs, manifests), BPF pins under
+# /sys/fs/bpf/NAME, network "NAME", veth prefix VETH_PREFIX and pools
+# POOL (and POOL6, empty = IPv4 only). Tests and benchmarks run such nodes
+# side by side with a real one.
+#   usage: ebpf_cni_private_node ROOT NAME VETH_PREFIX POOL [POOL6]
+ebpf_cni_private_node() {
+  local root=$1 name=$2 veth_prefix=$3 pool=$4 pool6=${5-}
+  export EBPF_CNI_BIN_DIR=$root/bin
+  export EBPF_CNI_CONF_DIR=$root/conf
+  export EBPF_CNI_STATE_DIR=$root/state
+  export EBPF_CNI_RUN_DIR=$root/run
+  export EBPF_CNI_LOG_DIR=$root/logs
+  export EBPF_CNI_MANIFEST_DIR=$root/manifests
+  export EBPF_CNI_BPF_DIR=/sys/fs/bpf/$name
+  export EBPF_CNI_NETWORK_NAME=$name
+  export EBPF_CNI_VETH_PREFIX=$veth_prefix
+  export EBPF_CNI_POD_CIDR=$pool
+  export EBPF_CNI_POD_CIDR6=$pool6
+  EBPF_CNI_CONFLIST=$EBPF_CNI_CONF_DIR/10-$EBPF_CNI_NETWORK_NAME.conflist
 }

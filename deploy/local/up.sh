@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Brings up an ebpf-cni node on this machine: starts the IPAM, datapath and
-# identity daemons, waits until each answers gRPC health checks, installs the
-# CNI binary and writes the network's conflist. Safe to run again: services
+# Brings up an ebpf-cni node on this machine: starts the IPAM, identity and
+# datapath daemons, then the policy agent (when built), waits until each
+# answers gRPC health checks, installs the CNI binary and writes the
+# network's conflist (with "policySocket" when the agent runs, so every new
+# pod starts with its identity and NetworkPolicy). Safe to run again: services
 # that are already running are left alone (set EBPF_CNI_RESTART=1 to restart
 # them), dead ones are started again, files are rewritten atomically.
 #
@@ -13,6 +15,9 @@
 #   EBPF_CNI_RUN_DIR     sockets and pid files              (/run/ebpf-cni)
 #   EBPF_CNI_BPF_DIR     BPF pin directory                  (/sys/fs/bpf/ebpf-cni)
 #   EBPF_CNI_LOG_DIR     daemon and CNI logs                ($STATE_DIR/logs)
+#   EBPF_CNI_MANIFEST_DIR  the policy agent's Pods, Namespaces and
+#                        NetworkPolicies (YAML)             ($STATE_DIR/manifests)
+#   EBPF_CNI_POLICY      auto|1|0: run the policy agent     (auto: when built)
 #   EBPF_CNI_POD_CIDR / EBPF_CNI_POD_CIDR6   pod pools (empty CIDR6: IPv4 only)
 #   EBPF_CNI_NETWORK_NAME, EBPF_CNI_VETH_PREFIX, EBPF_CNI_LOG_LEVEL
 set -euo pipefail
@@ -35,6 +40,30 @@ build_if_missing() {
   cmake --build "$EBPF_CNI_BUILD_DIR" -j "${EBPF_CNI_BUILD_JOBS:-2}" --target \
     ebpf-cni ebpf-cni-ipam ebpf-cni-datapath ebpf-cni-identity ebpf-cni-grpc-probe
   for f in "${needed[@]}"; do [[ -x $f ]] || ebpf_cni_die "build did not produce $f"; done
+  build_policy_agent
+}
+
+# The policy agent and its CLI are optional: a tree without them still
+# brings up a node (pods are then not isolated). Built along with the rest
+# when up.sh has to build anyway, never on its own (a test's up.sh must not
+# start a compile).
+build_policy_agent() {
+  [[ $EBPF_CNI_POLICY == 0 ]] && return 0
+  [[ -x $(ebpf_cni_service_binary policy) && -x $EBPF_CNI_CTL ]] && return 0
+  [[ -f $EBPF_CNI_BUILD_DIR/CMakeCache.txt ]] || return 0
+  cmake --build "$EBPF_CNI_BUILD_DIR" -j "${EBPF_CNI_BUILD_JOBS:-2}" --target ebpf-cni-policy ebpf-cni-ctl >&2 ||
+    ebpf_cni_log "warning: could not build the policy agent; NetworkPolicy is not enforced"
+}
+
+# Whether this node runs the policy agent.
+policy_enabled() {
+  case $EBPF_CNI_POLICY in
+    0) return 1 ;;
+    1) [[ -x $(ebpf_cni_service_binary policy) ]] ||
+      ebpf_cni_die "EBPF_CNI_POLICY=1 but $(ebpf_cni_service_binary policy) is not built" ;;
+    *) [[ -x $(ebpf_cni_service_binary policy) ]] || return 1 ;;
+  esac
+  return 0
 }
 
 # The datapath pins maps under EBPF_CNI_BPF_DIR; that only works on bpffs.
@@ -61,6 +90,8 @@ service_flags() {
   # The datapath heartbeats to the identity service so pods keep their
   # identities: this node's socket, never a default one elsewhere.
   has identity_service && echo "--identity_service=$(ebpf_cni_socket identity)"
+  has datapath_service && echo "--datapath_service=unix:$(ebpf_cni_socket datapath)"
+  has manifest_dir && echo "--manifest_dir=$EBPF_CNI_MANIFEST_DIR"
   has log_level && echo "--log_level=$EBPF_CNI_LOG_LEVEL"
   if [[ $svc == ipam ]]; then
     echo "--pool_cidr=$EBPF_CNI_POD_CIDR"
@@ -150,22 +181,41 @@ write_conflist() {
     --arg run_dir "$EBPF_CNI_RUN_DIR" \
     --arg log_file "$EBPF_CNI_LOG_DIR/cni.log" \
     --arg veth_prefix "$EBPF_CNI_VETH_PREFIX" \
+    --arg policy_socket "$1" \
     '.name = $name
      | (.plugins[] | select(.type == "ebpf-cni")) |= (
-         .runDir = $run_dir | .logFile = $log_file | .hostVethPrefix = $veth_prefix)' \
+         .runDir = $run_dir | .logFile = $log_file | .hostVethPrefix = $veth_prefix
+         | if $policy_socket != "" then .policySocket = $policy_socket else del(.policySocket) end)' \
     "$template" >"$tmp"
   mv -f "$tmp" "$EBPF_CNI_CONFLIST"
 }
 
 build_if_missing
 mkdir -p "$EBPF_CNI_STATE_DIR" "$EBPF_CNI_RUN_DIR" "$EBPF_CNI_LOG_DIR" "$EBPF_CNI_BIN_DIR" \
-  "$EBPF_CNI_CONF_DIR"
+  "$EBPF_CNI_CONF_DIR" "$EBPF_CNI_MANIFEST_DIR"
 chmod 0750 "$EBPF_CNI_RUN_DIR"
 ensure_bpffs
 for svc in "${EBPF_CNI_SERVICES[@]}"; do
   start_service "$svc"
 done
+policy_socket=""
+if policy_enabled; then
+  start_service policy
+  policy_socket=$(ebpf_cni_socket policy)
+  # Pods added before the agent has read the manifests would start with
+  # fallback labels (fixed moments later, but visible): wait for its sync.
+  if [[ -x $EBPF_CNI_CTL ]] &&
+    ! ebpf_cni_ctl status --wait --timeout="${EBPF_CNI_START_TIMEOUT}s" >/dev/null 2>"$EBPF_CNI_RUN_DIR/policy-sync.err"; then
+    ebpf_cni_log "warning: the policy agent is not in sync yet: $(tail -n 1 "$EBPF_CNI_RUN_DIR/policy-sync.err")"
+  fi
+  rm -f "$EBPF_CNI_RUN_DIR/policy-sync.err"
+else
+  # A previous run's agent must not keep enforcing stale state.
+  ebpf_cni_stop_service policy
+fi
 install_cni_binary
-write_conflist
+write_conflist "$policy_socket"
+policy_note="NetworkPolicy not enforced (no policy agent)"
+[[ -n $policy_socket ]] && policy_note="NetworkPolicy from $EBPF_CNI_MANIFEST_DIR"
 ebpf_cni_log "node up: network '$EBPF_CNI_NETWORK_NAME', conflist $EBPF_CNI_CONFLIST," \
-  "CNI binary $EBPF_CNI_BIN_DIR/ebpf-cni, pools ${EBPF_CNI_POD_CIDR:-none} ${EBPF_CNI_POD_CIDR6:-}"
+  "CNI binary $EBPF_CNI_BIN_DIR/ebpf-cni, pools ${EBPF_CNI_POD_CIDR:-none} ${EBPF_CNI_POD_CIDR6:-}, $policy_note"

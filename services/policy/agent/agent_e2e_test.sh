@@ -62,7 +62,8 @@ cluster_yaml "app: client" >"$MANIFESTS/00-cluster.yaml"
 node_up
 check "agent in sync after up.sh" ctl status --wait --timeout=20s
 expect_eq "conflist points the CNI at the agent" "$EBPF_CNI_RUN_DIR/policy.sock" \
-  "$(jq -r '.plugins[] | select(.type == "ebpf-cni") | .policySocket' "$EBPF_CNI_CONFLIST")"
+  "$(jq -r '.plugins[] | select(.type == "ebpf-cni") | .policySocket' \
+    "$EBPF_CNI_CONF_DIR/10-$EBPF_CNI_NETWORK_NAME.conflist")"
 
 pod_add server --args "K8S_POD_NAMESPACE=$NS;K8S_POD_NAME=server"
 pod_add client --args "K8S_POD_NAMESPACE=$NS;K8S_POD_NAME=client"
@@ -96,11 +97,15 @@ ctl policy list | grep -q "$NS/only-granted  types=Ingress  selects 1 local endp
   fail "policy list: $(ctl policy list)"
 
 log "granting the client access by label: its identity is re-resolved"
-client_identity=$(ctl policy trace --json --from "$NS/client" --to "$NS/server" --port "$PORT" | jq -r .source_identity)
+# (trace exits 1 while denied: only its JSON matters here)
+source_identity() {
+  { ctl policy trace --json --skip_kernel --from "$NS/client" --to "$NS/server" --port "$PORT" || true; } |
+    jq -r .source_identity
+}
+client_identity=$(source_identity)
 apply 00-cluster.yaml < <(cluster_yaml "app: client, access: granted")
 for _ in $(seq 50); do # the new identity reaches the datapath, then the agent
-  new_identity=$(ctl policy trace --json --skip_kernel --from "$NS/client" --to "$NS/server" --port "$PORT" |
-    jq -r .source_identity)
+  new_identity=$(source_identity)
   [[ $new_identity != "$client_identity" ]] && break
   sleep 0.1
 done

@@ -11,6 +11,7 @@
 //   netpol-prober probe [--timeout_ms=400] [--udp_attempts=2] [--parallel=512]
 //     Reads probes from stdin, one per line:
 //       LABEL SOURCE_NETNS_PATH DESTINATION_IP PORT tcp|udp|sctp [SOURCE_IP]
+//     (SOURCE_NETNS_PATH "-": the namespace the prober was started in),
 //     runs them all concurrently (worker threads that setns() into the source
 //     namespace; a network namespace switch only affects the calling thread)
 //     and prints one line per probe, in input order:
@@ -433,15 +434,19 @@ void RunUdpProbe(Probe* probe, const sockaddr_storage& dst, socklen_t len, int t
 
 // One worker: takes probes by index until none is left. Switches netns only
 // when the next probe's source differs from the current one.
+// A probe whose source is "-" runs in the namespace the prober started in
+// (the node): a worker that served another source first switches back.
+std::string g_start_netns;
+
 void ProbeWorker(std::vector<Probe>* probes, std::atomic<size_t>* next) {
-  std::string current_netns;
+  std::string current_netns = "-";
   const int timeout_ms = absl::GetFlag(FLAGS_timeout_ms);
   const int attempts = absl::GetFlag(FLAGS_udp_attempts);
   for (size_t i = next->fetch_add(1); i < probes->size(); i = next->fetch_add(1)) {
     Probe& probe = (*probes)[i];
-    if (probe.netns != "-" && probe.netns != current_netns) {
+    if (probe.netns != current_netns) {
       std::string error;
-      if (!EnterNetns(probe.netns, &error)) {
+      if (!EnterNetns(probe.netns == "-" ? g_start_netns : probe.netns, &error)) {
         probe.result = "error";
         probe.detail = error;
         continue;
@@ -485,6 +490,9 @@ int RunProbes() {
     probe.port = static_cast<uint16_t>(port);
     probes.push_back(std::move(probe));
   }
+  // Each worker thread inherits this namespace; "-" probes come back to it.
+  // The path names this process's namespace as long as the process lives.
+  g_start_netns = "/proc/" + std::to_string(getpid()) + "/ns/net";
   std::atomic<size_t> next{0};
   const size_t workers =
       std::min(probes.size(), static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_parallel))));

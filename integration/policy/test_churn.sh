@@ -47,7 +47,8 @@ churn_pod_labels() { echo "app: app$(($1 % 7)), role: ${ROLES[$(($1 % 3))]}"; }
     netpol_pod_yaml "$(churn_pod_ns "$i")" "$(churn_pod_name "$i")" "$(churn_pod_labels "$i")"
   done
 } | manifest_write 00-cluster.yaml
-policy_wait_source_counts $((CHURN_PODS + CHURN_NAMESPACES)) "$CHURN_NAMESPACES" 0
+NETPOL_OBJECTS=$((CHURN_PODS + CHURN_NAMESPACES))
+policy_wait_source_counts "$NETPOL_OBJECTS" "$CHURN_NAMESPACES" 0
 
 log "creating $CHURN_PODS pods through the CNI"
 ALL_PODS=()

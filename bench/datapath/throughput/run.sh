@@ -544,6 +544,35 @@ summarize() {
           print line " |"
         }' "$results"
     done
+    echo
+    echo "Paired ratio to noprog (median over rounds of each round's own ratio: the two ran minutes apart,"
+    echo "so a load swing between rounds cancels out; same orientation):"
+    echo
+    echo "| mode | TCP | UDP 64 B | latency p50 | latency p99 | connections/s |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for mode in ${modes//,/ }; do
+      awk -F, -v m="$mode" '
+        function median(arr, n,   i, j, x) {
+          for (i = 2; i <= n; i++) { x = arr[i]; j = i - 1; while (j > 0 && arr[j] > x) { arr[j + 1] = arr[j]; j-- } arr[j + 1] = x }
+          return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
+        }
+        NR > 1 && ($2 == m || $2 == "noprog") { v[$1, $2, $3] = $4; rounds[$1] = 1 }
+        END {
+          split("tcp_gbps udp64_kpps lat_p50_us lat_p99_us conn_per_s", keys, " ")
+          line = "| " m
+          for (i = 1; i <= 5; i++) {
+            n = 0; delete a
+            for (r in rounds) {
+              if (!((r, m, keys[i]) in v) || !((r, "noprog", keys[i]) in v)) continue
+              mm = v[r, m, keys[i]]; mb = v[r, "noprog", keys[i]]
+              if (mm <= 0 || mb <= 0) continue
+              a[++n] = (keys[i] ~ /^lat/) ? mb / mm : mm / mb
+            }
+            line = line (n ? sprintf(" | %.3f", median(a, n)) : " | -")
+          }
+          print line " |"
+        }' "$results"
+    done
     [[ ,$modes, == *,ebpf,* ]] && check_targets
   } >"$work/summary.md"
   cat "$work/summary.md"

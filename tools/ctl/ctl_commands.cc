@@ -9,6 +9,7 @@
 #include <absl/strings/numbers.h>
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_join.h>
+#include <absl/strings/match.h>
 #include <absl/strings/str_split.h>
 #include <absl/time/clock.h>
 #include <absl/time/time.h>
@@ -358,7 +359,10 @@ std::string WhyDropped(const dp::Event& event) {
   SetDeadline(context, std::chrono::seconds(5));
   grpc::Status status = Stub()->TracePolicy(&context, request, &response);
   if (!status.ok()) return "no rule allows it (" + status.error_message() + ")";
-  return response.explanation();
+  // "denied: x/b is isolated ..." reads twice after "default deny:".
+  std::string explanation = response.explanation();
+  if (absl::StartsWith(explanation, "denied: ")) explanation.erase(0, 8);
+  return explanation;
 }
 
 }  // namespace

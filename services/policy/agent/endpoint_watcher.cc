@@ -1,55 +1,13 @@
 #include "services/policy/agent/endpoint_watcher.h"
 
-#include <spdlog/spdlog.h>
-
-#include "services/policy/agent/backoff.h"
-
 namespace ebpfcni::policy {
 
 EndpointWatcher::EndpointWatcher(std::shared_ptr<grpc::Channel> channel, Callbacks callbacks)
-    : stub_(datapath::v1::DatapathService::NewStub(std::move(channel))), callbacks_(std::move(callbacks)) {}
+    : StreamFollower("endpoint watch"),
+      stub_(datapath::v1::DatapathService::NewStub(std::move(channel))),
+      callbacks_(std::move(callbacks)) {}
 
-EndpointWatcher::~EndpointWatcher() { Stop(); }
-
-void EndpointWatcher::Start() { thread_ = std::thread([this] { Run(); }); }
-
-void EndpointWatcher::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-    if (active_ != nullptr) active_->TryCancel();
-  }
-  wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
-
-void EndpointWatcher::Run() {
-  Backoff backoff(std::chrono::milliseconds(100), std::chrono::seconds(5));
-  while (true) {
-    bool got_snapshot = false;
-    grpc::Status status = WatchOnce(&got_snapshot);
-    std::unique_lock<std::mutex> lock(mu_);
-    if (stopping_) return;
-    if (got_snapshot) backoff.Reset();
-    auto delay = backoff.Next();
-    if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-      spdlog::error("the datapath service does not implement WatchEndpoints (older build?); retrying in {} ms",
-                    delay.count());
-    } else {
-      spdlog::info("endpoint watch ended ({}); reconnecting in {} ms", status.error_message(), delay.count());
-    }
-    wake_.wait_for(lock, delay, [this] { return stopping_; });
-    if (stopping_) return;
-  }
-}
-
-grpc::Status EndpointWatcher::WatchOnce(bool* got_snapshot) {
-  grpc::ClientContext context;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return grpc::Status::CANCELLED;
-    active_ = &context;
-  }
+grpc::Status EndpointWatcher::FollowOnce(grpc::ClientContext& context, bool* progressed) {
   auto reader = stub_->WatchEndpoints(&context, datapath::v1::WatchEndpointsRequest());
   std::vector<datapath::v1::Endpoint> snapshot;
   datapath::v1::WatchEndpointsResponse event;
@@ -59,7 +17,7 @@ grpc::Status EndpointWatcher::WatchOnce(bool* got_snapshot) {
         snapshot.push_back(event.endpoint());
         break;
       case datapath::v1::ENDPOINT_CHANGE_SNAPSHOT_DONE:
-        *got_snapshot = true;
+        *progressed = true;
         callbacks_.on_snapshot(std::move(snapshot));
         snapshot.clear();
         break;
@@ -74,10 +32,7 @@ grpc::Status EndpointWatcher::WatchOnce(bool* got_snapshot) {
         break;
     }
   }
-  grpc::Status status = reader->Finish();
-  std::lock_guard<std::mutex> lock(mu_);
-  active_ = nullptr;
-  return status;
+  return reader->Finish();
 }
 
 }  // namespace ebpfcni::policy

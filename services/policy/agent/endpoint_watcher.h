@@ -3,21 +3,18 @@
 // snapshot, delivered as one step), then creations, updates and deletions.
 // Every reconnect starts with a fresh snapshot, so endpoints that went away
 // while the stream was down are noticed.
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #include <grpcpp/channel.h>
-#include <grpcpp/client_context.h>
 
 #include "ebpfcni/datapath/v1/datapath.grpc.pb.h"
+#include "services/policy/agent/stream_follower.h"
 
 namespace ebpfcni::policy {
 
-class EndpointWatcher {
+class EndpointWatcher final : public StreamFollower {
  public:
   struct Callbacks {
     // Every endpoint of the node now; the receiver forgets any other.
@@ -27,23 +24,13 @@ class EndpointWatcher {
   };
 
   EndpointWatcher(std::shared_ptr<grpc::Channel> channel, Callbacks callbacks);
-  ~EndpointWatcher();
-
-  void Start();
-  void Stop();  // cancels the stream and joins; idempotent
+  ~EndpointWatcher() override { Stop(); }
 
  private:
-  void Run();
-  grpc::Status WatchOnce(bool* got_snapshot);
+  grpc::Status FollowOnce(grpc::ClientContext& context, bool* progressed) override;
 
   std::unique_ptr<datapath::v1::DatapathService::Stub> stub_;
   Callbacks callbacks_;
-
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stopping_ = false;
-  grpc::ClientContext* active_ = nullptr;
-  std::thread thread_;
 };
 
 }  // namespace ebpfcni::policy

@@ -4,20 +4,17 @@
 // agent was away disappear too), then one callback per delta. Reconnects
 // with backoff and resumes after the last revision it saw; a revision the
 // service can no longer resume from restarts with a snapshot.
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include <grpcpp/channel.h>
-#include <grpcpp/client_context.h>
 
 #include "ebpfcni/identity/v1/identity.grpc.pb.h"
 #include "services/identity/labels.h"
+#include "services/policy/agent/stream_follower.h"
 
 namespace ebpfcni::policy {
 
@@ -26,7 +23,7 @@ struct IdentityEntry {
   identity::LabelSet labels;
 };
 
-class IdentityWatcher {
+class IdentityWatcher final : public StreamFollower {
  public:
   struct Callbacks {
     // Every identity that exists now; the receiver forgets any other.
@@ -36,26 +33,15 @@ class IdentityWatcher {
   };
 
   IdentityWatcher(std::shared_ptr<grpc::Channel> channel, Callbacks callbacks);
-  ~IdentityWatcher();
-
-  void Start();
-  // Cancels the stream and joins; idempotent.
-  void Stop();
+  ~IdentityWatcher() override { Stop(); }
 
  private:
-  void Run();
-  // One stream until it ends; returns the status it ended with.
-  grpc::Status WatchOnce();
+  grpc::Status FollowOnce(grpc::ClientContext& context, bool* progressed) override;
+  void OnStreamEnded(const grpc::Status& status) override;
 
   std::unique_ptr<identity::v1::IdentityService::Stub> stub_;
   Callbacks callbacks_;
-  uint64_t revision_ = 0;
-
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stopping_ = false;
-  grpc::ClientContext* active_ = nullptr;
-  std::thread thread_;
+  uint64_t revision_ = 0;  // only the follower thread touches it
 };
 
 // The proto labels of an identity as the compiler's label set.

@@ -4,9 +4,10 @@
 # added through the CNI binary with K8S_POD_NAMESPACE/K8S_POD_NAME and get
 # their labels from the manifest directory; a NetworkPolicy isolating the
 # server refuses the client's real TCP connection, the trace names the
-# policy and the kernel agrees; a label change on the client's Pod object
-# re-resolves its identity and lets it in; a pod whose labels already have
-# an identity costs no policy push; deleting the policy opens traffic again.
+# policy and the kernel agrees; a restarted agent finds the same state; a
+# label change on the client's Pod object re-resolves its identity and lets
+# it in; a pod whose labels already have an identity costs no policy push;
+# deleting the policy opens traffic again.
 source "$(dirname "${BASH_SOURCE[0]}")/../../../integration/netns/lib.sh"
 
 itest_init policyagent 53
@@ -95,6 +96,14 @@ grep -q "dropped (agrees)" <<<"$out" || fail "kernel trace does not confirm the 
 check "kernel matches the compiled state" ctl policy verify
 ctl policy list | grep -q "$NS/only-granted  types=Ingress  selects 1 local endpoint" ||
   fail "policy list: $(ctl policy list)"
+
+log "restarting the agent: it reads everything again and re-asserts the kernel state"
+(source "$DEPLOY/env.sh" && ebpf_cni_stop_service policy)
+node_up
+check "agent in sync after its restart" ctl status --wait --timeout=20s
+expect_eq "endpoints known after the restart" 2 "$(ctl status --json | jq -r .endpoints)"
+check "client still refused after the agent restart" tcp_refused client "$server_ip" "$PORT"
+check "kernel matches after the agent restart" ctl policy verify
 
 log "granting the client access by label: its identity is re-resolved"
 # (trace exits 1 while denied: only its JSON matters here)

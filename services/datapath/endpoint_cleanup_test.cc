@@ -216,6 +216,33 @@ TEST_F(EndpointCleanupTest, ReusedIdGetsItsPolicyInPlaceWithoutTheOldRules) {
   EXPECT_EQ(trace(201).reason, uint32_t{EBPFCNI_DROP_POLICY_DEFAULT_DENY});
 }
 
+// At start a background thread puts spare maps into free id slots, so the
+// first pods' ADDs do not wait for a grace period either.
+TEST_F(EndpointCleanupTest, PrefilledSparesServeTheFirstEndpoints) {
+  EXPECT_TRUE(Eventually([&] { return manager_->spare_count() >= 32; }))
+      << manager_->spare_count() << " spares";
+  ScopedVethPair pod("cp", "10.254.2.2/30");
+  ASSERT_TRUE(pod.ok());
+  EndpointRecord record;
+  record.key = {"ctr-first", "eth0"};
+  record.host_ifindex = pod.host_ifindex();
+  record.addresses = {"10.254.2.2"};
+  record.identity = 1000;
+  EndpointPolicy policy;
+  policy.ingress_isolated = true;
+  policy.rules = {PolicyRule{PolicyDirection::kIngress, 0, 17, 53, PolicyAction::kAllow, 9}};
+  absl::StatusOr<EndpointStatus> created = manager_->CreateEndpoint(record, policy);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_GT(created->record.endpoint_id, uint32_t{EBPFCNI_MAX_ENDPOINT_ID} - 64)
+      << "a prefilled id (they are taken from the top of the id space)";
+  EXPECT_EQ(manager_->spare_count(), 31u);
+  absl::StatusOr<PolicyDump> dump = manager_->DumpPolicy(record.key);
+  ASSERT_TRUE(dump.ok());
+  ASSERT_EQ(dump->entries.size(), 1u);
+  EXPECT_EQ(dump->entries[0].rule, policy.rules[0]);
+  EXPECT_TRUE(dump->summary.ingress_isolated);
+}
+
 // A network namespace of the test's own, removed at the end.
 class ScopedNetns {
  public:

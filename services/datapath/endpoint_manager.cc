@@ -5,6 +5,7 @@
 #include <cstring>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <set>
 #include <utility>
 
@@ -77,15 +78,25 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
     }
     if (absl::Status status = manager->Restore(); !status.ok()) return status;
   }
+  if (options.prefill_spares > 0) {
+    manager->spare_filler_ =
+        std::thread([m = manager.get(), n = options.prefill_spares] { m->FillSpares(n); });
+  }
+  // Address changes keep the host's ipcache entries current; link changes
+  // tell watchers when an endpoint's interface disappears underneath it.
+  std::function<void()> on_addresses;
   if (options.map_host_addresses) {
-    absl::StatusOr<std::unique_ptr<HostAddressMonitor>> monitor =
-        HostAddressMonitor::Start([m = manager.get()] {
-          if (absl::Status status = m->RefreshHostAddresses(); !status.ok()) {
-            spdlog::error("refreshing host addresses in the ipcache: {}", status.ToString());
-          }
-        });
-    if (!monitor.ok()) return monitor.status();
-    manager->address_monitor_ = *std::move(monitor);
+    on_addresses = [m = manager.get()] {
+      if (absl::Status status = m->RefreshHostAddresses(); !status.ok()) {
+        spdlog::error("refreshing host addresses in the ipcache: {}", status.ToString());
+      }
+    };
+  }
+  absl::StatusOr<std::unique_ptr<HostAddressMonitor>> monitor = HostAddressMonitor::Start(
+      std::move(on_addresses), [m = manager.get()] { m->RefreshInterfaceStates(); });
+  if (!monitor.ok()) return monitor.status();
+  manager->address_monitor_ = *std::move(monitor);
+  if (options.map_host_addresses) {
     // An address added between the first read and the subscription.
     if (absl::Status status = manager->RefreshHostAddresses(); !status.ok()) return status;
   }
@@ -106,6 +117,53 @@ PolicySummary SummaryOf(const std::optional<EndpointPolicy>& policy) {
 }
 
 }  // namespace
+
+EndpointManager::~EndpointManager() {
+  stopping_ = true;
+  if (spare_filler_.joinable()) spare_filler_.join();
+}
+
+size_t EndpointManager::spare_count() {
+  absl::MutexLock lock(&mutex_);
+  return spare_ids_.size();
+}
+
+void EndpointManager::FillSpares(int count) {
+  // From the top of the id space down, away from the round-robin ids new
+  // endpoints get when no spare is left.
+  uint32_t candidate = EBPFCNI_MAX_ENDPOINT_ID;
+  for (int made = 0; made < count && candidate > 0 && !stopping_.load(); --candidate) {
+    {
+      absl::MutexLock lock(&mutex_);
+      if (registry_->IdInUse(candidate) ||
+          std::find(spare_ids_.begin(), spare_ids_.end(), candidate) != spare_ids_.end()) {
+        continue;
+      }
+      if (policy_.HasMap(candidate)) {
+        // A spare (or stale map) of an earlier run: reuse it if it is one.
+        if (policy_.HasSpare(candidate)) {
+          spare_ids_.insert(spare_ids_.begin(), candidate);
+          ++made;
+        }
+        continue;
+      }
+      spare_reserved_.insert(candidate);
+    }
+    // The grace period without the lock: ADDs go on meanwhile, and none can
+    // take this id (reserved).
+    absl::Status status = PolicyMap(bpf_->policy_maps_fd(), bpf_->policy_stats_fd())
+                              .InstallSpare(candidate);
+    absl::MutexLock lock(&mutex_);
+    spare_reserved_.erase(candidate);
+    if (!status.ok()) {
+      spdlog::warn("preparing spare policy maps: {}", status.ToString());
+      return;
+    }
+    // Behind the spares of deleted endpoints (taken from the back).
+    spare_ids_.insert(spare_ids_.begin(), candidate);
+    ++made;
+  }
+}
 
 absl::Status EndpointManager::InstallPolicy(const EndpointKey& key, uint32_t endpoint_id,
                                            const std::optional<EndpointPolicy>& policy,
@@ -147,9 +205,13 @@ EndpointStatus EndpointManager::WatchViewOf(const EndpointRecord& record) {
   EndpointStatus view;
   view.record = record;
   view.policy = CachedPolicySummary(record.endpoint_id);
+  view.state = AttachmentStateOf(record);
+  return view;
+}
+
+AttachmentState EndpointManager::AttachmentStateOf(const EndpointRecord& record) {
   if (!InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) {
-    view.state = AttachmentState::kInterfaceGone;
-    return view;
+    return AttachmentState::kInterfaceGone;
   }
   int ifindex = static_cast<int>(record.host_ifindex);
   absl::StatusOr<uint32_t> ingress = QueryTcProgram(ifindex, kFromContainer);
@@ -157,8 +219,22 @@ EndpointStatus EndpointManager::WatchViewOf(const EndpointRecord& record) {
   bool attached = ingress.ok() && egress.ok() &&
                   *ingress == bpf_->program_ids().from_container &&
                   *egress == bpf_->program_ids().to_container;
-  view.state = attached ? AttachmentState::kAttached : AttachmentState::kDetached;
-  return view;
+  return attached ? AttachmentState::kAttached : AttachmentState::kDetached;
+}
+
+void EndpointManager::RefreshInterfaceStates() {
+  absl::MutexLock lock(&mutex_);
+  if (watchers_.size() == 0) return;
+  // Only "is the interface still there": one ifindex lookup per endpoint,
+  // cheap enough for every link notification of a busy node.
+  std::vector<EndpointKey> gone;
+  for (const auto& [key, view] : published_) {
+    if (view.state != AttachmentState::kInterfaceGone &&
+        !InterfaceStillNamed(view.record.host_ifindex, view.record.host_interface_name)) {
+      gone.push_back(key);
+    }
+  }
+  for (const EndpointKey& key : gone) PublishChange(key);
 }
 
 void EndpointManager::PublishChange(const EndpointKey& key) {
@@ -508,17 +584,7 @@ absl::StatusOr<EndpointStatus> EndpointManager::StatusOf(const EndpointRecord& r
   absl::StatusOr<PolicySummary> policy = SummarizePolicy(record.endpoint_id);
   if (!policy.ok()) return policy.status();
   status.policy = *policy;
-  if (!InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) {
-    status.state = AttachmentState::kInterfaceGone;
-    return status;
-  }
-  int ifindex = static_cast<int>(record.host_ifindex);
-  absl::StatusOr<uint32_t> ingress = QueryTcProgram(ifindex, kFromContainer);
-  absl::StatusOr<uint32_t> egress = QueryTcProgram(ifindex, kToContainer);
-  bool attached = ingress.ok() && egress.ok() &&
-                  *ingress == bpf_->program_ids().from_container &&
-                  *egress == bpf_->program_ids().to_container;
-  status.state = attached ? AttachmentState::kAttached : AttachmentState::kDetached;
+  status.state = AttachmentStateOf(record);
   return status;
 }
 
@@ -601,15 +667,18 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
   uint32_t preferred_id = 0;
   if (!existing.has_value()) {
     size_t entries = policy.has_value() ? policy->rules.size() * 2 + 3 : 1;
-    while (!spare_ids_.empty() && preferred_id == 0) {
-      uint32_t candidate = spare_ids_.back();
-      spare_ids_.pop_back();
-      if (!registry_->IdInUse(candidate) && policy_.HasSpare(candidate, entries)) {
+    // Most recent first; spares too small for this policy stay for others.
+    for (size_t i = spare_ids_.size(); i-- > 0 && preferred_id == 0;) {
+      uint32_t candidate = spare_ids_[i];
+      if (registry_->IdInUse(candidate) || !policy_.HasSpare(candidate)) {
+        spare_ids_.erase(spare_ids_.begin() + static_cast<std::ptrdiff_t>(i));  // stale
+      } else if (policy_.HasSpare(candidate, entries)) {
         preferred_id = candidate;
+        spare_ids_.erase(spare_ids_.begin() + static_cast<std::ptrdiff_t>(i));
       }
     }
   }
-  absl::StatusOr<EndpointRecord> stored = registry_->Put(record, preferred_id);
+  absl::StatusOr<EndpointRecord> stored = registry_->Put(record, preferred_id, &spare_reserved_);
   if (!stored.ok()) return stored.status();
   if (!existing.has_value()) {
     // A recycled id must not inherit counters or policy of its previous

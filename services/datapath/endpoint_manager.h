@@ -4,12 +4,14 @@
 // including across restarts of the service.
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
 #include <utility>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <absl/base/thread_annotations.h>
@@ -74,6 +76,10 @@ struct EndpointManagerOptions {
   bool map_host_addresses = true;
   // Identity of endpoints created without one; 0 = none (init: dropped).
   uint32_t default_identity = 0;
+  // Spare policy maps a background thread puts into free id slots at start
+  // (each costs an RCU grace period there, so the first pods' ADDs do not
+  // pay it); 0 = none.
+  int prefill_spares = 32;
 };
 
 class EndpointManager {
@@ -82,6 +88,9 @@ class EndpointManager {
   // restores endpoints of an earlier run.
   static absl::StatusOr<std::unique_ptr<EndpointManager>> Start(
       const EndpointManagerOptions& options);
+  ~EndpointManager();
+  // Spares ready for new endpoints (tests, benchmarks).
+  size_t spare_count();
 
   // `request.endpoint_id` is ignored; host_interface_name may be empty.
   // request.identity 0 keeps an existing endpoint's identity (a new one is
@@ -111,6 +120,8 @@ class EndpointManager {
   // the host identity, removes host entries of addresses that are gone.
   // Called by the address monitor; public for tests.
   absl::Status RefreshHostAddresses();
+  // Tells watchers about endpoints whose interface is gone (link monitor).
+  void RefreshInterfaceStates();
 
   // Node-wide counters, slots EBPFCNI_METRIC_*.
   absl::StatusOr<std::vector<PacketCount>> Metrics();
@@ -180,6 +191,8 @@ class EndpointManager {
   // The endpoint as watchers see it: no counters, the policy summary from
   // the cache of installed policies (no map walk per change).
   EndpointStatus WatchViewOf(const EndpointRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  AttachmentState AttachmentStateOf(const EndpointRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   PolicySummary CachedPolicySummary(uint32_t endpoint_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Tells watchers about the endpoint's current state when it differs from
   // what they were last told (CREATED for an endpoint they have not seen).
@@ -205,6 +218,11 @@ class EndpointManager {
   // a new endpoint given one of them gets its policy written in place,
   // without the RCU grace period a map-in-map update costs. Most recent last.
   std::vector<uint32_t> spare_ids_ ABSL_GUARDED_BY(mutex_);
+  // Ids the spare filler is working on: never handed to an endpoint.
+  std::set<uint32_t> spare_reserved_ ABSL_GUARDED_BY(mutex_);
+  std::atomic<bool> stopping_{false};
+  std::thread spare_filler_;
+  void FillSpares(int count);
   std::atomic<uint64_t> id_generation_{0};
   // Host addresses currently mapped to the host identity.
   std::set<IpAddress> host_addresses_ ABSL_GUARDED_BY(mutex_);

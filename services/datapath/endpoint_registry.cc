@@ -21,13 +21,13 @@ absl::StatusOr<std::unique_ptr<EndpointRegistry>> EndpointRegistry::Open(StateSt
   return registry;
 }
 
-absl::StatusOr<uint32_t> EndpointRegistry::AllocateId() {
+absl::StatusOr<uint32_t> EndpointRegistry::AllocateId(const std::set<uint32_t>* avoid) {
   std::set<uint32_t> used;
   for (const auto& [key, record] : records_) used.insert(record.endpoint_id);
   uint32_t candidate = next_id_;
   for (uint32_t tries = 0; tries < EBPFCNI_MAX_ENDPOINT_ID; ++tries) {
     if (candidate < 1 || candidate > EBPFCNI_MAX_ENDPOINT_ID) candidate = 1;
-    if (!used.contains(candidate)) {
+    if (!used.contains(candidate) && (avoid == nullptr || !avoid->contains(candidate))) {
       next_id_ = candidate + 1;
       return candidate;
     }
@@ -66,16 +66,17 @@ bool EndpointRegistry::IdInUse(uint32_t endpoint_id) const {
 }
 
 absl::StatusOr<EndpointRecord> EndpointRegistry::Put(EndpointRecord record,
-                                                     uint32_t preferred_id) {
+                                                     uint32_t preferred_id,
+                                                     const std::set<uint32_t>* avoid) {
   uint32_t previous_next_id = next_id_;
   auto existing = records_.find(record.key);
   if (existing != records_.end()) {
     record.endpoint_id = existing->second.endpoint_id;
   } else if (preferred_id != 0 && preferred_id <= EBPFCNI_MAX_ENDPOINT_ID &&
-             !IdInUse(preferred_id)) {
+             !IdInUse(preferred_id) && (avoid == nullptr || !avoid->contains(preferred_id))) {
     record.endpoint_id = preferred_id;
   } else {
-    absl::StatusOr<uint32_t> id = AllocateId();
+    absl::StatusOr<uint32_t> id = AllocateId(avoid);
     if (!id.ok()) return id.status();
     record.endpoint_id = *id;
   }

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -55,7 +56,9 @@ class EndpointRegistry {
   // an existing key is kept (record.endpoint_id is ignored); a new key gets
   // `preferred_id` when it is non-zero and free, else the next free id.
   // Returns the stored record.
-  absl::StatusOr<EndpointRecord> Put(EndpointRecord record, uint32_t preferred_id = 0);
+  // Ids in `avoid` are never handed out to a new key.
+  absl::StatusOr<EndpointRecord> Put(EndpointRecord record, uint32_t preferred_id = 0,
+                                     const std::set<uint32_t>* avoid = nullptr);
   bool IdInUse(uint32_t endpoint_id) const;
 
   // Forgets the key and persists; false when it was not there.
@@ -64,7 +67,7 @@ class EndpointRegistry {
 
  private:
   explicit EndpointRegistry(StateStore* store) : store_(store) {}
-  absl::StatusOr<uint32_t> AllocateId();
+  absl::StatusOr<uint32_t> AllocateId(const std::set<uint32_t>* avoid);
 
   StateStore* store_;
   std::map<EndpointKey, EndpointRecord> records_;

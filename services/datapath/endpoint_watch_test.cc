@@ -273,6 +273,21 @@ TEST_F(WatchEndpointsTest, WatchersAreForgottenWhenTheirStreamEnds) {
   EXPECT_EQ(manager_->watcher_count(), 0u);
 }
 
+// A pod torn down without DEL: its veth vanishes, and watchers hear of it
+// from the link monitor, not only on the next call about the endpoint.
+TEST_F(WatchEndpointsTest, InterfaceThatDisappearsIsReportedAsGone) {
+  ASSERT_TRUE(Create("ctr-b", pod_b_, "10.252.0.6", 2000).ok());
+  std::unique_ptr<Watcher> watcher = StartWatch();
+  ASSERT_EQ(ReadSnapshot(*watcher).size(), 1u);
+  pod_b_.DeleteLink();
+  v1::WatchEndpointsResponse message;
+  ASSERT_TRUE(watcher->reader->Read(&message));  // bounded by the stream deadline
+  EXPECT_EQ(message.change(), v1::ENDPOINT_CHANGE_UPDATED);
+  EXPECT_EQ(message.endpoint().key().container_id(), "ctr-b");
+  EXPECT_EQ(message.endpoint().state(), v1::ATTACHMENT_STATE_INTERFACE_GONE);
+  watcher->context.TryCancel();
+}
+
 // A watcher that stops reading: endpoint operations go on, its queue
 // overflows, and it is told so rather than fed a stream with a gap.
 TEST_F(WatchEndpointsTest, SlowWatcherNeverBlocksOperationsAndIsCutOff) {

@@ -1,6 +1,7 @@
 #include "services/datapath/host_address_monitor.h"
 
 #include <linux/rtnetlink.h>
+#include <netlink/msg.h>
 #include <netlink/netlink.h>
 #include <netlink/socket.h>
 #include <poll.h>
@@ -14,18 +15,32 @@
 namespace ebpfcni::datapath {
 namespace {
 
-// Every valid message means "addresses changed"; which one does not
-// matter since the callback re-reads them all.
-int OnMessage(nl_msg*, void* changed) {
-  *static_cast<bool*>(changed) = true;
+struct Changes {
+  bool addresses = false;
+  bool links = false;
+};
+
+// Which kind of thing changed is all that matters: the callbacks re-read
+// the whole state.
+int OnMessage(nl_msg* message, void* context) {
+  auto* changes = static_cast<Changes*>(context);
+  switch (nlmsg_hdr(message)->nlmsg_type) {
+    case RTM_NEWLINK:
+    case RTM_DELLINK:
+      changes->links = true;
+      break;
+    default:
+      changes->addresses = true;
+  }
   return NL_OK;
 }
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HostAddressMonitor>> HostAddressMonitor::Start(
-    std::function<void()> on_change) {
-  std::unique_ptr<HostAddressMonitor> monitor(new HostAddressMonitor(std::move(on_change)));
+    std::function<void()> on_addresses, std::function<void()> on_links) {
+  std::unique_ptr<HostAddressMonitor> monitor(
+      new HostAddressMonitor(std::move(on_addresses), std::move(on_links)));
   monitor->socket_ = nl_socket_alloc();
   if (monitor->socket_ == nullptr) return absl::ResourceExhaustedError("allocating a netlink socket");
   // Notifications are not replies to our requests: no sequence checks.
@@ -35,9 +50,14 @@ absl::StatusOr<std::unique_ptr<HostAddressMonitor>> HostAddressMonitor::Start(
     monitor->socket_ = nullptr;
     return absl::InternalError(absl::StrCat("connecting to rtnetlink: ", nl_geterror(err)));
   }
-  if (int err = nl_socket_add_memberships(monitor->socket_, RTNLGRP_IPV4_IFADDR,
-                                          RTNLGRP_IPV6_IFADDR, 0);
-      err < 0) {
+  int err = 0;
+  if (monitor->on_addresses_) {
+    err = nl_socket_add_memberships(monitor->socket_, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR, 0);
+  }
+  if (err >= 0 && monitor->on_links_) {
+    err = nl_socket_add_memberships(monitor->socket_, RTNLGRP_LINK, 0);
+  }
+  if (err < 0) {
     nl_socket_free(monitor->socket_);
     monitor->socket_ = nullptr;
     return absl::InternalError(
@@ -55,8 +75,8 @@ HostAddressMonitor::~HostAddressMonitor() {
 }
 
 void HostAddressMonitor::Run() {
-  bool changed = false;
-  nl_socket_modify_cb(socket_, NL_CB_VALID, NL_CB_CUSTOM, &OnMessage, &changed);
+  Changes changes;
+  nl_socket_modify_cb(socket_, NL_CB_VALID, NL_CB_CUSTOM, &OnMessage, &changes);
   while (!stop_.load()) {
     // The timeout bounds how long the destructor waits.
     pollfd fd{nl_socket_get_fd(socket_), POLLIN, 0};
@@ -72,19 +92,18 @@ void HostAddressMonitor::Run() {
       if (err == -NLE_AGAIN) break;
       if (err == -NLE_NOMEM || err == -NLE_MSG_OVERFLOW) {
         // The kernel dropped notifications (ENOBUFS): re-read everything.
-        changed = true;
+        changes = {true, true};
         continue;
       }
       if (err < 0) {
         spdlog::warn("watching host addresses: {}", nl_geterror(err));
-        changed = true;
+        changes = {true, true};
         break;
       }
     }
-    if (changed) {
-      changed = false;
-      on_change_();
-    }
+    if (changes.addresses && on_addresses_) on_addresses_();
+    if (changes.links && on_links_) on_links_();
+    changes = {};
   }
 }
 

@@ -173,6 +173,23 @@ absl::Status EmptyMap(int map_fd, uint32_t max_entries) {
 
 }  // namespace
 
+bool PolicyMap::HasMap(uint32_t endpoint_id) const {
+  uint32_t inner_id = 0;
+  return bpf_map_lookup_elem(outer_fd_, &endpoint_id, &inner_id) == 0;
+}
+
+absl::Status PolicyMap::InstallSpare(uint32_t endpoint_id) const {
+  LIBBPF_OPTS(bpf_map_create_opts, options, .map_flags = BPF_F_NO_PREALLOC);
+  ScopedFd inner(bpf_map_create(BPF_MAP_TYPE_HASH, "ebpfcni_policy", sizeof(ebpfcni_policy_key),
+                                sizeof(ebpfcni_policy_value), InnerCapacity(1), &options));
+  if (inner.get() < 0) return BpfErrno("creating a spare policy map", errno);
+  int inner_fd = inner.get();
+  if (bpf_map_update_elem(outer_fd_, &endpoint_id, &inner_fd, BPF_ANY) != 0) {
+    return BpfErrno(absl::StrCat("installing a spare policy map for id ", endpoint_id), errno);
+  }
+  return absl::OkStatus();
+}
+
 bool PolicyMap::HasSpare(uint32_t endpoint_id, size_t entries) const {
   ScopedFd inner(OpenInner(outer_fd_, endpoint_id));
   if (inner.get() < 0) return false;

@@ -54,6 +54,13 @@ class PolicyMap {
   // True when the slot holds a spare map that can take a policy of
   // `entries` entries in place.
   bool HasSpare(uint32_t endpoint_id, size_t entries = 1) const;
+  // True when the slot holds any map.
+  bool HasMap(uint32_t endpoint_id) const;
+  // Puts an empty spare map into an empty slot of an id no endpoint has
+  // (one RCU grace period, paid here instead of on a CNI ADD). Uses only
+  // the descriptors: callers may run it without the owner's lock as long
+  // as nothing else writes that slot meanwhile.
+  absl::Status InstallSpare(uint32_t endpoint_id) const;
   // The installed policy, nullopt when the slot is empty or holds a spare. Port ranges come
   // back as the kernel decides them: adjacent blocks of one rule merged
   // into one range (where ranges of several rules overlap, the shared

@@ -511,6 +511,16 @@ class CommandsTest : public ::testing::Test {
     return {exit_code, json, elapsed};
   }
 
+  // A service down: code 11 (try again later), and a message that names
+  // the socket (in this test's run dir) and the daemon to start.
+  void ExpectTryAgainLaterNaming(const Outcome& outcome, const std::string& socket, const std::string& binary) {
+    EXPECT_EQ(outcome.exit_code, 1);
+    EXPECT_EQ(outcome.json["code"], 11) << outcome.json;
+    std::string msg = outcome.json.value("msg", "");
+    EXPECT_NE(msg.find(dir_ + "/" + socket), std::string::npos) << msg;
+    EXPECT_NE(msg.find(binary), std::string::npos) << msg;
+  }
+
   // ADD, then the config a runtime would send for DEL/CHECK (prevResult).
   nlohmann::json AddAndGetPrevResultConfig(const std::string& container_id = "ctr1") {
     Outcome add = Run("ADD", Config(), container_id);
@@ -662,11 +672,7 @@ TEST_F(CommandsTest, AddReportsRollbackFailuresInDetails) {
 TEST_F(CommandsTest, AddWithIpamDownIsTryAgainLaterWithAnActionableMessage) {
   ipam_server_->Stop();
   Outcome add = Run("ADD", Config());
-  EXPECT_EQ(add.exit_code, 1);
-  EXPECT_EQ(add.json["code"], 11) << add.json;
-  std::string msg = add.json["msg"];
-  EXPECT_NE(msg.find(dir_ + "/ipam.sock"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("ebpf-cni-ipam"), std::string::npos) << msg;
+  ExpectTryAgainLaterNaming(add, "ipam.sock", "ebpf-cni-ipam");
   EXPECT_LT(add.elapsed, std::chrono::seconds(5));
   EXPECT_TRUE(network_.host_veths.empty());
 }
@@ -987,11 +993,7 @@ TEST_F(CommandsTest, AddOutsideKubernetesUsesDefaultNamespaceAndTheContainerId) 
 TEST_F(CommandsTest, AddWithIdentityDownRollsBackEverythingAndIsTryAgainLater) {
   identity_server_->Stop();
   Outcome add = Run("ADD", Config());
-  EXPECT_EQ(add.exit_code, 1);
-  EXPECT_EQ(add.json["code"], 11) << add.json;
-  std::string msg = add.json["msg"];
-  EXPECT_NE(msg.find(dir_ + "/identity.sock"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("ebpf-cni-identity"), std::string::npos) << msg;
+  ExpectTryAgainLaterNaming(add, "identity.sock", "ebpf-cni-identity");
   EXPECT_FALSE(add.json.contains("details")) << "rollback succeeded, nothing left over: " << add.json;
   EXPECT_EQ(datapath_.create_calls, 0) << "no endpoint without an identity";
   EXPECT_TRUE(datapath_.endpoints.empty());
@@ -1240,12 +1242,8 @@ TEST_F(CommandsTest, AddResolvesWithTheAgentWhileIpamAllocates) {
 TEST_F(CommandsTest, AddWithPolicyAgentDownRollsBackAndIsTryAgainLater) {
   policy_server_->Stop();
   Outcome add = Run("ADD", PolicyConfig());
-  EXPECT_EQ(add.exit_code, 1);
-  EXPECT_EQ(add.json["code"], 11) << add.json;
-  std::string msg = add.json["msg"];
-  EXPECT_NE(msg.find(dir_ + "/policy.sock"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("ebpf-cni-policy"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("ResolveEndpoint"), std::string::npos) << msg;
+  ExpectTryAgainLaterNaming(add, "policy.sock", "ebpf-cni-policy");
+  EXPECT_NE(add.json["msg"].get<std::string>().find("ResolveEndpoint"), std::string::npos) << add.json;
   EXPECT_FALSE(add.json.contains("details")) << "rollback succeeded, nothing left over: " << add.json;
   EXPECT_EQ(datapath_.create_calls, 0) << "no endpoint without identity and policy";
   EXPECT_TRUE(network_.host_veths.empty());

@@ -25,18 +25,48 @@ NETPOL_OBJECTS=0         # Pods + Namespaces in 00-cluster.yaml (status sanity c
 # policy tools. NUMBER (1-99) picks the pools and veth prefix as in lib.sh.
 netpol_init() {
   itest_init "$1" "$2"
+  # lib.sh's prefix "ix<number>" would make ix51.. start with ix5, the
+  # prefix of test number 5, whose cleanup removes every "ix5*" veth. "np"
+  # is used by these tests only.
+  export EBPF_CNI_VETH_PREFIX=np$2
   export EBPF_CNI_MANIFEST_DIR=$ROOT/manifests
   mkdir -p "$EBPF_CNI_MANIFEST_DIR" "$ROOT/tmp"
   NETPOL_NUMBER=$2
   [[ -x $PROBER ]] || fail "prober $PROBER not built (target netpol-prober)"
   # Our cleanup runs first, then lib.sh's with the original exit status.
   trap 'netpol_rc=$?; netpol_cleanup; (exit $netpol_rc); itest_cleanup' EXIT
+  # A test stopped by a signal (ctest timeout, ^C) still cleans up: bash
+  # runs the EXIT trap only when the signal is trapped.
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
 }
 
+# Runs before lib.sh's cleanup: DELs the attached pods 8 at a time (lib.sh
+# DELs one by one, minutes for the churn test's 200 pods), with the node
+# brought back if the test stopped it. lib.sh then finds nothing attached
+# and removes the rest. The ext namespace is in ITEST_PODS; its veth goes
+# with it.
 netpol_cleanup() {
   set +e
-  # The ext namespace is in ITEST_PODS (removed by itest_cleanup); its
-  # veth goes with it. Nothing else to do beyond lib.sh's cleanup today.
+  local pod attached=() i
+  for pod in "${ITEST_PODS[@]}"; do
+    [[ -f $EBPF_CNI_STATE_DIR/cni-results/$EBPF_CNI_NETWORK_NAME-$(pod_container_id "$pod")-eth0.json ]] &&
+      attached+=("$pod")
+  done
+  ((${#attached[@]} > 8)) || return 0
+  EBPF_CNI_START_TIMEOUT=10 timeout 60 "$DEPLOY/up.sh" >/dev/null 2>&1
+  local pids=()
+  for ((i = 0; i < ${#attached[@]}; i++)); do
+    pod=${attached[i]}
+    timeout 20 "$DEPLOY/cni-exec.sh" DEL "$(pod_container_id "$pod")" "$(pod_netns_path "$pod")" \
+      >/dev/null 2>&1 &
+    pids+=($!)
+    if ((${#pids[@]} == 8)); then
+      wait "${pids[@]}"
+      pids=()
+    fi
+  done
+  ((${#pids[@]} == 0)) || wait "${pids[@]}"
   return 0
 }
 

@@ -54,10 +54,11 @@ log "creating $CHURN_PODS pods through the CNI"
 ALL_PODS=()
 for ((i = 0; i < CHURN_PODS; i++)); do ALL_PODS+=("$(churn_pod_ns "$i")/$(churn_pod_name "$i")"); done
 netpol_pods_add_parallel "${ALL_PODS[@]}"
-# Servers on a spread of pods (every namespace and role represented).
+# Servers on a spread of pods: index 17*s walks every namespace (i % 10)
+# and every role (i % 3) and app (i % 7).
 SERVERS=()
 for ((s = 0; s < CHURN_SERVERS; s++)); do
-  p=${ALL_PODS[$((s * CHURN_PODS / CHURN_SERVERS))]}
+  p=${ALL_PODS[$((s * 17 % CHURN_PODS))]}
   SERVERS+=("$p")
   netpol_serve "$(pod_netns_path "$(netpol_lib_pod "$p")")" "$(netpol_lib_pod "$p")"
 done
@@ -189,7 +190,7 @@ samples_agree() {
   done
   MATRIX_GOT=()
   MATRIX_DETAIL=()
-  printf '%s\n' "${cells[@]}" | matrix_probe_cells
+  matrix_probe_cells < <(printf '%s\n' "${cells[@]}")
   for cell in "${cells[@]}"; do
     read -r src dst pp <<<"$cell"
     out=$(ctl policy trace --from="$src" --to="$dst" --protocol="${pp#*/}" --port="${pp%/*}" --json 2>&1) || true
@@ -246,5 +247,5 @@ for ((batch = 1; batch <= CHURN_BATCHES; batch++)); do
 done
 
 kill -TERM "$TRAFFIC_PID" 2>/dev/null || true
-check "agent still serving" "$PROBE" health "$EBPF_CNI_RUN_DIR/policy.sock"
+check "agent still serving" bash -c "\"\$1\" health \"\$2\" >/dev/null" _ "$PROBE" "$EBPF_CNI_RUN_DIR/policy.sock"
 log "churn done: $CHURN_BATCHES batches, seed $CHURN_SEED"

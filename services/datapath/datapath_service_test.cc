@@ -332,6 +332,58 @@ TEST_F(DatapathServiceTest, RejectsRequestsWithActionableErrors) {
   EXPECT_NE(status.error_message().find("ctr-a"), std::string::npos);
 }
 
+// Port ranges over the wire: what a client gets back for bad ranges, and a
+// good one comes back from DumpPolicy as the range it sent.
+TEST_F(DatapathServiceTest, PortRangesAreValidatedAndDumpedOverGrpc) {
+  v1::CreateEndpointResponse created;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());
+  auto replace = [&](uint32_t protocol, uint32_t port, uint32_t end_port) {
+    v1::ReplaceEndpointPolicyRequest request;
+    *request.mutable_key() = Key("ctr-a");
+    request.mutable_policy()->set_ingress_isolated(true);
+    v1::PolicyRule* rule = request.mutable_policy()->add_rules();
+    rule->set_direction(v1::POLICY_DIRECTION_INGRESS);
+    rule->set_peer_identity(3000);
+    rule->set_protocol(protocol);
+    rule->set_port(port);
+    rule->set_end_port(end_port);
+    rule->set_action(v1::POLICY_ACTION_ALLOW);
+    rule->set_rule_id(5);
+    grpc::ClientContext context;
+    SetDeadline(context, std::chrono::seconds(10));
+    v1::ReplaceEndpointPolicyResponse response;
+    return stub_->ReplaceEndpointPolicy(&context, request, &response);
+  };
+  struct Bad {
+    uint32_t protocol, port, end_port;
+    const char* message;
+  };
+  for (const Bad& bad : {Bad{6, 90, 80, "end_port 80 is below port 90"},
+                         Bad{0, 80, 90, "needs a protocol"},
+                         Bad{6, 0, 90, "non-zero port"},
+                         Bad{6, 80, 70000, "end_port 70000 is out of range"}}) {
+    grpc::Status status = replace(bad.protocol, bad.port, bad.end_port);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad.message;
+    EXPECT_NE(status.error_message().find(bad.message), std::string::npos)
+        << status.error_message();
+    EXPECT_NE(status.error_message().find("policy.rules[0]"), std::string::npos)
+        << status.error_message();
+  }
+  grpc::Status status = replace(6, 1, 65535);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::seconds(10));
+  v1::DumpPolicyRequest request;
+  *request.mutable_key() = Key("ctr-a");
+  v1::DumpPolicyResponse dump;
+  ASSERT_TRUE(stub_->DumpPolicy(&context, request, &dump).ok());
+  ASSERT_EQ(dump.entries_size(), 1);
+  EXPECT_EQ(dump.entries(0).rule().port(), 1u);
+  EXPECT_EQ(dump.entries(0).rule().end_port(), 65535u);
+  EXPECT_EQ(dump.entries(0).rule().rule_id(), 5u);
+  EXPECT_EQ(dump.policy().rule_count(), 1u);
+}
+
 TEST_F(DatapathServiceTest, InterfaceGoneIsReportedAndDeleteStillSucceeds) {
   v1::CreateEndpointResponse created;
   ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());

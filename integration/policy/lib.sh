@@ -29,6 +29,7 @@ netpol_init() {
   # prefix of test number 5, whose cleanup removes every "ix5*" veth. "np"
   # is used by these tests only.
   export EBPF_CNI_VETH_PREFIX=np$2
+  log "veth prefix $EBPF_CNI_VETH_PREFIX (instead), manifests $ROOT/manifests"
   export EBPF_CNI_MANIFEST_DIR=$ROOT/manifests
   mkdir -p "$EBPF_CNI_MANIFEST_DIR" "$ROOT/tmp"
   NETPOL_NUMBER=$2

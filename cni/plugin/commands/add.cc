@@ -101,6 +101,16 @@ struct ResolvedEndpoint {
   bool pod_known = false;  // policy agent: labels came from a Pod object
 };
 
+// A policy that isolates neither direction and asks for no events is what
+// a new endpoint without policy has already, so CreateEndpoint gets none and
+// the datapath skips installing (and persisting) an empty rule set: the
+// common case, a pod no NetworkPolicy selects, costs nothing extra. The
+// agent keeps the endpoint's policy up to date from then on.
+bool AllowsEverything(const datapath::v1::EndpointPolicy& policy) {
+  return !policy.ingress_isolated() && !policy.egress_isolated() && policy.rules_size() == 0 &&
+         !policy.verdict_events();
+}
+
 class AddTransaction {
  public:
   explicit AddTransaction(CommandContext& context) : context_(context) {}
@@ -221,7 +231,7 @@ absl::StatusOr<CniResult> AddTransaction::Run() {
   create.set_pod_namespace(args->pod_namespace);
   create.set_pod_name(args->pod_name);
   create.set_identity(identity_);
-  if (resolved->policy) *create.mutable_policy() = *resolved->policy;
+  if (resolved->policy && !AllowsEverything(*resolved->policy)) *create.mutable_policy() = *resolved->policy;
   endpoint_attempted_ = true;
   absl::StatusOr<datapath::v1::Endpoint> endpoint = context_.datapath.CreateEndpoint(create);
   if (!endpoint.ok()) {

@@ -317,6 +317,7 @@ class FakePolicy final : public policy::v1::PolicyService::Service {
   std::vector<policy::v1::ResolveEndpointRequest> resolve_requests;
   std::map<std::string, grpc::Status> failures;
   std::optional<uint32_t> identity_override;  // answer this id instead (e.g. 0)
+  std::optional<datapath::v1::EndpointPolicy> policy_override;  // instead of InitialPolicy()
   Rendezvous* rendezvous = nullptr;           // meets "Allocate" when set
 
   // Isolated for ingress, allowing identity 300 on TCP/80 (rule 7).
@@ -342,7 +343,7 @@ class FakePolicy final : public policy::v1::PolicyService::Service {
     uint32_t id = identity_override ? *identity_override : identity_.TakeReference(request->pod_namespace(),
                                                                                   request->owner());
     response->mutable_identity()->set_id(id);
-    *response->mutable_policy() = InitialPolicy();
+    *response->mutable_policy() = policy_override ? *policy_override : InitialPolicy();
     response->set_pod_known(true);
     response->set_generation(12);
     return grpc::Status::OK;
@@ -1212,6 +1213,20 @@ TEST_F(CommandsTest, AddWithPolicySocketCreatesTheEndpointWithTheAgentsIdentityA
   // DEL drops the reference the agent took for this owner.
   ASSERT_EQ(Run("DEL", PolicyConfig()).exit_code, 0);
   EXPECT_EQ(identity_.ReferenceCount(id), 0u);
+}
+
+TEST_F(CommandsTest, AddSendsNoPolicyWhenTheAgentIsolatesNothing) {
+  policy_.policy_override = datapath::v1::EndpointPolicy();  // no NetworkPolicy selects the pod
+  ASSERT_EQ(Run("ADD", PolicyConfig()).exit_code, 0);
+  const datapath::v1::CreateEndpointRequest& create = datapath_.create_requests.at({"ctr1", "eth0"});
+  EXPECT_FALSE(create.has_policy()) << "not isolated = no policy; nothing to install";
+  EXPECT_NE(create.identity(), 0u);
+
+  datapath::v1::EndpointPolicy events_only;
+  events_only.set_verdict_events(true);
+  policy_.policy_override = events_only;
+  ASSERT_EQ(Run("ADD", PolicyConfig(), "ctr2").exit_code, 0);
+  EXPECT_TRUE(datapath_.create_requests.at({"ctr2", "eth0"}).has_policy()) << "verdict events must be installed";
 }
 
 TEST_F(CommandsTest, AddWithoutPolicySocketNeverAsksTheAgentAndSendsNoPolicy) {

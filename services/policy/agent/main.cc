@@ -28,6 +28,9 @@ ABSL_FLAG(bool, kubernetes_in_cluster, false,
 ABSL_FLAG(std::string, identity_service, "unix:/run/ebpf-cni/identity.sock",
           "Identity service target(s) (socket path, or comma-separated list for replicas)");
 ABSL_FLAG(std::string, datapath_service, "unix:/run/ebpf-cni/datapath.sock", "This node's datapath service");
+ABSL_FLAG(std::vector<std::string>, label_filter, {},
+          "The identity service's --label_filter, when it has one (the compiler must filter Pod labels the same "
+          "way to find their identities)");
 ABSL_FLAG(std::string, node_name, "",
           "This node's name, owner of the identity references the agent takes (default: the host name, as the "
           "CNI binary uses)");
@@ -73,6 +76,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   ebpfcni::policy::PolicyAgentOptions options;
+  if (auto patterns = absl::GetFlag(FLAGS_label_filter); !patterns.empty()) {
+    auto filter = ebpfcni::identity::LabelFilter::FromPatterns(patterns);
+    if (!filter.ok()) {
+      spdlog::critical("--label_filter: {}", filter.status().ToString());
+      return 2;
+    }
+    options.label_filter = std::move(*filter);
+  }
   options.node_name = absl::GetFlag(FLAGS_node_name).empty() ? HostName() : absl::GetFlag(FLAGS_node_name);
   options.identity_channel = ebpfcni::MakeChannelForTargets(absl::GetFlag(FLAGS_identity_service));
   options.datapath_channel = ebpfcni::MakeChannel(absl::GetFlag(FLAGS_datapath_service));

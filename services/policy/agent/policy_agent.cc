@@ -31,7 +31,8 @@ PolicyAgent::PolicyAgent(PolicyAgentOptions options, std::unique_ptr<ClusterStat
     : options_(std::move(options)),
       source_(std::move(source)),
       identity_(identity::v1::IdentityService::NewStub(options_.identity_channel)),
-      datapath_(datapath::v1::DatapathService::NewStub(options_.datapath_channel)) {
+      datapath_(datapath::v1::DatapathService::NewStub(options_.datapath_channel)),
+      engine_(options_.label_filter) {
   identity_watcher_ = std::make_unique<IdentityWatcher>(
       options_.identity_channel,
       IdentityWatcher::Callbacks{

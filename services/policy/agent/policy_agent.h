@@ -47,6 +47,9 @@ struct PolicyAgentOptions {
   std::shared_ptr<grpc::Channel> datapath_channel;
   // Deadline of every unary call to the identity and datapath services.
   std::chrono::milliseconds call_timeout{5000};
+  // Must be the identity service's (--label_filter there): the compiler maps
+  // Pod objects to identity keys with it.
+  identity::LabelFilter label_filter = identity::LabelFilter::Default();
 };
 
 // What a pod's identity was (or would be) resolved from: equal inputs give

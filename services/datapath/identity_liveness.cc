@@ -36,21 +36,38 @@ void IdentityLiveness::ReassertEndpoints() {
   for (const EndpointStatus& endpoint : *endpoints) {
     const EndpointRecord& record = endpoint.record;
     if (record.identity < kFirstAllocatableIdentity) continue;
-    // The same request the CNI binary sends at ADD (cni/plugin/commands/
-    // add.cc): pods without Kubernetes names are "default"/<container id>.
-    identity::v1::ResolvePodRequest request;
-    request.set_pod_namespace(record.pod_namespace.empty() ? "default" : record.pod_namespace);
-    request.set_pod_name(record.pod_name.empty() ? record.key.container_id : record.pod_name);
-    request.mutable_owner()->set_node(options_.node);
-    request.mutable_owner()->set_endpoint(absl::StrCat(record.key.container_id, "/", record.key.interface_name));
-    grpc::ClientContext context;
-    SetDeadline(context, std::chrono::seconds(5));
-    identity::v1::ResolvePodResponse response;
-    grpc::Status status = stub_->ResolvePod(&context, request, &response);
+    // Re-take the reference on the identity the endpoint has, by its label
+    // set: the datapath does not know the pod's labels (the CNI or the
+    // policy agent resolved them), but the identity service does. Resolving
+    // the pod again by name would give a label-less identity and flip the
+    // endpoint to another policy until the agent corrected it.
+    const std::string owner_endpoint = absl::StrCat(record.key.container_id, "/", record.key.interface_name);
+    identity::v1::GetIdentityRequest get;
+    get.set_id(record.identity);
+    identity::v1::GetIdentityResponse got;
+    grpc::ClientContext get_context;
+    SetDeadline(get_context, std::chrono::seconds(5));
+    grpc::Status status = stub_->GetIdentity(&get_context, get, &got);
     if (!status.ok()) {
       ++failed;
-      spdlog::warn("cannot re-assert the identity of {}/{}: {}", record.key.container_id,
-                   record.key.interface_name, status.error_message());
+      spdlog::warn("cannot re-assert identity {} of {}: {}{}", record.identity, owner_endpoint,
+                   status.error_message(),
+                   status.error_code() == grpc::StatusCode::NOT_FOUND
+                       ? " (it was collected while this node had no session; the policy agent re-resolves the pod)"
+                       : "");
+      continue;
+    }
+    identity::v1::AllocateIdentityRequest request;
+    *request.mutable_labels() = got.identity().labels();
+    request.mutable_owner()->set_node(options_.node);
+    request.mutable_owner()->set_endpoint(owner_endpoint);
+    grpc::ClientContext context;
+    SetDeadline(context, std::chrono::seconds(5));
+    identity::v1::AllocateIdentityResponse response;
+    status = stub_->AllocateIdentity(&context, request, &response);
+    if (!status.ok()) {
+      ++failed;
+      spdlog::warn("cannot re-assert identity {} of {}: {}", record.identity, owner_endpoint, status.error_message());
       continue;
     }
     ++reasserted;

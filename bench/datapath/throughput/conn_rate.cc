@@ -86,11 +86,13 @@ absl::StatusOr<sockaddr_in> ParseAddress(const std::string& text) {
   return address;
 }
 
-// Reads exactly `size` bytes; false on EOF, error or timeout.
-bool ReadFully(int fd, char* buffer, size_t size) {
+// Moves exactly `size` bytes with `step` (a recv or send of what is left);
+// false on EOF, error or timeout.
+template <typename Step>
+bool TransferFully(char* buffer, size_t size, Step step) {
   size_t done = 0;
   while (done < size) {
-    ssize_t n = recv(fd, buffer + done, size - done, 0);
+    ssize_t n = step(buffer + done, size - done);
     if (n > 0) {
       done += static_cast<size_t>(n);
     } else if (n < 0 && errno == EINTR) {
@@ -102,19 +104,15 @@ bool ReadFully(int fd, char* buffer, size_t size) {
   return true;
 }
 
+bool ReadFully(int fd, char* buffer, size_t size) {
+  return TransferFully(buffer, size, [fd](char* at, size_t left) { return recv(fd, at, left, 0); });
+}
+
 bool WriteFully(int fd, const char* buffer, size_t size) {
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = send(fd, buffer + done, size - done, MSG_NOSIGNAL);
-    if (n > 0) {
-      done += static_cast<size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else {
-      return false;
-    }
-  }
-  return true;
+  // send() does not write through the pointer; the cast only lets both
+  // directions share one loop.
+  return TransferFully(const_cast<char*>(buffer), size,
+                       [fd](char* at, size_t left) { return send(fd, at, left, MSG_NOSIGNAL); });
 }
 
 // --- server ------------------------------------------------------------------

@@ -459,14 +459,19 @@ run_mode() {
   esac
 }
 
+# The awk median of arr[1..n] ("-" when n is 0); sorts arr in place
+# (insertion sort: n is the number of rounds).
+AWK_MEDIAN='
+  function median(arr, n,   i, j, x) {
+    for (i = 2; i <= n; i++) { x = arr[i]; j = i - 1; while (j > 0 && arr[j] > x) { arr[j + 1] = arr[j]; j-- } arr[j + 1] = x }
+    return n == 0 ? "-" : (n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2)
+  }'
+
 # median MODE METRIC: the median over rounds, empty when never measured.
 median() {
-  awk -F, -v m="$1" -v k="$2" 'NR > 1 && $2 == m && $3 == k { v[++n] = $4 }
-    END {
-      if (!n) exit
-      for (i = 2; i <= n; i++) { x = v[i]; j = i - 1; while (j > 0 && v[j] > x) { v[j + 1] = v[j]; j-- } v[j + 1] = x }
-      print (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2)
-    }' "$results"
+  awk -F, -v m="$1" -v k="$2" "$AWK_MEDIAN"'
+    NR > 1 && $2 == m && $3 == k { v[++n] = $4 }
+    END { if (n) print median(v, n) }' "$results"
 }
 
 # The issue's targets for our programs, from the medians.
@@ -499,11 +504,7 @@ summarize() {
     echo "|---|---:|---:|---:|---:|---:|---|"
     local mode
     for mode in ${modes//,/ }; do
-      awk -F, -v m="$mode" '
-        function median(arr, n,   i, j, x) {
-          for (i = 2; i <= n; i++) { x = arr[i]; j = i - 1; while (j > 0 && arr[j] > x) { arr[j + 1] = arr[j]; j-- } arr[j + 1] = x }
-          return n == 0 ? "-" : (n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2)
-        }
+      awk -F, -v m="$mode" "$AWK_MEDIAN"'
         NR > 1 && $2 == m {
           k = $3; n[k]++; v[k, n[k]] = $4
           if (lmin == "" || $5 < lmin) lmin = $5; if ($5 > lmax) lmax = $5
@@ -524,11 +525,7 @@ summarize() {
     echo "| mode | TCP | UDP 64 B | latency p50 | latency p99 | connections/s |"
     echo "|---|---:|---:|---:|---:|---:|"
     for mode in ${modes//,/ }; do
-      awk -F, -v m="$mode" '
-        function median(arr, n,   i, j, x) {
-          for (i = 2; i <= n; i++) { x = arr[i]; j = i - 1; while (j > 0 && arr[j] > x) { arr[j + 1] = arr[j]; j-- } arr[j + 1] = x }
-          return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
-        }
+      awk -F, -v m="$mode" "$AWK_MEDIAN"'
         NR > 1 && ($2 == m || $2 == "noprog") { k = $2 SUBSEP $3; n[k]++; v[k, n[k]] = $4 }
         END {
           split("tcp_gbps udp64_kpps lat_p50_us lat_p99_us conn_per_s", keys, " ")
@@ -551,11 +548,7 @@ summarize() {
     echo "| mode | TCP | UDP 64 B | latency p50 | latency p99 | connections/s |"
     echo "|---|---:|---:|---:|---:|---:|"
     for mode in ${modes//,/ }; do
-      awk -F, -v m="$mode" '
-        function median(arr, n,   i, j, x) {
-          for (i = 2; i <= n; i++) { x = arr[i]; j = i - 1; while (j > 0 && arr[j] > x) { arr[j + 1] = arr[j]; j-- } arr[j + 1] = x }
-          return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
-        }
+      awk -F, -v m="$mode" "$AWK_MEDIAN"'
         NR > 1 && ($2 == m || $2 == "noprog") { v[$1, $2, $3] = $4; rounds[$1] = 1 }
         END {
           split("tcp_gbps udp64_kpps lat_p50_us lat_p99_us conn_per_s", keys, " ")

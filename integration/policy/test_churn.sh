@@ -137,13 +137,17 @@ total_policies() {
   for ((f = 0; f < CHURN_FILES; f++)); do sum=$((sum + ${POLICIES_IN[$f]:-0})); done
   echo "$sum"
 }
+# BATCH_CHANGED: set to 1 when a file was written or removed (an empty
+# file removed again changes nothing, and no generation follows).
 write_policy_file() {
   local f=$1 count=$2 k generation=$3
   POLICIES_IN[$f]=$count
   if ((count == 0)); then
+    [[ -e $EBPF_CNI_MANIFEST_DIR/50-policies-$f.yaml ]] && BATCH_CHANGED=1
     manifest_remove "50-policies-$f.yaml"
     return
   fi
+  BATCH_CHANGED=1
   for ((k = 0; k < count; k++)); do random_policy "pol-$f-$k-g$generation"; done |
     manifest_write "50-policies-$f.yaml"
 }
@@ -224,6 +228,7 @@ check "sampled probes agree with policy trace (initial policies)" samples_agree
 for ((batch = 1; batch <= CHURN_BATCHES; batch++)); do
   edits=$((1 + RANDOM % 3))
   what=()
+  BATCH_CHANGED=0
   for ((e = 0; e < edits; e++)); do
     f=$((RANDOM % CHURN_FILES))
     count=${POLICIES_IN[$f]}
@@ -238,6 +243,7 @@ for ((batch = 1; batch <= CHURN_BATCHES; batch++)); do
   done
   # No wait between the edits of a batch: the agent sees them back to back.
   started=$EPOCHREALTIME
+  ((BATCH_CHANGED)) || before=-
   policy_wait_applied "$before" "$(total_policies)"
   waited=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a) * 1000 }')
   log "batch $batch: ${what[*]} -> $(total_policies) policies, in sync after ${waited} ms"

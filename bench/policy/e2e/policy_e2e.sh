@@ -27,9 +27,11 @@ while (($#)); do
     *) echo "usage: $0 [--out DIR] [--endpoints N] [--policies N] [--iterations N] [--smoke]" >&2; exit 2 ;;
   esac
 done
-# shellcheck disable=SC2034 # read by itest_init
-ITEST_POD_CIDR=10.96.0.0/21 # room for 2000 pods
-ITEST_POD_CIDR6=""
+# shellcheck disable=SC2034 # both read by itest_init
+{
+  ITEST_POD_CIDR=10.96.0.0/21 # room for 2000 pods
+  ITEST_POD_CIDR6=""
+}
 source "$(dirname "${BASH_SOURCE[0]}")/../../../integration/policy/lib.sh"
 netpol_init benche2e 54
 BENCH=$EBPF_CNI_BUILD_DIR/bench/policy/e2e/policy-e2e-bench

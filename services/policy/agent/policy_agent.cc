@@ -25,6 +25,19 @@ LocalEndpoint LocalEndpointFromProto(const datapath::v1::Endpoint& endpoint) {
   return local;
 }
 
+// Scopes PolicyEngine::BeginBatch/EndBatch: a snapshot or a cluster-state
+// batch recompiles each endpoint it affects once, not once per object.
+class EngineBatch {
+ public:
+  explicit EngineBatch(PolicyEngine& engine) : engine_(engine) { engine_.BeginBatch(); }
+  ~EngineBatch() { engine_.EndBatch(); }
+  EngineBatch(const EngineBatch&) = delete;
+  EngineBatch& operator=(const EngineBatch&) = delete;
+
+ private:
+  PolicyEngine& engine_;
+};
+
 }  // namespace
 
 PolicyAgent::PolicyAgent(PolicyAgentOptions options, std::unique_ptr<ClusterStateSource> source)
@@ -86,7 +99,11 @@ void PolicyAgent::OnBatch(const std::vector<ResourceEvent>& events) {
   std::lock_guard<std::mutex> lock(mu_);
   std::set<std::pair<std::string, std::string>> touched_pods;
   std::set<std::string> touched_namespaces;
-  for (const auto& event : events) ApplyEventLocked(event, &touched_pods, &touched_namespaces);
+  {
+    // A whole file reload or relist recompiles each affected endpoint once.
+    EngineBatch batch(engine_);
+    for (const auto& event : events) ApplyEventLocked(event, &touched_pods, &touched_namespaces);
+  }
   QueueReresolveLocked(touched_pods, touched_namespaces);
   BumpLocked();
 }
@@ -190,6 +207,7 @@ void PolicyAgent::QueueReresolveLocked(const std::set<std::pair<std::string, std
 
 void PolicyAgent::OnIdentitySnapshot(std::vector<IdentityEntry> identities) {
   std::lock_guard<std::mutex> lock(mu_);
+  EngineBatch batch(engine_);
   std::set<uint32_t> present;
   for (auto& entry : identities) {
     present.insert(entry.id);
@@ -256,6 +274,7 @@ void PolicyAgent::UpsertEndpointLocked(const datapath::v1::Endpoint& proto) {
 
 void PolicyAgent::OnEndpointSnapshot(std::vector<datapath::v1::Endpoint> endpoints) {
   std::lock_guard<std::mutex> lock(mu_);
+  EngineBatch batch(engine_);
   std::set<EndpointKey> present;
   for (const auto& endpoint : endpoints) present.insert(FromProtoKey(endpoint.key()));
   for (auto it = endpoints_.begin(); it != endpoints_.end();) {

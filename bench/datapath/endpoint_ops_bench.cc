@@ -6,7 +6,12 @@
 // persistent registry and policy copy, the BPF map writes, clsact and the two
 // TC filters.
 //
-// Usage: endpoint_ops_bench [--endpoints=200] [--state_dir=/var/tmp/...]
+// With --policy_batches it also times a policy change of many endpoints:
+// one ReplaceEndpointPolicy per endpoint (one RCU grace period each) vs one
+// ReplaceEndpointPolicies batch (one grace period for the batch).
+//
+// Usage: endpoint_ops_bench [--endpoints=200] [--policy_batches]
+//                           [--state_dir=/var/tmp/...]
 // The state directory should be on the disk the daemon uses (/var/lib), not
 // tmpfs, or fsync costs nothing.
 #include <net/if.h>
@@ -30,6 +35,9 @@
 ABSL_FLAG(int, endpoints, 200, "endpoints created then deleted (each on its own veth)");
 ABSL_FLAG(std::string, state_dir, "/var/tmp", "parent of the bench's state directory");
 ABSL_FLAG(bool, smoke, false, "5 endpoints: proves the tool works (CTest)");
+ABSL_FLAG(bool, policy_batches, false,
+          "also time replacing the policies of 1, 100 and --endpoints endpoints one by one "
+          "(ReplaceEndpointPolicy each) vs in one ReplaceEndpointPolicies batch");
 
 namespace ebpfcni::datapath {
 namespace {
@@ -84,6 +92,59 @@ EndpointPolicy SmallPolicy(uint32_t i) {
   range.end_port = 32767;
   policy.rules.push_back(range);
   return policy;
+}
+
+double MsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+// A policy change of the first `size` endpoints, one call per endpoint vs
+// one batch, repeated; prints a table row per size. Every repetition
+// changes the policies (a new range peer), so each call really swaps maps.
+void TimePolicyBatches(EndpointManager& manager, int count) {
+  std::vector<int> sizes;
+  for (int size : {1, 100, 1000, count}) {
+    if (size <= count && (sizes.empty() || size > sizes.back())) sizes.push_back(size);
+  }
+  uint32_t version = 1000;  // policies differ from every earlier one
+  std::printf("\n| endpoints | one by one: total ms (per endpoint) | one batch: p50 ms | "
+              "one batch: max ms | runs (one by one / batch) |\n");
+  std::printf("| ---: | ---: | ---: | ---: | ---: |\n");
+  for (int size : sizes) {
+    // One-by-one at 1000 endpoints takes ~15 s a run: fewer runs.
+    const int single_runs = size >= 500 ? 1 : 5;
+    const int batch_runs = 10;
+    std::vector<double> single_ms, batch_ms;
+    for (int run = 0; run < single_runs; ++run) {
+      ++version;
+      auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < size; ++i) {
+        absl::StatusOr<PolicySummary> replaced = manager.ReplaceEndpointPolicy(
+            {absl::StrCat("bench-", i), "eth0"}, SmallPolicy(version + i));
+        if (!replaced.ok()) Die(replaced.status().ToString());
+      }
+      single_ms.push_back(MsSince(start));
+    }
+    for (int run = 0; run < batch_runs; ++run) {
+      ++version;
+      std::vector<EndpointManager::PolicyReplacement> batch;
+      for (int i = 0; i < size; ++i) {
+        batch.push_back({{absl::StrCat("bench-", i), "eth0"}, SmallPolicy(version + i)});
+      }
+      auto start = std::chrono::steady_clock::now();
+      std::vector<absl::StatusOr<PolicySummary>> results = manager.ReplaceEndpointPolicies(batch);
+      batch_ms.push_back(MsSince(start));
+      for (const auto& result : results) {
+        if (!result.ok()) Die(result.status().ToString());
+      }
+    }
+    Percentiles single = Summarize(single_ms);
+    Percentiles batched = Summarize(batch_ms);
+    std::printf("| %d | %.1f (%.2f) | %.2f | %.2f | %d / %d |\n", size, single.mean,
+                single.mean / size, batched.p50, batched.max, single_runs, batch_runs);
+  }
+  std::printf("\n");
 }
 
 int Main() {
@@ -149,6 +210,9 @@ int Main() {
                                  .count());
         if (!replaced.ok()) Die(replaced.status().ToString());
       }
+    }
+    if (round == 0 && (absl::GetFlag(FLAGS_policy_batches) || absl::GetFlag(FLAGS_smoke))) {
+      TimePolicyBatches(**manager, count);
     }
     for (int i = 0; i < count; ++i) {
       auto start = std::chrono::steady_clock::now();

@@ -327,6 +327,45 @@ grpc::Status DatapathServiceImpl::ReplaceEndpointPolicy(
   return grpc::Status::OK;
 }
 
+grpc::Status DatapathServiceImpl::ReplaceEndpointPolicies(
+    grpc::ServerContext*, const v1::ReplaceEndpointPoliciesRequest* request,
+    v1::ReplaceEndpointPoliciesResponse* response) {
+  // Items whose policy does not parse fail alone; the rest go to the
+  // manager as one batch.
+  std::vector<absl::Status> parse_errors(request->items_size());
+  std::vector<EndpointManager::PolicyReplacement> batch;
+  std::vector<int> batch_items;  // request index per batch entry
+  for (int i = 0; i < request->items_size(); ++i) {
+    const v1::ReplaceEndpointPolicyRequest& item = request->items(i);
+    EndpointManager::PolicyReplacement replacement{FromProto(item.key()), std::nullopt};
+    if (item.has_policy()) {
+      absl::StatusOr<EndpointPolicy> parsed = FromProto(item.policy());
+      if (!parsed.ok()) {
+        parse_errors[i] = absl::Status(parsed.status().code(),
+                                       absl::StrCat("items[", i, "].", parsed.status().message()));
+        continue;
+      }
+      replacement.policy = *std::move(parsed);
+    }
+    batch.push_back(std::move(replacement));
+    batch_items.push_back(i);
+  }
+  std::vector<absl::StatusOr<PolicySummary>> applied = manager_->ReplaceEndpointPolicies(batch);
+  std::vector<const absl::StatusOr<PolicySummary>*> by_item(request->items_size(), nullptr);
+  for (size_t b = 0; b < batch.size(); ++b) by_item[batch_items[b]] = &applied[b];
+  for (int i = 0; i < request->items_size(); ++i) {
+    v1::ReplaceEndpointPolicyResult* result = response->add_results();
+    *result->mutable_key() = request->items(i).key();
+    absl::Status status =
+        by_item[i] != nullptr ? by_item[i]->status() : parse_errors[i];
+    // absl status codes are the google.rpc codes.
+    result->set_code(static_cast<int32_t>(status.code()));
+    result->set_message(std::string(status.message()));
+    if (by_item[i] != nullptr && by_item[i]->ok()) ToProto(**by_item[i], result->mutable_policy());
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status DatapathServiceImpl::UpsertPrefixIdentity(
     grpc::ServerContext*, const v1::UpsertPrefixIdentityRequest* request,
     v1::UpsertPrefixIdentityResponse*) {

@@ -42,6 +42,9 @@ class DatapathServiceImpl final : public ebpfcni::datapath::v1::DatapathService:
   grpc::Status ReplaceEndpointPolicy(grpc::ServerContext* context,
                                      const v1::ReplaceEndpointPolicyRequest* request,
                                      v1::ReplaceEndpointPolicyResponse* response) override;
+  grpc::Status ReplaceEndpointPolicies(grpc::ServerContext* context,
+                                       const v1::ReplaceEndpointPoliciesRequest* request,
+                                       v1::ReplaceEndpointPoliciesResponse* response) override;
   grpc::Status UpsertPrefixIdentity(grpc::ServerContext* context,
                                     const v1::UpsertPrefixIdentityRequest* request,
                                     v1::UpsertPrefixIdentityResponse* response) override;

@@ -384,6 +384,55 @@ TEST_F(DatapathServiceTest, PortRangesAreValidatedAndDumpedOverGrpc) {
   EXPECT_EQ(dump.policy().rule_count(), 1u);
 }
 
+TEST_F(DatapathServiceTest, BatchReplaceReportsEachItemInRequestOrder) {
+  v1::CreateEndpointResponse created;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());
+  auto add_item = [&](v1::ReplaceEndpointPoliciesRequest& request, const std::string& container,
+                      uint32_t end_port) {
+    v1::ReplaceEndpointPolicyRequest* item = request.add_items();
+    *item->mutable_key() = Key(container);
+    item->mutable_policy()->set_ingress_isolated(true);
+    v1::PolicyRule* rule = item->mutable_policy()->add_rules();
+    rule->set_direction(v1::POLICY_DIRECTION_INGRESS);
+    rule->set_peer_identity(3000);
+    rule->set_protocol(6);
+    rule->set_port(80);
+    rule->set_end_port(end_port);
+    rule->set_action(v1::POLICY_ACTION_ALLOW);
+    rule->set_rule_id(5);
+  };
+  v1::ReplaceEndpointPoliciesRequest request;
+  add_item(request, "ctr-missing", 0);
+  add_item(request, "ctr-a", 90);
+  add_item(request, "ctr-unparsable", 70000);
+  grpc::ClientContext context;
+  SetDeadline(context, std::chrono::seconds(10));
+  v1::ReplaceEndpointPoliciesResponse response;
+  grpc::Status status = stub_->ReplaceEndpointPolicies(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.results_size(), 3);
+  EXPECT_EQ(response.results(0).key().container_id(), "ctr-missing");
+  EXPECT_EQ(response.results(0).code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(response.results(0).message().find("ctr-missing"), std::string::npos);
+  EXPECT_EQ(response.results(1).key().container_id(), "ctr-a");
+  EXPECT_EQ(response.results(1).code(), grpc::StatusCode::OK) << response.results(1).message();
+  EXPECT_TRUE(response.results(1).policy().installed());
+  EXPECT_EQ(response.results(1).policy().rule_count(), 1u);
+  EXPECT_EQ(response.results(2).code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(response.results(2).message().find("items[2].policy.rules[0]"), std::string::npos)
+      << response.results(2).message();
+
+  grpc::ClientContext dump_context;
+  SetDeadline(dump_context, std::chrono::seconds(10));
+  v1::DumpPolicyRequest dump_request;
+  *dump_request.mutable_key() = Key("ctr-a");
+  v1::DumpPolicyResponse dump;
+  ASSERT_TRUE(stub_->DumpPolicy(&dump_context, dump_request, &dump).ok());
+  ASSERT_EQ(dump.entries_size(), 1);
+  EXPECT_EQ(dump.entries(0).rule().port(), 80u);
+  EXPECT_EQ(dump.entries(0).rule().end_port(), 90u);
+}
+
 TEST_F(DatapathServiceTest, InterfaceGoneIsReportedAndDeleteStillSucceeds) {
   v1::CreateEndpointResponse created;
   ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());

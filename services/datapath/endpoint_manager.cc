@@ -814,22 +814,98 @@ absl::StatusOr<EndpointStatus> EndpointManager::SetEndpointIdentity(const Endpoi
 
 absl::StatusOr<PolicySummary> EndpointManager::ReplaceEndpointPolicy(
     const EndpointKey& key, const std::optional<EndpointPolicy>& policy) {
+  // A batch of one: the same swap, logging and bookkeeping as a big batch.
+  std::vector<absl::StatusOr<PolicySummary>> results =
+      ReplaceEndpointPolicies({PolicyReplacement{key, policy}});
+  return std::move(results.front());
+}
+
+namespace {
+
+std::string DescribePolicyChange(const std::optional<EndpointPolicy>& policy) {
+  if (!policy.has_value()) return "removed (not isolated)";
+  return absl::StrCat("replaced: ", policy->rules.size(), " rules, ingress ",
+                      policy->ingress_isolated ? "isolated" : "open", ", egress ",
+                      policy->egress_isolated ? "isolated" : "open");
+}
+
+}  // namespace
+
+std::vector<absl::StatusOr<PolicySummary>> EndpointManager::ReplaceEndpointPolicies(
+    const std::vector<PolicyReplacement>& items) {
   absl::MutexLock lock(&mutex_);
-  std::optional<EndpointRecord> record = registry_->Find(key);
-  if (!record.has_value()) {
-    return absl::NotFoundError(absl::StrCat("no endpoint ", Describe(key)));
+  std::vector<absl::StatusOr<PolicySummary>> results(items.size(), PolicySummary{});
+  // Everything is checked before the kernel sees any of it.
+  std::vector<PolicyMap::Update> updates;
+  std::vector<size_t> update_items;  // index into `items` per update
+  std::set<EndpointKey> seen;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const PolicyReplacement& item = items[i];
+    if (!seen.insert(item.key).second) {
+      results[i] = absl::InvalidArgumentError(
+          absl::StrCat("endpoint ", Describe(item.key),
+                       " appears more than once in the batch (at most one item per endpoint)"));
+      continue;
+    }
+    std::optional<EndpointRecord> record = registry_->Find(item.key);
+    if (!record.has_value()) {
+      results[i] = absl::NotFoundError(absl::StrCat("no endpoint ", Describe(item.key)));
+      continue;
+    }
+    updates.push_back(PolicyMap::Update{record->endpoint_id, item.policy});
+    update_items.push_back(i);
   }
-  if (absl::Status status = InstallPolicy(record->key, record->endpoint_id, policy); !status.ok()) {
-    return status;
+  // Whatever happens below, the cache must not claim a policy the kernel
+  // may not have: forget it, refill on success.
+  for (const PolicyMap::Update& update : updates) policy_summaries_.erase(update.endpoint_id);
+
+  std::vector<absl::Status> swapped = policy_.ReplaceMany(updates);
+
+  std::vector<std::pair<uint32_t, std::optional<EndpointPolicy>>> to_store;
+  std::vector<size_t> applied;  // index into `updates`
+  for (size_t u = 0; u < updates.size(); ++u) {
+    const PolicyMap::Update& update = updates[u];
+    const EndpointKey& key = items[update_items[u]].key;
+    if (!swapped[u].ok()) {
+      // Say whose policy did not fit or failed: the caller may be pushing
+      // many endpoints.
+      results[update_items[u]] = absl::Status(
+          swapped[u].code(), absl::StrCat("endpoint ", Describe(key), " (id ", update.endpoint_id,
+                                          "): ", swapped[u].message()));
+      continue;
+    }
+    policy_summaries_[update.endpoint_id] = SummaryOf(update.policy);
+    to_store.emplace_back(update.endpoint_id, update.policy);
+    applied.push_back(u);
   }
-  spdlog::info("endpoint {} (id {}): policy {}", Describe(key), record->endpoint_id,
-               policy.has_value()
-                   ? absl::StrCat("replaced: ", policy->rules.size(), " rules, ingress ",
-                                  policy->ingress_isolated ? "isolated" : "open", ", egress ",
-                                  policy->egress_isolated ? "isolated" : "open")
-                   : std::string("removed (not isolated)"));
-  PublishChange(key);
-  return SummarizePolicy(record->endpoint_id);
+  // The kernel has the new policies whatever the store says; a failed
+  // commit is reported on each item it concerns (a restart would put the
+  // old copies back).
+  absl::Status stored = store_->SavePolicies(to_store);
+  if (!stored.ok()) spdlog::error("saving policy copies: {}", stored.ToString());
+
+  for (size_t u : applied) {
+    const PolicyMap::Update& update = updates[u];
+    const EndpointKey& key = items[update_items[u]].key;
+    if (applied.size() == 1) {
+      spdlog::info("endpoint {} (id {}): policy {}", Describe(key), update.endpoint_id,
+                   DescribePolicyChange(update.policy));
+    } else {
+      spdlog::debug("endpoint {} (id {}): policy {}", Describe(key), update.endpoint_id,
+                    DescribePolicyChange(update.policy));
+    }
+    PublishChange(key);
+    if (!stored.ok()) {
+      results[update_items[u]] = stored;
+    } else {
+      results[update_items[u]] = SummarizePolicy(update.endpoint_id);
+    }
+  }
+  if (applied.size() > 1 || applied.size() != items.size()) {
+    spdlog::info("policies replaced for {} of {} endpoints in one batch", applied.size(),
+                 items.size());
+  }
+  return results;
 }
 
 absl::StatusOr<PolicyDump> EndpointManager::DumpPolicy(const EndpointKey& key) {

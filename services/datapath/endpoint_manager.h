@@ -109,6 +109,17 @@ class EndpointManager {
   // nullopt removes the policy (not isolated).
   absl::StatusOr<PolicySummary> ReplaceEndpointPolicy(const EndpointKey& key,
                                                       const std::optional<EndpointPolicy>& policy);
+  // Many endpoints' policies for one RCU grace period (see
+  // PolicyMap::ReplaceMany): one result per item, in order. An unknown
+  // endpoint is NOT_FOUND, an invalid policy or a key given twice
+  // INVALID_ARGUMENT, a policy too big RESOURCE_EXHAUSTED; the other items
+  // are applied all the same. The stored copies change in one commit.
+  struct PolicyReplacement {
+    EndpointKey key;
+    std::optional<EndpointPolicy> policy;  // nullopt: remove (not isolated)
+  };
+  std::vector<absl::StatusOr<PolicySummary>> ReplaceEndpointPolicies(
+      const std::vector<PolicyReplacement>& items);
   absl::StatusOr<PolicyDump> DumpPolicy(const EndpointKey& key);
 
   absl::Status UpsertPrefixIdentities(const std::vector<std::pair<IpPrefix, uint32_t>>& entries);

@@ -8,11 +8,15 @@
 #include <cerrno>
 #include <cstring>
 #include <algorithm>
+#include <atomic>
+#include <memory>
+#include <utility>
 #include <map>
 #include <set>
 #include <tuple>
 
 #include <absl/strings/str_cat.h>
+#include <spdlog/spdlog.h>
 
 #include "ebpfcni/datapath_abi.h"
 #include "services/datapath/bpf_map_util.h"
@@ -120,6 +124,24 @@ std::vector<MapEntry> EntriesOf(const EndpointPolicy& policy) {
   return entries;
 }
 
+// The entries of a valid policy that fits an inner map: INVALID_ARGUMENT
+// or RESOURCE_EXHAUSTED otherwise.
+absl::StatusOr<std::vector<MapEntry>> CheckedEntriesOf(const EndpointPolicy& policy) {
+  if (absl::Status status = ValidatePolicy(policy); !status.ok()) return status;
+  std::vector<MapEntry> entries = EntriesOf(policy);
+  if (entries.size() > EBPFCNI_POLICY_MAX_ENTRIES) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the policy needs ", entries.size(), " map entries (", policy.rules.size(),
+        " rules; each port range takes one entry per aligned block of ports, up to 30), more "
+        "than the ", EBPFCNI_POLICY_MAX_ENTRIES, " an endpoint's policy map holds"));
+  }
+  return entries;
+}
+
+// Kernels without BPF_MAP_UPDATE_BATCH for array-of-maps answer with one of
+// these (ENOTSUPP is the kernel-internal 524 the syscall leaks).
+bool BatchUnsupported(int err) { return err == EOPNOTSUPP || err == 524 || err == EINVAL; }
+
 // Opens the inner map currently in the slot; -1 with errno ENOENT if none.
 int OpenInner(int outer_fd, uint32_t endpoint_id) {
   uint32_t inner_id = 0;
@@ -134,6 +156,33 @@ uint32_t InnerCapacity(size_t entries) {
   uint32_t capacity = 64;
   while (capacity < entries && capacity < EBPFCNI_POLICY_MAX_ENTRIES) capacity *= 2;
   return capacity;
+}
+
+// A new inner map holding exactly `entries`, not yet in any slot; the
+// caller owns the returned descriptor.
+absl::StatusOr<int> BuildInnerMap(const std::vector<MapEntry>& entries, uint32_t endpoint_id) {
+  // Sized to the policy: hash inner maps need not match the template's
+  // max_entries, and a map sized for the worst case would allocate its
+  // whole bucket array per endpoint.
+  LIBBPF_OPTS(bpf_map_create_opts, options, .map_flags = BPF_F_NO_PREALLOC);
+  int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "ebpfcni_policy", sizeof(ebpfcni_policy_key),
+                          sizeof(ebpfcni_policy_value), InnerCapacity(entries.size()), &options);
+  if (fd < 0) {
+    return BpfErrno(absl::StrCat("creating a policy map of ", entries.size(),
+                                 " entries for endpoint ", endpoint_id),
+                    errno);
+  }
+  for (const MapEntry& entry : entries) {
+    if (bpf_map_update_elem(fd, &entry.key, &entry.value, BPF_NOEXIST) != 0) {
+      int err = errno;
+      close(fd);
+      return BpfErrno(absl::StrCat("writing policy entry ", entry.key.peer_identity, "/",
+                                   int{entry.key.direction}, "/", int{entry.key.protocol}, "/",
+                                   ntohs(entry.key.dport), " of endpoint ", endpoint_id),
+                      err);
+    }
+  }
+  return fd;
 }
 
 // Maps up to this size are kept as spares when their endpoint goes away;
@@ -201,14 +250,9 @@ bool PolicyMap::HasSpare(uint32_t endpoint_id, size_t entries) const {
 
 absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& policy,
                                 Write write) {
-  if (absl::Status status = ValidatePolicy(policy); !status.ok()) return status;
-  std::vector<MapEntry> entries = EntriesOf(policy);
-  if (entries.size() > EBPFCNI_POLICY_MAX_ENTRIES) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the policy needs ", entries.size(), " map entries (", policy.rules.size(),
-        " rules; each port range takes one entry per aligned block of ports, up to 30), more "
-        "than the ", EBPFCNI_POLICY_MAX_ENTRIES, " an endpoint's policy map holds"));
-  }
+  absl::StatusOr<std::vector<MapEntry>> checked = CheckedEntriesOf(policy);
+  if (!checked.ok()) return checked.status();
+  const std::vector<MapEntry>& entries = *checked;
   if (write == Write::kInPlaceWhileUnused) {
     ScopedFd current(OpenInner(outer_fd_, endpoint_id));
     uint32_t capacity = current.get() >= 0 ? MaxEntriesOf(current.get()) : 0;
@@ -224,32 +268,86 @@ absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& poli
       return DeleteCountersExcept(endpoint_id, &policy);
     }
   }
-  // Sized to the policy: hash inner maps need not match the template's
-  // max_entries, and a map sized for the worst case would allocate its
-  // whole bucket array per endpoint.
-  LIBBPF_OPTS(bpf_map_create_opts, options, .map_flags = BPF_F_NO_PREALLOC);
-  ScopedFd inner(bpf_map_create(BPF_MAP_TYPE_HASH, "ebpfcni_policy", sizeof(ebpfcni_policy_key),
-                                sizeof(ebpfcni_policy_value), InnerCapacity(entries.size()),
-                                &options));
-  if (inner.get() < 0) {
-    return BpfErrno(absl::StrCat("creating a policy map of ", entries.size(),
-                                 " entries for endpoint ", endpoint_id),
-                    errno);
-  }
-  for (const MapEntry& entry : entries) {
-    if (bpf_map_update_elem(inner.get(), &entry.key, &entry.value, BPF_NOEXIST) != 0) {
-      return BpfErrno(absl::StrCat("writing policy entry ", entry.key.peer_identity, "/",
-                                   int{entry.key.direction}, "/", int{entry.key.protocol}, "/",
-                                   ntohs(entry.key.dport)),
-                      errno);
-    }
-  }
+  absl::StatusOr<int> built = BuildInnerMap(entries, endpoint_id);
+  if (!built.ok()) return built.status();
+  ScopedFd inner(*built);
   // The swap: one update of the outer slot.
   int inner_fd = inner.get();
   if (bpf_map_update_elem(outer_fd_, &endpoint_id, &inner_fd, BPF_ANY) != 0) {
     return BpfErrno(absl::StrCat("installing the policy of endpoint ", endpoint_id), errno);
   }
   return DeleteCountersExcept(endpoint_id, &policy);
+}
+
+std::vector<absl::Status> PolicyMap::ReplaceMany(const std::vector<Update>& updates) {
+  std::vector<absl::Status> results(updates.size());
+  // Built aside, fully written: from here on only the swap is left.
+  std::vector<std::unique_ptr<ScopedFd>> inner_maps(updates.size());
+  std::vector<uint32_t> slots;
+  std::vector<int> slot_maps;
+  std::vector<size_t> slot_items;  // index into `updates` per slot
+  for (size_t i = 0; i < updates.size(); ++i) {
+    std::vector<MapEntry> entries;  // none: an empty map means "no policy"
+    if (updates[i].policy.has_value()) {
+      absl::StatusOr<std::vector<MapEntry>> checked = CheckedEntriesOf(*updates[i].policy);
+      if (!checked.ok()) {
+        results[i] = checked.status();
+        continue;
+      }
+      entries = *std::move(checked);
+    }
+    absl::StatusOr<int> built = BuildInnerMap(entries, updates[i].endpoint_id);
+    if (!built.ok()) {
+      results[i] = built.status();
+      continue;
+    }
+    inner_maps[i] = std::make_unique<ScopedFd>(*built);
+    slots.push_back(updates[i].endpoint_id);
+    slot_maps.push_back(*built);
+    slot_items.push_back(i);
+  }
+
+  // The swap of every slot in one syscall, one grace period.
+  static std::atomic<bool> batch_supported{true};
+  size_t swapped = 0;
+  if (!slots.empty() && batch_supported.load()) {
+    LIBBPF_OPTS(bpf_map_batch_opts, options, .elem_flags = BPF_ANY);
+    uint32_t count = static_cast<uint32_t>(slots.size());
+    if (bpf_map_update_batch(outer_fd_, slots.data(), slot_maps.data(), &count, &options) == 0) {
+      swapped = slots.size();
+    } else {
+      int err = errno;
+      swapped = std::min<size_t>(count, slots.size());
+      if (swapped == 0 && BatchUnsupported(err) && batch_supported.exchange(false)) {
+        spdlog::warn(
+            "the kernel does not batch updates of the policy map-in-map ({}): policies are "
+            "swapped one endpoint at a time, one RCU grace period each",
+            std::strerror(err));
+      }
+    }
+  }
+  // What the batch did not do (unsupported, or stopped at a failing slot):
+  // one update per slot, each failure reported for its endpoint alone.
+  for (size_t s = swapped; s < slots.size(); ++s) {
+    if (bpf_map_update_elem(outer_fd_, &slots[s], &slot_maps[s], BPF_ANY) != 0) {
+      results[slot_items[s]] = BpfErrno(
+          absl::StrCat("installing the policy of endpoint ", slots[s]), errno);
+    }
+  }
+
+  // Counters of entries a new policy no longer has, in one walk.
+  std::map<uint32_t, const EndpointPolicy*> keep;
+  for (size_t item : slot_items) {
+    if (!results[item].ok()) continue;
+    const std::optional<EndpointPolicy>& policy = updates[item].policy;
+    keep[updates[item].endpoint_id] = policy.has_value() ? &*policy : nullptr;
+  }
+  if (absl::Status status = DeleteCountersExcept(keep); !status.ok()) {
+    // The policies are in; stale counters only show up in dumps until the
+    // next change. Say so without failing the swap.
+    spdlog::warn("deleting stale policy counters: {}", status.ToString());
+  }
+  return results;
 }
 
 absl::Status PolicyMap::Clear(uint32_t endpoint_id, Write write) {
@@ -406,18 +504,27 @@ absl::StatusOr<std::vector<PolicyEntryCounters>> PolicyMap::ReadCounters(
 }
 
 absl::Status PolicyMap::DeleteCountersExcept(uint32_t endpoint_id, const EndpointPolicy* keep) {
-  std::set<uint64_t> kept;
-  if (keep != nullptr) {
-    for (const PolicyRule& rule : keep->rules) {
-      for (const ebpfcni_policy_key& key : KeysOf(rule)) kept.insert(PackedKey(key));
+  return DeleteCountersExcept(std::map<uint32_t, const EndpointPolicy*>{{endpoint_id, keep}});
+}
+
+absl::Status PolicyMap::DeleteCountersExcept(
+    const std::map<uint32_t, const EndpointPolicy*>& keep) {
+  if (keep.empty()) return absl::OkStatus();
+  std::set<std::pair<uint32_t, uint64_t>> kept;  // (endpoint id, packed key)
+  for (const auto& [endpoint_id, policy] : keep) {
+    if (policy == nullptr) continue;
+    for (const PolicyRule& rule : policy->rules) {
+      for (const ebpfcni_policy_key& key : KeysOf(rule)) {
+        kept.insert({endpoint_id, PackedKey(key)});
+      }
     }
   }
   std::vector<ebpfcni_policy_stats_key> stale;
   absl::Status status = ForEachMapKey<ebpfcni_policy_stats_key>(
       stats_fd_, EBPFCNI_POLICY_STATS_MAX_ENTRIES, "the policy counters",
       [&](const ebpfcni_policy_stats_key& key) -> absl::Status {
-        if (key.endpoint_id != endpoint_id) return absl::OkStatus();
-        if (kept.contains(PackedKey(key.rule))) return absl::OkStatus();
+        if (!keep.contains(key.endpoint_id)) return absl::OkStatus();
+        if (kept.contains({key.endpoint_id, PackedKey(key.rule)})) return absl::OkStatus();
         stale.push_back(key);
         return absl::OkStatus();
       });

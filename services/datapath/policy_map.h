@@ -8,6 +8,7 @@
 // never a mix. The old inner map is freed by the kernel once no program
 // holds it any more.
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -46,6 +47,23 @@ class PolicyMap {
   // policy no longer has.
   absl::Status Replace(uint32_t endpoint_id, const EndpointPolicy& policy,
                        Write write = Write::kAtomicSwap);
+  // One endpoint's part of ReplaceMany(): its new policy, or nullopt for
+  // none (not isolated).
+  struct Update {
+    uint32_t endpoint_id = 0;
+    std::optional<EndpointPolicy> policy;
+  };
+  // Atomic swaps of many endpoints' policies for the price of one RCU grace
+  // period: every new inner map is built and written aside first (a policy
+  // removal gets an empty map, which means "no policy" to the programs),
+  // then all outer slots are swapped with ONE bpf_map_update_batch (the
+  // kernel waits for running programs once per batch, not per slot). Each
+  // endpoint's swap stays atomic; endpoints see their own old or new policy,
+  // never a mix. One status per update, in order: an invalid or too big
+  // policy fails alone, the others are applied. When the kernel lacks
+  // batch updates of the outer map, falls back to one update per slot
+  // (logged once).
+  std::vector<absl::Status> ReplaceMany(const std::vector<Update>& updates);
   // No policy (not isolated) and no counters. kInPlaceWhileUnused empties
   // a small map where it is and leaves it in the slot as a spare for the
   // id's next owner (an empty map, without configuration entry, means "no
@@ -79,6 +97,9 @@ class PolicyMap {
   absl::StatusOr<std::optional<Installed>> ReadInstalled(uint32_t endpoint_id) const;
 
   absl::Status DeleteCountersExcept(uint32_t endpoint_id, const EndpointPolicy* keep);
+  // The same for many endpoints in one walk of the counters map (nullptr:
+  // keep none of that endpoint's counters).
+  absl::Status DeleteCountersExcept(const std::map<uint32_t, const EndpointPolicy*>& keep);
 
   int outer_fd_;
   int stats_fd_;

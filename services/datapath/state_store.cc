@@ -296,6 +296,19 @@ absl::Status StateStore::SavePolicy(uint32_t endpoint_id, const EndpointPolicy& 
              {int64_t{endpoint_id}, EncodePolicy(policy)});
 }
 
+absl::Status StateStore::SavePolicies(
+    const std::vector<std::pair<uint32_t, std::optional<EndpointPolicy>>>& policies) {
+  if (policies.empty()) return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<SqliteTransaction>> transaction = SqliteTransaction::Begin(*db_);
+  if (!transaction.ok()) return transaction.status();
+  for (const auto& [endpoint_id, policy] : policies) {
+    absl::Status status = policy.has_value() ? SavePolicy(endpoint_id, *policy)
+                                             : RemovePolicy(endpoint_id);
+    if (!status.ok()) return status;
+  }
+  return (*transaction)->Commit();
+}
+
 absl::Status StateStore::RemovePolicy(uint32_t endpoint_id) {
   return Run(*db_, "DELETE FROM policies WHERE endpoint_id = ?1", {int64_t{endpoint_id}});
 }

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <absl/status/status.h>
@@ -49,6 +50,10 @@ class StateStore {
 
   absl::Status SavePolicy(uint32_t endpoint_id, const EndpointPolicy& policy);
   absl::Status RemovePolicy(uint32_t endpoint_id);
+  // Saves (or, for nullopt, removes) the copies of many endpoints' policies
+  // in one commit: a batch of policy swaps costs one write-ahead-log append.
+  absl::Status SavePolicies(
+      const std::vector<std::pair<uint32_t, std::optional<EndpointPolicy>>>& policies);
   absl::StatusOr<std::optional<EndpointPolicy>> LoadPolicy(uint32_t endpoint_id);
 
   const std::string& path() const { return db_->path(); }

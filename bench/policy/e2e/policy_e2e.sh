@@ -131,8 +131,9 @@ latency=$(tail -n1 "$OUT/latency.out")
 
 # --- 2. pushes caused by adding pods --------------------------------------------------
 # pushes_for_new_pod NAMESPACE NAME LABELS: Pod object first (as the API
-# server has it before the kubelet runs the CNI), then the ADD; the pushes
-# counted are those between the ADD and the agent being in sync again.
+# server has it before the kubelet runs the CNI), then the ADD; PUSHES =
+# the pushes between the ADD and the agent being in sync again. Not called
+# in $(...): the pod must be registered in this shell for the cleanup.
 objects=$((ENDPOINTS + 2 + NAMESPACES))
 pushes_for_new_pod() {
   local ns=$1 name=$2 labels=$3 before after
@@ -143,13 +144,15 @@ pushes_for_new_pod() {
   netpol_pods_add_parallel "$ns/$name"
   wait_sync "$objects" $((POLICIES + 1))
   after=$(status_json | jq -r '.endpoint_policy_pushes | tonumber')
-  echo $((after - before))
+  PUSHES=$((after - before))
 }
 # app1/t1 pods exist in e1 (p1, p101, ...): same identity, nothing to push.
-known_pushes=$(pushes_for_new_pod e1 known-labels "app: app1, tier: t1")
+pushes_for_new_pod e1 known-labels "app: app1, tier: t1"
+known_pushes=$PUSHES
 # No app1 pod in e0: a new identity, which the policies of e0 selecting app0
 # (ingress from app1) and those with egress to app1 anywhere must learn.
-new_pushes=$(pushes_for_new_pod e0 new-labels "app: app1, tier: t9")
+pushes_for_new_pod e0 new-labels "app: app1, tier: t9"
+new_pushes=$PUSHES
 log "pushes: pod with known labels $known_pushes, pod with a new label set $new_pushes"
 
 jq -n --argjson latency "$latency" --argjson endpoints "$ENDPOINTS" --argjson policies "$POLICIES" \

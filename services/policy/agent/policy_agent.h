@@ -138,6 +138,9 @@ class PolicyAgent final : public ClusterStateListener {
   uint64_t applied_generation_ = 0;
   uint64_t endpoint_policy_pushes_ = 0;
   uint64_t prefix_identity_changes_ = 0;
+  // False once the datapath answered UNIMPLEMENTED to ReplaceEndpointPolicies
+  // (an older datapath service). Only the worker thread touches it.
+  bool batch_replace_supported_ = true;
   std::map<uint32_t, identity::LabelSet> identities_;
   std::map<EndpointKey, LocalEndpoint> endpoints_;  // as the datapath reported them
   // Policies handed to the CNI by ResolveEndpoint: the endpoint starts with

@@ -99,6 +99,28 @@ class FakeDatapath final : public dp::DatapathService::Service {
     LogLocked(dp::ENDPOINT_CHANGE_UPDATED, it->second);
     return grpc::Status::OK;
   }
+  // The batch the agent sends: counted per endpoint like single calls, and
+  // per batch so a test can see one call carried several endpoints.
+  grpc::Status ReplaceEndpointPolicies(grpc::ServerContext* context, const dp::ReplaceEndpointPoliciesRequest* request,
+                                       dp::ReplaceEndpointPoliciesResponse* response) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++batch_calls_;
+    }
+    for (const auto& item : request->items()) {
+      dp::ReplaceEndpointPolicyResponse single;
+      grpc::Status status = ReplaceEndpointPolicy(context, &item, &single);
+      auto* result = response->add_results();
+      *result->mutable_key() = item.key();
+      result->set_code(status.error_code());
+      result->set_message(status.error_message());
+    }
+    return grpc::Status::OK;
+  }
+  int batch_calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batch_calls_;
+  }
   grpc::Status SetEndpointIdentity(grpc::ServerContext*, const dp::SetEndpointIdentityRequest* request,
                                    dp::SetEndpointIdentityResponse* response) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -156,6 +178,7 @@ class FakeDatapath final : public dp::DatapathService::Service {
   std::map<std::string, dp::Endpoint> endpoints_;
   std::map<std::string, dp::EndpointPolicy> policies_;
   std::map<std::string, int> replace_calls_;
+  int batch_calls_ = 0;
   std::vector<dp::WatchEndpointsResponse> log_;
 };
 
@@ -366,6 +389,24 @@ TEST_F(PolicyAgentTest, PolicyIsPushedOnlyToTheEndpointsItSelects) {
   EXPECT_EQ(listed->policies(0).selected_endpoints_size(), 1);
   ASSERT_EQ(listed->policies(0).rules_size(), 1);
   EXPECT_EQ(listed->policies(0).rules(0).packets(), 3u) << "counters summed from DumpPolicy";
+}
+
+TEST_F(PolicyAgentTest, PolicySelectingSeveralEndpointsReachesThemInOneBatch) {
+  AddPod("a", "10.1.0.1");  // app=web
+  AddPod("b", "10.1.0.2");  // app=web
+  AddPod("c", "10.1.0.3");  // app=db
+  WaitInSync();
+  const int batches_before = datapath_.batch_calls();
+  source_->Deliver({AllowPolicy("x", "web-from-db", "web", "db")});
+  WaitInSync();
+  EXPECT_EQ(datapath_.replace_calls("cid-a"), 1);
+  EXPECT_EQ(datapath_.replace_calls("cid-b"), 1);
+  EXPECT_EQ(datapath_.replace_calls("cid-c"), 0);
+  // One RCU grace period in the datapath for both endpoints, not one each.
+  EXPECT_EQ(datapath_.batch_calls() - batches_before, 1);
+  auto verify = agent_->VerifyDatapath();
+  ASSERT_TRUE(verify.ok());
+  EXPECT_EQ(verify->mismatches_size(), 0) << verify->DebugString();
 }
 
 TEST_F(PolicyAgentTest, NewPodWithKnownLabelsCausesNoPushAnywhere) {

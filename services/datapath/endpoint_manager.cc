@@ -897,9 +897,22 @@ std::vector<absl::StatusOr<PolicySummary>> EndpointManager::ReplaceEndpointPolic
     PublishChange(key);
     if (!stored.ok()) {
       results[update_items[u]] = stored;
-    } else {
-      results[update_items[u]] = SummarizePolicy(update.endpoint_id);
+      continue;
     }
+    // What was just installed plus its counters (kept for entries the old
+    // policy had too), without reading the inner map back.
+    PolicySummary summary = SummaryOf(update.policy);
+    if (update.policy.has_value()) {
+      absl::StatusOr<std::pair<uint64_t, uint64_t>> hits =
+          policy_.RuleHits(update.endpoint_id, *update.policy);
+      if (!hits.ok()) {
+        results[update_items[u]] = hits.status();
+        continue;
+      }
+      summary.rule_hit_packets = hits->first;
+      summary.rule_hit_bytes = hits->second;
+    }
+    results[update_items[u]] = summary;
   }
   if (applied.size() > 1 || applied.size() != items.size()) {
     spdlog::info("policies replaced for {} of {} endpoints in one batch", applied.size(),

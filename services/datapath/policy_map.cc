@@ -172,7 +172,28 @@ absl::StatusOr<int> BuildInnerMap(const std::vector<MapEntry>& entries, uint32_t
                                  " entries for endpoint ", endpoint_id),
                     errno);
   }
+  // One syscall for all entries when the kernel batches hash updates; the
+  // map is not in any slot yet, so the order does not matter.
+  std::vector<ebpfcni_policy_key> keys;
+  std::vector<ebpfcni_policy_value> values;
+  keys.reserve(entries.size());
+  values.reserve(entries.size());
   for (const MapEntry& entry : entries) {
+    keys.push_back(entry.key);
+    values.push_back(entry.value);
+  }
+  uint32_t written = static_cast<uint32_t>(entries.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, batch_options, .elem_flags = BPF_NOEXIST);
+  if (entries.empty() ||
+      bpf_map_update_batch(fd, keys.data(), values.data(), &written, &batch_options) == 0) {
+    return fd;
+  }
+  // Unsupported or stopped at an entry: the rest one by one (an entry
+  // written twice fails with EEXIST, so restart after what was written).
+  // (A kernel without the command leaves the count as it was: all of them.)
+  size_t first = written < entries.size() ? written : 0;
+  for (size_t i = first; i < entries.size(); ++i) {
+    const MapEntry& entry = entries[i];
     if (bpf_map_update_elem(fd, &entry.key, &entry.value, BPF_NOEXIST) != 0) {
       int err = errno;
       close(fd);
@@ -317,7 +338,9 @@ std::vector<absl::Status> PolicyMap::ReplaceMany(const std::vector<Update>& upda
       swapped = slots.size();
     } else {
       int err = errno;
-      swapped = std::min<size_t>(count, slots.size());
+      // Slots before `count` are swapped; a kernel without the command
+      // leaves the count untouched (all of them), meaning none.
+      swapped = count < slots.size() ? count : 0;
       if (swapped == 0 && BatchUnsupported(err) && batch_supported.exchange(false)) {
         spdlog::warn(
             "the kernel does not batch updates of the policy map-in-map ({}): policies are "
@@ -501,6 +524,32 @@ absl::StatusOr<std::vector<PolicyEntryCounters>> PolicyMap::ReadCounters(
     entries.push_back(entry);
   }
   return entries;
+}
+
+absl::StatusOr<std::pair<uint64_t, uint64_t>> PolicyMap::RuleHits(
+    uint32_t endpoint_id, const EndpointPolicy& policy) const {
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return BpfErrno("counting possible CPUs", -cpus);
+  std::vector<ebpfcni_packet_counter> per_cpu(cpus);
+  std::set<uint64_t> counted;  // blocks shared by ranges count once
+  uint64_t packets = 0, bytes = 0;
+  for (const PolicyRule& rule : policy.rules) {
+    for (const ebpfcni_policy_key& rule_key : KeysOf(rule)) {
+      if (!counted.insert(PackedKey(rule_key)).second) continue;
+      ebpfcni_policy_stats_key key{};
+      key.endpoint_id = endpoint_id;
+      key.rule = rule_key;
+      if (bpf_map_lookup_elem(stats_fd_, &key, per_cpu.data()) == 0) {
+        for (const ebpfcni_packet_counter& c : per_cpu) {
+          packets += c.packets;
+          bytes += c.bytes;
+        }
+      } else if (errno != ENOENT) {
+        return BpfErrno("reading policy counters", errno);
+      }
+    }
+  }
+  return std::pair{packets, bytes};
 }
 
 absl::Status PolicyMap::DeleteCountersExcept(uint32_t endpoint_id, const EndpointPolicy* keep) {

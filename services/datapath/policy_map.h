@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include <absl/status/status.h>
@@ -84,6 +85,11 @@ class PolicyMap {
   // into one range (where ranges of several rules overlap, the shared
   // blocks belong to the lowest rule id).
   absl::StatusOr<std::optional<EndpointPolicy>> Read(uint32_t endpoint_id) const;
+  // Packets and bytes that hit the entries of `policy` (the endpoint's
+  // installed one), summed over CPUs and entries: one lookup per entry, no
+  // walk of the inner map (for the results of a big batch).
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> RuleHits(uint32_t endpoint_id,
+                                                         const EndpointPolicy& policy) const;
   // Per-entry counters summed over CPUs, in the order of the installed rules
   // (a port range sums the counters of its blocks).
   absl::StatusOr<std::vector<PolicyEntryCounters>> ReadCounters(uint32_t endpoint_id) const;

@@ -119,15 +119,9 @@ setup_bridge() {
 
 setup_ebpf_cni() {
   export EBPF_CNI_BUILD_DIR=${EBPF_CNI_BUILD_DIR:-$REPO_ROOT/build}
-  export EBPF_CNI_BIN_DIR="$work/bin"
-  export EBPF_CNI_CONF_DIR="$work/net.d"
-  export EBPF_CNI_STATE_DIR="$work/state"
-  export EBPF_CNI_RUN_DIR="$work/run"
-  export EBPF_CNI_BPF_DIR="/sys/fs/bpf/ebpfcni-bench-$tag"
-  export EBPF_CNI_POD_CIDR="10.234.$octet.0/24"
-  export EBPF_CNI_POD_CIDR6=""
-  export EBPF_CNI_NETWORK_NAME="bench-$tag"
-  export EBPF_CNI_VETH_PREFIX="bc$tag"
+  # shellcheck source=../../deploy/local/env.sh
+  source "$REPO_ROOT/deploy/local/env.sh"
+  ebpf_cni_private_node "$work" "bench-$tag" "bc$tag" "10.234.$octet.0/24"
   cleanups+=("EBPF_CNI_PURGE=1 '$REPO_ROOT/deploy/local/down.sh'")
   log "starting the ebpf-cni node (deploy/local/up.sh)"
   if ! timeout 240 "$REPO_ROOT/deploy/local/up.sh" >"$work/up.log" 2>&1; then

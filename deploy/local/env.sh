@@ -97,7 +97,7 @@ ebpf_cni_stop_service() {
 
 # Exports the EBPF_CNI_* settings of a private node whose every file lives
 # under ROOT (bin, conf, state, run, logs, manifests), BPF pins under
-# /sys/fs/bpf/NAME, network "NAME", veth prefix VETH_PREFIX and pools
+# /sys/fs/bpf/ebpfcni-NAME, network "NAME", veth prefix VETH_PREFIX and pools
 # POOL (and POOL6, empty = IPv4 only). Tests and benchmarks run such nodes
 # side by side with a real one.
 #   usage: ebpf_cni_private_node ROOT NAME VETH_PREFIX POOL [POOL6]
@@ -109,7 +109,7 @@ ebpf_cni_private_node() {
   export EBPF_CNI_RUN_DIR=$root/run
   export EBPF_CNI_LOG_DIR=$root/logs
   export EBPF_CNI_MANIFEST_DIR=$root/manifests
-  export EBPF_CNI_BPF_DIR=/sys/fs/bpf/$name
+  export EBPF_CNI_BPF_DIR=/sys/fs/bpf/ebpfcni-$name
   export EBPF_CNI_NETWORK_NAME=$name
   export EBPF_CNI_VETH_PREFIX=$veth_prefix
   export EBPF_CNI_POD_CIDR=$pool

@@ -31,16 +31,11 @@ itest_init() {
   local name=$1 number=$2
   TEST_ID=ebpfcni-it-$name-$$
   ROOT=/tmp/$TEST_ID
-  export EBPF_CNI_BIN_DIR=$ROOT/bin
-  export EBPF_CNI_CONF_DIR=$ROOT/conf
-  export EBPF_CNI_STATE_DIR=$ROOT/state
-  export EBPF_CNI_RUN_DIR=$ROOT/run
-  export EBPF_CNI_LOG_DIR=$ROOT/logs
-  export EBPF_CNI_BPF_DIR=/sys/fs/bpf/$TEST_ID
-  export EBPF_CNI_NETWORK_NAME=it-$name
-  export EBPF_CNI_VETH_PREFIX=ix$number
-  export EBPF_CNI_POD_CIDR=${ITEST_POD_CIDR:-10.99.$number.0/24}
-  export EBPF_CNI_POD_CIDR6=${ITEST_POD_CIDR6-fd00:99:$number::/64}
+  # shellcheck source=../../deploy/local/env.sh
+  source "$DEPLOY/env.sh"
+  # Network "it-<name>-<pid>", pins under /sys/fs/bpf/$TEST_ID.
+  ebpf_cni_private_node "$ROOT" "${TEST_ID#ebpfcni-}" "ix$number" \
+    "${ITEST_POD_CIDR:-10.99.$number.0/24}" "${ITEST_POD_CIDR6-fd00:99:$number::/64}"
   export EBPF_CNI_LOG_LEVEL=debug
   mkdir -p "$ROOT"
 

@@ -222,15 +222,9 @@ rt_setup_ebpf_cni_network() {
   local up="$RT_REPO_ROOT/deploy/local/up.sh" down="$RT_REPO_ROOT/deploy/local/down.sh"
   [[ -x $up && -x $down ]] || rt_die "deploy/local/up.sh or down.sh missing"
   local octet=$((16#${RT_TAG:0:2} % 200 + 20))
-  export EBPF_CNI_BIN_DIR="$RT_WORK/bin"
-  export EBPF_CNI_CONF_DIR="$RT_WORK/net.d"
-  export EBPF_CNI_STATE_DIR="$RT_WORK/state"
-  export EBPF_CNI_RUN_DIR="$RT_WORK/run"
-  export EBPF_CNI_BPF_DIR="/sys/fs/bpf/ebpfcni-rt-$RT_TAG"
-  export EBPF_CNI_POD_CIDR="10.232.$octet.0/24"
-  export EBPF_CNI_POD_CIDR6="fd00:ec:$(rt_tag_hextet)::/112"
-  export EBPF_CNI_NETWORK_NAME="rt-$RT_TAG"
-  export EBPF_CNI_VETH_PREFIX="rt$RT_TAG"
+  # shellcheck source=../../deploy/local/env.sh
+  source "$RT_REPO_ROOT/deploy/local/env.sh"
+  ebpf_cni_private_node "$RT_WORK" "rt-$RT_TAG" "rt$RT_TAG" "10.232.$octet.0/24" "fd00:ec:$(rt_tag_hextet)::/112"
   RT_NET_NAME=$EBPF_CNI_NETWORK_NAME
   RT_CONF_DIR=$EBPF_CNI_CONF_DIR
   RT_RUN_DIR=$EBPF_CNI_RUN_DIR
@@ -243,7 +237,7 @@ rt_setup_ebpf_cni_network() {
   rt_defer "EBPF_CNI_PURGE=1 '$down'"
   # down.sh purges the state dir; keep the daemons' and CNI's logs of a
   # failed run first (runs before the purge: registered later).
-  rt_defer "[[ \$RT_EXIT_STATUS == 0 ]] || for f in '$EBPF_CNI_STATE_DIR'/logs/*.log; do
+  rt_defer "[[ \$RT_EXIT_STATUS == 0 ]] || for f in '$EBPF_CNI_LOG_DIR'/*.log; do
       cp \"\$f\" '$RT_WORK'/node-\"\${f##*/}\"; done; true"
   rt_log "starting node: $up"
   timeout 120 "$up" >"$RT_WORK/up.log" 2>&1 || {

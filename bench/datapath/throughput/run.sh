@@ -219,15 +219,9 @@ cni_identity() {
 }
 
 setup_cni() {
-  export EBPF_CNI_BIN_DIR="$work/node/bin"
-  export EBPF_CNI_CONF_DIR="$work/node/net.d"
-  export EBPF_CNI_STATE_DIR="$work/node/state"
-  export EBPF_CNI_RUN_DIR="$work/node/run"
-  export EBPF_CNI_BPF_DIR="/sys/fs/bpf/ebpfcni-tput-$tag"
-  export EBPF_CNI_POD_CIDR="$cni_net.0/24"
-  export EBPF_CNI_POD_CIDR6=""
-  export EBPF_CNI_NETWORK_NAME="tput-$tag"
-  export EBPF_CNI_VETH_PREFIX="tc$tag"
+  # shellcheck source=../../../deploy/local/env.sh
+  source "$REPO_ROOT/deploy/local/env.sh"
+  ebpf_cni_private_node "$work/node" "tput-$tag" "tc$tag" "$cni_net.0/24"
   # The pin dir is ours alone: remove it even if down.sh could not.
   cleanups+=("EBPF_CNI_PURGE=1 '$REPO_ROOT/deploy/local/down.sh'; rm -rf '$EBPF_CNI_BPF_DIR'")
   log "starting a private ebpf-cni node (deploy/local/up.sh)"

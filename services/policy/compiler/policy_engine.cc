@@ -251,6 +251,10 @@ struct PolicyEngine::State {
       // Kubernetes: traffic from the node to its pods is always allowed.
       result.contributors.emplace_back(EntryKey{Direction::kIngress, kHostIdentity, 0, 0, 0}, kNodeTrafficRuleId);
     }
+    if (result.policy.egress_isolated) {
+      // ... and from its pods to the node ("traffic to and from the node").
+      result.contributors.emplace_back(EntryKey{Direction::kEgress, kHostIdentity, 0, 0, 0}, kPodToNodeTrafficRuleId);
+    }
     Contributors& entries = result.contributors;
     std::sort(entries.begin(), entries.end());
     entries.erase(std::unique(entries.begin(), entries.end()), entries.end());

@@ -77,7 +77,7 @@ TEST_F(DocumentationExampleTest, EgressFromDb) {
   EXPECT_FALSE(cluster.EgressAllowed("default", "db", allowed_cidr, 5979));
   EXPECT_FALSE(cluster.EgressAllowed("default", "db", frontend, 5978));
   EXPECT_FALSE(cluster.EgressAllowed("default", "db", kWorld, 5978));
-  EXPECT_FALSE(cluster.EgressAllowed("default", "db", kHost, 5978)) << "only ingress from the node is implicit";
+  EXPECT_TRUE(cluster.EgressAllowed("default", "db", kHost, 5978)) << "traffic to the node is always allowed";
 }
 
 TEST_F(DocumentationExampleTest, PodsThePolicyDoesNotSelectAreNotIsolated) {
@@ -101,6 +101,7 @@ TEST_F(DocumentationExampleTest, CompiledEntries) {
       in(frontend),
       in(myproject_pod),
       in(cluster.CidrIdentity("172.17.0.0/16")),
+      CompiledRule{Direction::kEgress, kHost, 0, 0, 0, kPodToNodeTrafficRuleId},
       CompiledRule{Direction::kEgress, cluster.CidrIdentity("10.0.0.0/24"), 6, 5978, 0, egress_rule},
   };
   std::sort(expected.begin(), expected.end(), [](const auto& a, const auto& b) { return a.Key() < b.Key(); });
@@ -109,7 +110,7 @@ TEST_F(DocumentationExampleTest, CompiledEntries) {
   auto proto = policy.ToProto();
   EXPECT_TRUE(proto.ingress_isolated());
   EXPECT_TRUE(proto.egress_isolated());
-  ASSERT_EQ(proto.rules_size(), 5);
+  ASSERT_EQ(proto.rules_size(), 6);
   EXPECT_EQ(proto.rules(1).peer_identity(), frontend);
   EXPECT_EQ(proto.rules(1).direction(), datapath::v1::POLICY_DIRECTION_INGRESS);
   EXPECT_EQ(proto.rules(1).protocol(), 6u);
@@ -158,6 +159,12 @@ TEST_F(DocumentationExampleTest, TraceNamesThePolicyAndRule) {
   ASSERT_EQ(node.allowing_rules.size(), 1u);
   EXPECT_EQ(node.allowing_rules[0].rule_id, kNodeTrafficRuleId);
   EXPECT_TRUE(node.allowing_rules[0].implicit());
+
+  // "traffic to and from the node": an egress-isolated pod still reaches it.
+  DirectionTrace to_node = cluster.Egress("default", "db", kHost, 10250);
+  ASSERT_EQ(to_node.allowing_rules.size(), 1u);
+  EXPECT_EQ(to_node.allowing_rules[0].rule_id, kPodToNodeTrafficRuleId);
+  EXPECT_TRUE(to_node.allowing_rules[0].implicit());
 }
 
 // The "Default policies" section, each in a namespace of its own.
@@ -203,7 +210,9 @@ TEST(DefaultPoliciesTest, DefaultDenyEgressAndAllowAllEgress) {
                      "spec": {"podSelector": {}, "policyTypes": ["Egress"]}})");
   EXPECT_FALSE(cluster.PolicyOf("x", "a").ingress_isolated);
   EXPECT_TRUE(cluster.PolicyOf("x", "a").egress_isolated);
-  EXPECT_THAT(cluster.PolicyOf("x", "a").rules, IsEmpty()) << "no implicit rule for egress";
+  EXPECT_THAT(cluster.PolicyOf("x", "a").rules,
+              ElementsAre(CompiledRule{Direction::kEgress, kHost, 0, 0, 0, kPodToNodeTrafficRuleId}))
+      << "only the implicit pod -> node rule";
   EXPECT_FALSE(cluster.EgressAllowed("x", "a", b, 53, k8s::kProtocolUdp));
 
   cluster.Policy(R"({"metadata": {"name": "allow-all-egress", "namespace": "y"},
@@ -236,10 +245,11 @@ TEST(PortRangeTest, EndPort) {
                     "ports": [{"protocol": "TCP", "port": 32000, "endPort": 32768}]}]}})");
   uint32_t cidr = cluster.CidrIdentity("10.0.0.0/24");
   const CompiledEndpointPolicy& policy = cluster.PolicyOf("default", "db");
-  ASSERT_EQ(policy.rules.size(), 1u);
-  EXPECT_EQ(policy.rules[0].port, 32000);
-  EXPECT_EQ(policy.rules[0].end_port, 32768);
-  EXPECT_EQ(policy.ToProto().rules(0).end_port(), 32768u);
+  ASSERT_EQ(policy.rules.size(), 2u) << "the range and the implicit pod -> node rule";
+  EXPECT_EQ(policy.rules[0].peer_identity, kHost);
+  EXPECT_EQ(policy.rules[1].port, 32000);
+  EXPECT_EQ(policy.rules[1].end_port, 32768);
+  EXPECT_EQ(policy.ToProto().rules(1).end_port(), 32768u);
   EXPECT_FALSE(cluster.EgressAllowed("default", "db", cidr, 31999));
   EXPECT_TRUE(cluster.EgressAllowed("default", "db", cidr, 32000));
   EXPECT_TRUE(cluster.EgressAllowed("default", "db", cidr, 32500));

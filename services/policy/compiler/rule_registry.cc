@@ -7,6 +7,8 @@ namespace ebpfcni::policy {
 RuleRegistry::RuleRegistry() {
   by_id_[kNodeTrafficRuleId] = RuleInfo{kNodeTrafficRuleId, "", "", Direction::kIngress, 0,
                                         "node traffic to its pods is always allowed"};
+  by_id_[kPodToNodeTrafficRuleId] = RuleInfo{kPodToNodeTrafficRuleId, "", "", Direction::kEgress, 0,
+                                             "pod traffic to its node is always allowed"};
 }
 
 uint32_t RuleRegistry::IdFor(const std::string& policy_namespace, const std::string& policy_name,

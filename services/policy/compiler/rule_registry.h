@@ -20,8 +20,9 @@ namespace ebpfcni::policy {
 // Implicit rules (ids below kFirstPolicyRuleId).
 // Kubernetes: "traffic to and from the node where a Pod is running is always
 // allowed" — an isolated pod still accepts traffic from its node (reserved
-// identity host).
+// identity host) and still reaches it (kubelet, node-local DNS caches).
 inline constexpr uint32_t kNodeTrafficRuleId = 1;
+inline constexpr uint32_t kPodToNodeTrafficRuleId = 2;
 inline constexpr uint32_t kFirstPolicyRuleId = 16;
 
 struct RuleInfo {

@@ -243,7 +243,13 @@ int main(int argc, char** argv) {
       grpc::ClientContext context;
       ebpfcni::SetDeadline(context, std::chrono::seconds(10));
       v1::UpsertIpCacheEntryResponse response;
-      return stub->UpsertIpCacheEntry(&context, request, &response).ok();
+      grpc::Status status = stub->UpsertIpCacheEntry(&context, request, &response);
+      if (!status.ok()) {
+        static std::atomic<int> reported{0};
+        if (reported++ < 3) std::fprintf(stderr, "UpsertIpCacheEntry(%s): %d %s\n", request.entry().prefix().c_str(),
+                                         status.error_code(), status.error_message().c_str());
+      }
+      return status.ok();
     });
     Report("ipcache-upsert", upserts);
 

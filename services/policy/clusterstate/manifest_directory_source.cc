@@ -66,15 +66,24 @@ struct PendingChanges {
   std::set<std::string> files;  // manifest files to reload
   bool rescan = false;          // or everything (overflow, ConfigMap swap, directory back)
   bool any = false;
+  // Every change so far was a file renamed into place (IN_MOVED_TO): such a
+  // file is complete by construction (write aside, then rename(2) — what
+  // kubectl-style tools, editors with safe writes and our tests do), so
+  // there is nothing to wait for. The debounce exists for files written in
+  // place, which are read only once the writes have settled.
+  bool only_renames_in = true;
   Clock::time_point first, last;
 
-  void Note(Clock::time_point now) {
+  void Note(Clock::time_point now, bool renamed_in) {
     if (!any) first = now;
     last = now;
     any = true;
+    only_renames_in = only_renames_in && renamed_in && !rescan;
   }
-  // Quiet for `debounce`, or waiting since kMaxDebounceDelay.
+  // Now for complete files; else quiet for `debounce`, or waiting since
+  // kMaxDebounceDelay.
   Clock::time_point Due(std::chrono::milliseconds debounce) const {
+    if (only_renames_in) return last;
     return std::min(last + debounce, first + kMaxDebounceDelay);
   }
 };
@@ -216,7 +225,7 @@ class ManifestDirectorySource final : public ClusterStateSource {
             } else {
               continue;
             }
-            pending.Note(Clock::now());
+            pending.Note(Clock::now(), (event->mask & IN_MOVED_TO) != 0);
           }
         }
         continue;  // re-arm the debounce timer
@@ -226,7 +235,7 @@ class ManifestDirectorySource final : public ClusterStateSource {
           spdlog::info("manifests {}: directory is back; rescanning", directory_);
           SetDirectoryError(std::nullopt);
           pending.rescan = true;
-          pending.Note(Clock::now());
+          pending.Note(Clock::now(), /*renamed_in=*/false);
         }
         continue;
       }

@@ -85,7 +85,7 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 			verdict_allow(&v, EBPFCNI_VERDICT_NOT_AN_ENDPOINT, 0);
 			trace_report(skb, &v, 0);
 		}
-		return TC_ACT_OK;
+		return EBPFCNI_TC_PASS;
 	}
 	endpoint_identity = endpoint->identity;
 	if (!trace)
@@ -96,7 +96,7 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 	if (trace) {
 		trace_report(skb, &v, endpoint_identity ? endpoint_identity :
 							  EBPFCNI_IDENTITY_INIT);
-		return v.verdict == EBPFCNI_VERDICT_DROPPED ? TC_ACT_SHOT : TC_ACT_OK;
+		return v.verdict == EBPFCNI_VERDICT_DROPPED ? TC_ACT_SHOT : EBPFCNI_TC_PASS;
 	}
 
 	metrics_count(EBPFCNI_METRIC_VERDICT(v.verdict), skb->len);
@@ -113,7 +113,7 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 	    (v.policy_flags & EBPFCNI_POLICY_F_VERDICT_EVENTS))
 		event_emit(skb, EBPFCNI_EVENT_POLICY_VERDICT, direction,
 			   endpoint->endpoint_id, endpoint_identity, &pkt, &v);
-	return TC_ACT_OK;
+	return EBPFCNI_TC_PASS;
 }
 
 SEC("tc")

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "services/datapath/bpf_objects.h"
+#include "services/datapath/program_runner.h"
 #include "services/datapath/testing/kernel_fixtures.h"
 
 namespace ebpfcni::datapath {
@@ -17,8 +18,6 @@ namespace {
 using testing::BuildUdpFrame;
 using testing::kOtherHostMac;
 
-constexpr int kTcActOk = 0;
-constexpr int kTcActShot = 2;
 // An allocated identity: without one an endpoint's traffic is dropped.
 constexpr uint32_t kIdentity = 1000;
 // BPF_PROG_TEST_RUN gives the skb to the loopback device when ctx ifindex
@@ -26,7 +25,7 @@ constexpr uint32_t kIdentity = 1000;
 constexpr uint32_t kTestIfindex = 1;
 
 // Runs `prog_fd` once on `frame` with skb->ifindex = kTestIfindex.
-uint32_t RunOnce(int prog_fd, const std::vector<uint8_t>& frame) {
+int RunOnce(int prog_fd, const std::vector<uint8_t>& frame) {
   __sk_buff context{};
   context.ifindex = kTestIfindex;
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
@@ -34,7 +33,7 @@ uint32_t RunOnce(int prog_fd, const std::vector<uint8_t>& frame) {
               .ctx_size_in = sizeof(context), .repeat = 1);
   int err = bpf_prog_test_run_opts(prog_fd, &opts);
   EXPECT_EQ(err, 0) << "BPF_PROG_TEST_RUN: " << std::strerror(-err);
-  return opts.retval;
+  return static_cast<int>(opts.retval);
 }
 
 class BpfProgramsTest : public ::testing::Test {

@@ -13,7 +13,9 @@
 
 namespace ebpfcni::datapath {
 
-inline constexpr int kTcActOk = 0;
+// What the programs return for a packet they let through: TC_ACT_UNSPEC,
+// i.e. TCX_NEXT (bpf/lib/common.h, EBPFCNI_TC_PASS).
+inline constexpr int kTcActOk = -1;
 inline constexpr int kTcActShot = 2;
 
 struct TraceResult {

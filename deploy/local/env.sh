@@ -95,6 +95,25 @@ ebpf_cni_stop_service() {
   rm -f "$(ebpf_cni_pidfile "$svc")" "$(ebpf_cni_socket "$svc")"
 }
 
+# The datapath's programs on a host veth, one "<hook>:<program id>" per line
+# (hook: ingress = from the pod, egress = to the pod), sorted: its TCX links,
+# pinned as $EBPF_CNI_BPF_DIR/links/<ifindex>-<hook>, and its clsact filters,
+# whichever way the datapath attached them (--tc_attach; see
+# services/datapath/tc_attacher.h). Prints nothing for a missing interface.
+# bpftool and tc here only read.
+ebpf_cni_hook_programs() {
+  local dev=$1 ifindex hook pin
+  ifindex=$(cat "/sys/class/net/$dev/ifindex" 2>/dev/null) || return 0
+  for hook in ingress egress; do
+    pin=$EBPF_CNI_BPF_DIR/links/$ifindex-$hook
+    if [[ -e $pin ]]; then
+      bpftool -j link show pinned "$pin" 2>/dev/null | jq -r --arg h "$hook" '"\($h):\(.prog_id)"'
+    fi
+    tc filter show dev "$dev" "$hook" 2>/dev/null | grep ' bpf ' | grep -o ' id [0-9]*' |
+      sed "s/^ id /$hook:/"
+  done | sort
+}
+
 # Exports the EBPF_CNI_* settings of a private node whose every file lives
 # under ROOT (bin, conf, state, run, logs, manifests), BPF pins under
 # /sys/fs/bpf/ebpfcni-NAME, network "NAME", veth prefix VETH_PREFIX and pools

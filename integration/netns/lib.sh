@@ -224,11 +224,10 @@ pod_packet_count() {
      | (.counters.from_pod_packets | tonumber) + (.counters.to_pod_packets | tonumber)'
 }
 
-# Number of TC BPF filters (ingress + egress) on a host interface.
+# Number of the datapath's program attachments (ingress + egress; TCX links
+# or clsact filters) on a host interface.
 tc_bpf_filter_count() {
-  local dev=$1
-  { tc filter show dev "$dev" ingress 2>/dev/null; tc filter show dev "$dev" egress 2>/dev/null; } |
-    grep -c ' bpf .*handle' || true
+  ebpf_cni_hook_programs "$1" | grep -c . || true
 }
 
 # Host routes that point at any of this test's veths.

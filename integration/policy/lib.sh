@@ -5,7 +5,11 @@
 #     Namespace/Pod objects, then created through the real CNI binary with
 #     K8S_POD_NAMESPACE/K8S_POD_NAME, each running netpol-prober serve;
 #   - "ext", a plain network namespace with two addresses outside the pod
-#     pool (ipBlock peers: NetworkPolicy ipBlock is for non-pod addresses);
+#     pool per family (ipBlock peers: NetworkPolicy ipBlock is for non-pod
+#     addresses);
+#   - both families: pods get an IPv6 address too (the node is dual-stack,
+#     EBPF_CNI_POD_CIDR6), and a scenario run with --ipv6 is probed over IPv6
+#     as well, ICMP echo included;
 #   - policy files applied by atomic rename, waits on the agent's status,
 #     `ebpf-cni-ctl policy verify` / `policy trace`.
 # shellcheck shell=bash disable=SC2034
@@ -16,7 +20,8 @@ CTL=${EBPF_CNI_CTL:-$EBPF_CNI_BUILD_DIR/tools/ctl/ebpf-cni-ctl}
 NETPOL_NAMESPACES=(x y z)
 NETPOL_POD_NAMES=(a b c)
 NETPOL_PODS=()           # "x/a" ... (namespace/name)
-declare -gA NETPOL_IP=() # "x/a" -> IPv4 address; also ext1, ext2, host
+declare -gA NETPOL_IP=()  # "x/a" -> IPv4 address; also ext1, ext2, host
+declare -gA NETPOL_IP6=() # the same names -> IPv6 address (dual-stack node)
 NETPOL_EXT_NETNS=""
 NETPOL_WAIT_S=${NETPOL_WAIT_S:-20}
 NETPOL_OBJECTS=0         # Pods + Namespaces in 00-cluster.yaml (status sanity check)
@@ -198,6 +203,10 @@ netpol_pods_add_parallel() {
   for pod in "${pods[@]}"; do
     NETPOL_IP[$pod]=$(pod_ip "$(netpol_lib_pod "$pod")" 4)
     [[ -n ${NETPOL_IP[$pod]} ]] || fail "no IPv4 address for $pod"
+    if [[ -n ${EBPF_CNI_POD_CIDR6:-} ]]; then
+      NETPOL_IP6[$pod]=$(pod_ip "$(netpol_lib_pod "$pod")" 6)
+      [[ -n ${NETPOL_IP6[$pod]} ]] || fail "no IPv6 address for $pod on a dual-stack node"
+    fi
   done
 }
 
@@ -217,7 +226,9 @@ netpol_serve() {
 
 # ext: a netns outside the pod network, connected to the host by a veth,
 # holding ext1 = 10.98.N.2 (primary) and ext2 = 10.98.N.3. The host routes
-# 10.98.N.0/24 to it; it routes the pod pool back through the host.
+# 10.98.N.0/24 to it; it routes the pod pool back through the host. On a
+# dual-stack node also ext1 = fd00:98:N::2, ext2 = fd00:98:N::3 (host
+# fd00:98:N::1), without DAD so they are usable at once.
 netpol_ext_create() {
   local n=$NETPOL_NUMBER host_if=${EBPF_CNI_VETH_PREFIX}ext peer=${EBPF_CNI_VETH_PREFIX}extp
   NETPOL_EXT_NETNS=$(pod_netns_name ext)
@@ -233,7 +244,26 @@ netpol_ext_create() {
   NETPOL_IP[ext1]=10.98.$n.2
   NETPOL_IP[ext2]=10.98.$n.3
   NETPOL_IP[host]=10.98.$n.1
+  if [[ -n ${EBPF_CNI_POD_CIDR6:-} ]]; then
+    ip addr add "fd00:98:$n::1/64" dev "$host_if" nodad
+    ip -n "$NETPOL_EXT_NETNS" addr add "fd00:98:$n::2/64" dev "$peer" nodad
+    ip -n "$NETPOL_EXT_NETNS" addr add "fd00:98:$n::3/64" dev "$peer" nodad
+    ip -n "$NETPOL_EXT_NETNS" route add "$EBPF_CNI_POD_CIDR6" via "fd00:98:$n::1"
+    NETPOL_IP6[ext1]=fd00:98:$n::2
+    NETPOL_IP6[ext2]=fd00:98:$n::3
+    NETPOL_IP6[host]=fd00:98:$n::1
+  fi
   netpol_serve "$(pod_netns_path ext)" ext
+  # The node resolves both IPv6 addresses once, with time to spare: the
+  # kernel joins an address's solicited-node group a moment after adding
+  # it, and a solicitation sent before that is retried only after 1 s,
+  # longer than a probe waits.
+  if [[ -n ${EBPF_CNI_POD_CIDR6:-} ]]; then
+    local out
+    out=$("$PROBER" probe --timeout_ms=3000 <<<"ext1 - ${NETPOL_IP6[ext1]} 80 tcp
+ext2 - ${NETPOL_IP6[ext2]} 80 tcp")
+    [[ $(grep -c '^ext. ok' <<<"$out") == 2 ]] || fail "the node cannot reach ext over IPv6: $out"
+  fi
 }
 
 # The whole cluster: manifest first (so ADD finds the Pod objects), then the
@@ -255,6 +285,8 @@ netpol_cluster_up() {
   done
   netpol_ext_create
   log "cluster up: $(for p in "${NETPOL_PODS[@]}"; do printf '%s=%s ' "$p" "${NETPOL_IP[$p]}"; done)ext1=${NETPOL_IP[ext1]} ext2=${NETPOL_IP[ext2]}"
+  [[ -z ${NETPOL_IP6[ext1]:-} ]] ||
+    log "IPv6: $(for p in "${NETPOL_PODS[@]}"; do printf '%s=%s ' "$p" "${NETPOL_IP6[$p]}"; done)ext1=${NETPOL_IP6[ext1]} ext2=${NETPOL_IP6[ext2]}"
 }
 
 # -------------------------------------------------------- agent status ----
@@ -334,11 +366,17 @@ policy_verify_clean() {
 }
 
 # ------------------------------------------------------- reachability ----
-# A cell is "SRC DST PORT/PROTO", e.g. "x/a y/b 80/tcp". Sources: every pod,
-# the node ("host": pods cannot block their node, k8s docs "Network
-# Policies", exceptions in the list of entities) and ext1/ext2 (non-pod
-# addresses, for ipBlock). Destinations: every pod and ext1/ext2.
+# A cell is "SRC DST PORT/PROTO", e.g. "x/a y/b 80/tcp", probed over one IP
+# family at a time (MATRIX_FAMILY, 4 or 6). Sources: every pod, the node
+# ("host": pods cannot block their node, k8s docs "Network Policies",
+# exceptions in the list of entities) and ext1/ext2 (non-pod addresses, for
+# ipBlock). Destinations: every pod and ext1/ext2. Scenarios run with
+# --ipv6 probe both families and ICMP echo too ("ping/icmp": NetworkPolicy
+# ports name TCP/UDP/SCTP only, so only a rule without ports allows it).
 NETPOL_PORTS=(80/tcp 80/udp 81/tcp 81/udp)
+NETPOL_ICMP_PORT=ping/icmp
+MATRIX_FAMILY=4
+MATRIX_ICMP=0
 declare -gA MATRIX_GOT=() MATRIX_DETAIL=()
 
 matrix_sources() { printf '%s\n' "${NETPOL_PODS[@]}" host ext1 ext2; }
@@ -352,13 +390,18 @@ matrix_destinations() {
 # prober input line for one cell (label = cell with '|' for spaces). No
 # command substitutions: this runs for every cell of every scenario.
 matrix_probe_line() {
-  local src=$1 dst=$2 pp=$3 netns source_ip=""
+  local src=$1 dst=$2 pp=$3 netns source_ip="" dst_ip port=${3%/*}
+  if ((MATRIX_FAMILY == 6)); then dst_ip=${NETPOL_IP6[$dst]}; else dst_ip=${NETPOL_IP[$dst]}; fi
   case $src in
     host) netns=- ;;
-    ext1 | ext2) netns=/var/run/netns/$TEST_ID-ext source_ip=${NETPOL_IP[$src]} ;;
+    ext1 | ext2)
+      netns=/var/run/netns/$TEST_ID-ext
+      if ((MATRIX_FAMILY == 6)); then source_ip=${NETPOL_IP6[$src]}; else source_ip=${NETPOL_IP[$src]}; fi
+      ;;
     *) netns=/var/run/netns/$TEST_ID-${src/\//-} ;;
   esac
-  echo "$src|$dst|$pp $netns ${NETPOL_IP[$dst]} ${pp%/*} ${pp#*/} $source_ip"
+  [[ $port == +([0-9]) ]] || port=0 # ping/icmp: no port
+  echo "$src|$dst|$pp $netns $dst_ip $port ${pp#*/} $source_ip"
 }
 
 # Probes the given cells (stdin, one "SRC DST PP" per line) and records
@@ -374,10 +417,11 @@ matrix_probe_cells() {
 }
 
 matrix_all_cells() {
-  local src dst pp
+  local src dst pp ports=("${NETPOL_PORTS[@]}")
+  ((MATRIX_ICMP)) && ports+=("$NETPOL_ICMP_PORT")
   while read -r src; do
     while read -r dst; do
-      for pp in "${NETPOL_PORTS[@]}"; do echo "$src $dst $pp"; done
+      for pp in "${ports[@]}"; do echo "$src $dst $pp"; done
     done < <(matrix_destinations "$src")
   done < <(matrix_sources)
 }
@@ -387,23 +431,26 @@ matrix_all_cells() {
 # documentation, as a default plus ordered exceptions; the last matching
 # exception wins:
 #   expect_default allow|deny
-#   expect allow|deny SRC_GLOB DST_GLOB [PORT_GLOB]
-# Globs are bash patterns over "ns/pod", host, ext1, ext2 and "80/tcp"...
-# (extglob on: '@(x|y)/a', '[xy]/*'). Two facts of the docs hold in every
+#   expect allow|deny SRC_GLOB DST_GLOB [PORT_GLOB [FAMILY_GLOB]]
+# Globs are bash patterns over "ns/pod", host, ext1, ext2, "80/tcp"... and
+# "ping/icmp", and the family 4 or 6 (extglob on: '@(x|y)/a', '[xy]/*').
+# NetworkPolicy is family-blind except for ipBlock CIDRs, so only ipBlock
+# scenarios need a family. Two facts of the docs hold in every
 # scenario and are applied after the scenario's own lines: a pod cannot
 # block access to itself, and traffic from the node where a pod runs is
 # always allowed (docs "Network Policies", the list of entities a pod can
 # talk to).
 shopt -s extglob
 EXPECT_DEFAULT=allow
-EXPECT_VERDICT=() EXPECT_SRC=() EXPECT_DST=() EXPECT_PP=()
+EXPECT_VERDICT=() EXPECT_SRC=() EXPECT_DST=() EXPECT_PP=() EXPECT_FAMILY=()
 expect_default() {
   EXPECT_DEFAULT=$1
-  EXPECT_VERDICT=() EXPECT_SRC=() EXPECT_DST=() EXPECT_PP=()
+  EXPECT_VERDICT=() EXPECT_SRC=() EXPECT_DST=() EXPECT_PP=() EXPECT_FAMILY=()
 }
 expect() {
   [[ $1 == allow || $1 == deny ]] || fail "expect: verdict must be allow or deny, got '$1'"
   EXPECT_VERDICT+=("$1") EXPECT_SRC+=("$2") EXPECT_DST+=("$3") EXPECT_PP+=("${4:-*}")
+  EXPECT_FAMILY+=("${5:-*}")
 }
 
 # Sets EXPECTED (allow|deny) for one cell; a variable, not output, so the
@@ -416,7 +463,8 @@ expected_verdict() {
   fi
   for ((i = ${#EXPECT_VERDICT[@]} - 1; i >= 0; i--)); do
     # shellcheck disable=SC2053 # globs on purpose
-    if [[ $src == ${EXPECT_SRC[i]} && $dst == ${EXPECT_DST[i]} && $pp == ${EXPECT_PP[i]} ]]; then
+    if [[ $src == ${EXPECT_SRC[i]} && $dst == ${EXPECT_DST[i]} && $pp == ${EXPECT_PP[i]} &&
+      $MATRIX_FAMILY == ${EXPECT_FAMILY[i]} ]]; then
       EXPECTED=${EXPECT_VERDICT[i]}
       return
     fi
@@ -450,14 +498,14 @@ matrix_check() {
     NETPOL_TIMEOUT_MS=1000 matrix_probe_cells < <(printf '%s\n' "${retry[@]}")
     for cell in "${retry[@]}"; do
       if [[ ${MATRIX_GOT[$cell]:-missing} == "${MATRIX_WANT[$cell]}" ]]; then
-        log "note: cell '$cell' matched only on the second probe"
+        log "note: IPv$MATRIX_FAMILY cell '$cell' matched only on the second probe"
       else
         diffs+=("$cell")
       fi
     done
   fi
   if ((${#diffs[@]} > 0)); then
-    echo "  ${#diffs[@]} of $MATRIX_CELLS cells differ (source destination port/proto: expected, got [probe result]):"
+    echo "  ${#diffs[@]} of $MATRIX_CELLS IPv$MATRIX_FAMILY cells differ (source destination port/proto: expected, got [probe result]):"
     for cell in "${diffs[@]}"; do
       printf '    %-22s expected %-5s got %-5s [%s]\n' "$cell" "${MATRIX_WANT[$cell]}" \
         "${MATRIX_GOT[$cell]:-missing}" "${MATRIX_DETAIL[$cell]:-}"
@@ -467,17 +515,113 @@ matrix_check() {
   return 0
 }
 
+# ---------------------------------------------- neighbours, connections ----
+
+# Neighbour discovery through an isolated pod: forgets the neighbours on both
+# sides of POD's veth (the node's entry for the pod, the pod's entry for its
+# gateway), sends one probe from the node (always allowed), which needs
+# neighbour solicitations and advertisements in both directions of the
+# pod's programs, and requires the node to have a usable entry for the pod's
+# address of FAMILY afterwards. NDP is ICMPv6 (types 133-137), which the
+# datapath passes before any policy; if it did not, an isolated pod could
+# reach nothing at all.
+neighbour_discovery_check() {
+  local pod=$1 family=${2:-6} netns veth ip state
+  netns=$(pod_netns_name "$(netpol_lib_pod "$pod")")
+  veth=$(pod_host_veth "$(netpol_lib_pod "$pod")")
+  if [[ $family == 6 ]]; then ip=${NETPOL_IP6[$pod]}; else ip=${NETPOL_IP[$pod]}; fi
+  [[ -n $veth && -n $ip ]] || { echo "  no veth/address for $pod"; return 1; }
+  ip -"$family" neigh flush dev "$veth"
+  ip -n "$netns" -"$family" neigh flush dev eth0
+  state=$(ip -"$family" neigh show "$ip" dev "$veth")
+  [[ -z $state || $state == *FAILED* || $state == *NOARP* ]] ||
+    { echo "  the node's neighbour entry for $pod survived the flush: $state"; return 1; }
+  local result
+  result=$("$PROBER" probe --timeout_ms=2000 <<<"nd - $ip 80 tcp")
+  [[ $result == "nd ok"* ]] || { echo "  node -> $pod ($ip) after a neighbour flush: $result"; return 1; }
+  state=$(ip -"$family" neigh show "$ip" dev "$veth")
+  if [[ ! $state =~ (REACHABLE|STALE|DELAY|PROBE) ]]; then
+    echo "  the node has no usable neighbour entry for $pod ($ip) on $veth: '${state:-none}'"
+    return 1
+  fi
+  ITEST_CHECKS=$((ITEST_CHECKS + 1))
+}
+
+# A long-lived TCP connection from pod SRC to DST:PORT over FAMILY that
+# exchanges a line every 50 ms with the prober's echo server (up to 1000
+# lines, 120 s at most), from a shell inside SRC. held_connection_check
+# then requires it to be still exchanging and never to have broken.
+HELD_PID="" HELD_FILE=""
+held_connection_start() {
+  local src=$1 dst=$2 port=$3 family=${4:-6} ip
+  if [[ $family == 6 ]]; then ip=${NETPOL_IP6[$dst]}; else ip=${NETPOL_IP[$dst]}; fi
+  HELD_FILE=$ROOT/held-${src/\//-}-${dst/\//-}
+  rm -f "$HELD_FILE".*
+  # shellcheck disable=SC2016 # the script's variables are its own
+  ip netns exec "$(pod_netns_name "$(netpol_lib_pod "$src")")" timeout 120 bash -c '
+    exec 3<>"/dev/tcp/$1/$2" || { echo "connect failed"; exit 2; }
+    for ((i = 1; i <= 1000; i++)); do
+      [[ -e $3.stop ]] && exit 0
+      echo "held $i" >&3
+      IFS= read -r -t 2 line <&3 || { echo "broken after $((i - 1)) exchanges"; exit 1; }
+      [[ $line == "held $i" ]] || { echo "bad echo at $i: $line"; exit 1; }
+      echo "$i" >"$3.count"
+      sleep 0.05
+    done' held "$ip" "$port" "$HELD_FILE" >"$HELD_FILE.out" 2>&1 &
+  HELD_PID=$!
+  ITEST_BG_PIDS+=("$HELD_PID")
+  held_connection_wait_for 3 || { echo "  held connection $src -> $dst:$port never exchanged: $(cat "$HELD_FILE.out")"; return 1; }
+}
+held_connection_count() { cat "$HELD_FILE.count" 2>/dev/null || echo 0; }
+# Waits (up to 5 s) until the connection has made COUNT exchanges.
+held_connection_wait_for() {
+  for _ in $(seq 50); do
+    (($(held_connection_count) >= $1)) && return 0
+    kill -0 "$HELD_PID" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+# After a policy change: 5 more exchanges on the same connection, then stop
+# it and require a clean exit (it never broke).
+held_connection_check() {
+  local before rc=0
+  before=$(held_connection_count)
+  held_connection_wait_for $((before + 5)) || rc=1
+  touch "$HELD_FILE.stop"
+  wait "$HELD_PID" || rc=1
+  HELD_PID=""
+  if ((rc)); then
+    echo "  the held connection did not survive the policy change (after $before exchanges): $(cat "$HELD_FILE.out")"
+    return 1
+  fi
+  ITEST_CHECKS=$((ITEST_CHECKS + 1))
+  log "  held connection: $(held_connection_count) exchanges, $before before the change"
+}
+
 # ----------------------------------------------------------- scenarios ----
 #   scenario "title"
 #   policy NAME NAMESPACE <<'EOF'     (the spec, as YAML; repeat per policy)
 #   expect_default ... / expect ...   (the hand-written expected matrix)
-#   trace_expect SRC DST PROTO PORT allow|deny   (compiled + kernel trace)
-#   run_scenario [--keep]             (--keep: leave the policies for the next
-#                                      scenario, which then updates them in place)
+#   trace_expect SRC DST PROTO PORT allow|deny [6]   (compiled + kernel trace;
+#                                      6: ext1/ext2/host by their IPv6 address)
+#   before_probe CMD...               (runs once the policies are in the kernel,
+#                                      before any probe: flush caches, open
+#                                      connections)
+#   drop_event_expect SRC DST PROTO PORT REASON src|dst [6]
+#                                     (the agent's event stream must report a drop
+#                                      of that flow by SRC's or DST's endpoint
+#                                      while the matrix is probed)
+#   run_scenario [--keep] [--ipv6]    (--keep: leave the policies for the next
+#                                      scenario, which then updates them in place;
+#                                      --ipv6: probe IPv6 as well, both families
+#                                      with ICMP echo)
 SCN_TITLE=""
 SCN_YAML=""
 SCN_POLICIES=0
 SCN_TRACES=()
+SCN_BEFORE_PROBE=()
+SCN_DROP_EVENTS=()
 SCN_COUNT=0
 SCN_FAILED=()
 SCN_FILE=50-scenario.yaml
@@ -487,6 +631,8 @@ scenario() {
   SCN_YAML=""
   SCN_POLICIES=0
   SCN_TRACES=()
+  SCN_BEFORE_PROBE=()
+  SCN_DROP_EVENTS=()
   expect_default allow
 }
 
@@ -503,13 +649,15 @@ $(sed 's/^/  /')
 }
 
 trace_expect() { SCN_TRACES+=("$*"); }
+before_probe() { SCN_BEFORE_PROBE+=("$*"); }
+drop_event_expect() { SCN_DROP_EVENTS+=("$*"); }
 
 # Asks the agent (compiled state, confirmed by the kernel's trace) whether
 # SRC reaches DST on PROTO/PORT; compares with the expectation.
 trace_check() {
-  local src=$1 dst=$2 proto=$3 port=$4 want=$5 out got
+  local src=$1 dst=$2 proto=$3 port=$4 want=$5 family=${6:-4} out got
   # Exit status 1 = denied; the JSON is printed either way.
-  out=$(ctl policy trace --from="$(trace_peer "$src")" --to="$(trace_peer "$dst")" \
+  out=$(ctl policy trace --from="$(trace_peer "$src" "$family")" --to="$(trace_peer "$dst" "$family")" \
     --protocol="$proto" --port="$port" --json 2>&1) || true
   if ! jq -e 'has("allowed")' >/dev/null 2>&1 <<<"$out"; then
     echo "  trace $src -> $dst $proto/$port failed: $out"
@@ -527,19 +675,112 @@ trace_check() {
   fi
   ITEST_CHECKS=$((ITEST_CHECKS + 1))
 }
-trace_peer() { if [[ $1 == */* ]]; then echo "$1"; else echo "${NETPOL_IP[$1]}"; fi; }
+trace_peer() {
+  if [[ $1 == */* ]]; then
+    echo "$1"
+  elif [[ ${2:-4} == 6 ]]; then
+    echo "${NETPOL_IP6[$1]}"
+  else
+    echo "${NETPOL_IP[$1]}"
+  fi
+}
+
+# Drop events of the agent's stream (one JSON object a line) go to FILE
+# until drop_events_stop; bounded by 120 s in any case.
+DROP_EVENTS_PID=""
+drop_events_start() {
+  ctl policy events --json --types=drop --follow_for=120s >"$1" 2>&1 &
+  DROP_EVENTS_PID=$!
+  ITEST_BG_PIDS+=("$DROP_EVENTS_PID")
+  disown "$DROP_EVENTS_PID"
+  # The subscription exists once the agent has the stream open; a short
+  # pause beats parsing its log (events before that would be missed).
+  sleep 0.3
+}
+drop_events_stop() {
+  [[ -n $DROP_EVENTS_PID ]] && kill -TERM "$DROP_EVENTS_PID" 2>/dev/null
+  DROP_EVENTS_PID=""
+}
+
+# A drop of SRC -> DST PROTO/PORT with REASON (DROP_REASON_* name) by the
+# endpoint of AT (src: its egress policy, dst: its ingress policy) in the
+# events FILE: addresses of the family, protocol, port (for ICMP the type:
+# 8 / 128 for echo requests) and the pods named by the agent. Waits up to
+# 5 s for it.
+drop_event_check() {
+  local file=$1 src=$2 dst=$3 proto=$4 port=$5 reason=$6 at=$7 family=${8:-4} number src_ip dst_ip
+  local endpoint container
+  case $proto in
+    tcp) number=6 ;;
+    udp) number=17 ;;
+    icmp) if [[ $family == 6 ]]; then number=58; else number=1; fi ;;
+    *) fail "drop_event_check: protocol $proto" ;;
+  esac
+  if [[ $family == 6 ]]; then src_ip=${NETPOL_IP6[$src]} dst_ip=${NETPOL_IP6[$dst]}; else
+    src_ip=${NETPOL_IP[$src]} dst_ip=${NETPOL_IP[$dst]}
+  fi
+  if [[ $at == src ]]; then endpoint=$src; else endpoint=$dst; fi
+  container=$(pod_container_id "$(netpol_lib_pod "$endpoint")")
+  for _ in $(seq 50); do
+    if jq -e -s --arg s "$src_ip" --arg d "$dst_ip" --argjson p "$number" --argjson port "$port" \
+      --arg reason "$reason" --arg c "$container" --arg ns "${endpoint%/*}" --arg pod "${endpoint#*/}" \
+      --arg at "$at" '
+        map(select(.event.source_ip == $s and .event.destination_ip == $d and .event.protocol == $p
+          and .event.destination_port == $port and .event.reason == $reason
+          and .event.endpoint_key.container_id == $c
+          and (if $at == "src" then .source_pod else .destination_pod end) == {namespace: $ns, name: $pod}))
+        | length > 0' "$file" >/dev/null 2>&1; then
+      ITEST_CHECKS=$((ITEST_CHECKS + 1))
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "  no $reason drop event at $endpoint for $src ($src_ip) -> $dst ($dst_ip) $proto/$port; the stream had:"
+  head -n 5 "$file" | sed 's/^/    /'
+  return 1
+}
 
 run_scenario() {
-  local keep=0 started=$SECONDS ok=1 t
-  [[ ${1:-} == --keep ]] && keep=1
+  local keep=0 ipv6=0 started=$SECONDS ok=1 t cells=0 events=""
+  while (($# > 0)); do
+    case $1 in
+      --keep) keep=1 ;;
+      --ipv6) ipv6=1 ;;
+      *) fail "run_scenario: unknown option $1" ;;
+    esac
+    shift
+  done
   SCN_COUNT=$((SCN_COUNT + 1))
-  log "scenario $SCN_COUNT: $SCN_TITLE ($SCN_POLICIES policies)"
+  log "scenario $SCN_COUNT: $SCN_TITLE ($SCN_POLICIES policies$( ((ipv6)) && echo ", IPv4 + IPv6 + ICMP"))"
+  if ((ipv6)) && [[ -z ${NETPOL_IP6[ext1]:-} ]]; then
+    fail "scenario '$SCN_TITLE' probes IPv6 but the node is not dual-stack (EBPF_CNI_POD_CIDR6 empty)"
+  fi
   if policy_agent_available; then
     policy_apply_file "$SCN_FILE" "$SCN_YAML" "$SCN_POLICIES"
   elif ((SCN_POLICIES > 0)); then
     fail "scenario '$SCN_TITLE' needs the policy agent (policy.sock) and $CTL"
   fi
-  matrix_check || ok=0
+  for t in "${SCN_BEFORE_PROBE[@]}"; do
+    eval "$t" || { echo "  before_probe failed: $t"; ok=0; }
+  done
+  if ((${#SCN_DROP_EVENTS[@]} > 0)); then
+    events=$ROOT/events-$SCN_COUNT.json
+    drop_events_start "$events"
+  fi
+  MATRIX_ICMP=$ipv6
+  for MATRIX_FAMILY in 4 $( ((ipv6)) && echo 6); do
+    matrix_check || ok=0
+    cells=$((cells + MATRIX_CELLS))
+  done
+  MATRIX_FAMILY=4 MATRIX_ICMP=0
+  if [[ -n $events ]]; then
+    for t in "${SCN_DROP_EVENTS[@]}"; do
+      # shellcheck disable=SC2086 # "SRC DST PROTO PORT REASON AT [FAMILY]"
+      drop_event_check "$events" $t || ok=0
+    done
+    drop_events_stop
+  fi
+  MATRIX_CELLS=$cells
   if policy_agent_available; then
     policy_verify_clean || ok=0
     for t in "${SCN_TRACES[@]}"; do

@@ -1,8 +1,8 @@
 // netpol-prober: real traffic for the NetworkPolicy reachability tests.
 //
 //   netpol-prober serve --netns=PATH --ports=80,81 [--duration_s=900]
-//     Inside the pod's network namespace: a TCP listener (accepts, echoes one
-//     line, closes) and a UDP echo on every port, IPv4 and IPv6 (one
+//     Inside the pod's network namespace: a TCP listener (accepts, echoes
+//     every line until the client closes) and a UDP echo on every port, IPv4 and IPv6 (one
 //     dual-stack socket when the namespace has IPv6). SCTP listeners too when
 //     the kernel has SCTP. Prints "ready" once every socket is bound, so the
 //     harness knows when to start probing. Exits after --duration_s (a test
@@ -10,7 +10,7 @@
 //
 //   netpol-prober probe [--timeout_ms=400] [--udp_attempts=2] [--parallel=512]
 //     Reads probes from stdin, one per line:
-//       LABEL SOURCE_NETNS_PATH DESTINATION_IP PORT tcp|udp|sctp [SOURCE_IP]
+//       LABEL SOURCE_NETNS_PATH DESTINATION_IP PORT tcp|udp|sctp|icmp [SOURCE_IP]
 //     (SOURCE_NETNS_PATH "-": the namespace the prober was started in),
 //     runs them all concurrently (worker threads that setns() into the source
 //     namespace; a network namespace switch only affects the calling thread)
@@ -20,12 +20,17 @@
 //     passed the datapath. TCP: connect + one echoed line, each step bounded
 //     by --timeout_ms. UDP: send, expect the echo within --timeout_ms,
 //     --udp_attempts tries in all (a lost datagram is not a verdict).
+//     ICMP: an echo request (ICMPv6 for an IPv6 destination; PORT is ignored,
+//     0 is fine), answered by the destination's kernel; --udp_attempts tries.
 //
 // Only the test's own namespaces are ever addressed: the harness builds the
 // probe list from the pods it created.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/icmp6.h>
 #include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/ip_icmp.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -36,6 +41,7 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -125,20 +131,27 @@ Fd BindAny(int type, int protocol, uint16_t port, std::string* error) {
   return fd4;
 }
 
-// Echoes the first line (or first read) of a connection back, then closes.
-void EchoOneLine(int raw_fd) {
+// Echoes every line of a connection back until the client closes it (a
+// probe sends one line and closes; a held connection keeps exchanging lines
+// while the test changes policy). A connection idle for 10 s is closed.
+void EchoLines(int raw_fd) {
   Fd fd(raw_fd);
-  timeval timeout{2, 0};
+  timeval timeout{10, 0};
   setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  std::string line;
+  std::string pending;
   char buf[256];
-  while (line.find('\n') == std::string::npos && line.size() < 1024) {
+  for (;;) {
     ssize_t n = read(fd.get(), buf, sizeof(buf));
     if (n <= 0) break;
-    line.append(buf, static_cast<size_t>(n));
+    pending.append(buf, static_cast<size_t>(n));
+    size_t end = pending.rfind('\n');
+    if (end == std::string::npos && pending.size() < 1024) continue;
+    size_t length = end == std::string::npos ? pending.size() : end + 1;
+    if (write(fd.get(), pending.data(), length) != static_cast<ssize_t>(length)) break;
+    pending.erase(0, length);
   }
-  if (!line.empty()) (void)!write(fd.get(), line.data(), line.size());
+  if (!pending.empty()) (void)!write(fd.get(), pending.data(), pending.size());
 }
 
 void StreamAcceptLoop(Fd listener) {
@@ -149,7 +162,7 @@ void StreamAcceptLoop(Fd listener) {
       std::cerr << ErrnoText("accept") << "\n";
       return;
     }
-    std::thread(EchoOneLine, conn).detach();
+    std::thread(EchoLines, conn).detach();
   }
 }
 
@@ -270,7 +283,7 @@ int Serve() {
 struct Probe {
   std::string label, netns, destination, source;
   uint16_t port = 0;
-  std::string protocol;  // tcp, udp, sctp
+  std::string protocol;  // tcp, udp, sctp, icmp
   std::string result = "error";
   std::string detail = "not run";
 };
@@ -432,11 +445,106 @@ void RunUdpProbe(Probe* probe, const sockaddr_storage& dst, socklen_t len, int t
   }
 }
 
+// Internet checksum (RFC 1071); ICMPv4 needs it from us, ICMPv6 raw sockets
+// get it from the kernel (which must include the pseudo-header).
+uint16_t InternetChecksum(const std::string& data) {
+  uint32_t sum = 0;
+  for (size_t i = 0; i + 1 < data.size(); i += 2) {
+    sum += static_cast<uint32_t>(static_cast<uint8_t>(data[i]) << 8 | static_cast<uint8_t>(data[i + 1]));
+  }
+  if (data.size() % 2 == 1) sum += static_cast<uint32_t>(static_cast<uint8_t>(data.back()) << 8);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return htons(static_cast<uint16_t>(~sum));
+}
+
+// Echo request through a raw socket (root: the pods' namespaces have no
+// ping_group_range for unprivileged ping sockets). Each probe has its own
+// identifier and the label as payload; the socket is connected to the
+// destination, so it only sees that host's messages and the reply is matched
+// on type, identifier and payload.
+void RunIcmpProbe(Probe* probe, const sockaddr_storage& dst, socklen_t len, int timeout_ms, int attempts,
+                  uint16_t identifier) {
+  const bool v6 = dst.ss_family == AF_INET6;
+  const int protocol = v6 ? static_cast<int>(IPPROTO_ICMPV6) : static_cast<int>(IPPROTO_ICMP);
+  Fd fd = OpenSocket(*probe, dst, SOCK_RAW, protocol, probe);
+  if (!fd.valid()) return;
+  if (v6) {
+    // Only echo replies and unreachables reach us, not the neighbour
+    // discovery traffic of the namespace.
+    icmp6_filter filter;
+    ICMP6_FILTER_SETBLOCKALL(&filter);
+    ICMP6_FILTER_SETPASS(ICMP6_ECHO_REPLY, &filter);
+    ICMP6_FILTER_SETPASS(ICMP6_DST_UNREACH, &filter);
+    setsockopt(fd.get(), IPPROTO_ICMPV6, ICMP6_FILTER, &filter, sizeof(filter));
+  }
+  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&dst), len) != 0) {
+    ClassifyErrno(errno, "connect", probe);
+    return;
+  }
+  const std::string payload = "probe " + probe->label;
+  const uint8_t request_type = v6 ? ICMP6_ECHO_REQUEST : ICMP_ECHO;
+  const uint8_t reply_type = v6 ? ICMP6_ECHO_REPLY : ICMP_ECHOREPLY;
+  for (int attempt = 1; attempt <= attempts; ++attempt) {
+    // type, code, checksum, identifier, sequence (network order), payload
+    std::string message(8, '\0');
+    message[0] = static_cast<char>(request_type);
+    message[4] = static_cast<char>(identifier >> 8);
+    message[5] = static_cast<char>(identifier & 0xff);
+    message[7] = static_cast<char>(attempt);
+    message += payload;
+    if (!v6) {
+      uint16_t checksum = InternetChecksum(message);
+      std::memcpy(&message[2], &checksum, sizeof(checksum));
+    }
+    if (send(fd.get(), message.data(), message.size(), 0) < 0) {
+      ClassifyErrno(errno, "send", probe);
+      if (probe->result != "timeout") return;
+      continue;
+    }
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (;;) {
+      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      deadline - std::chrono::steady_clock::now())
+                                      .count());
+      if (left <= 0 || !WaitFor(fd.get(), POLLIN, left, "echo reply", probe)) break;
+      char buf[2048];
+      ssize_t n = recv(fd.get(), buf, sizeof(buf), 0);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) continue;
+        ClassifyErrno(errno, "recv", probe);
+        return;
+      }
+      // IPv4 raw sockets deliver the IP header too; IPv6 ones do not.
+      size_t offset = 0;
+      if (!v6) {
+        if (n < 20) continue;
+        offset = static_cast<size_t>(buf[0] & 0x0f) * 4;
+      }
+      if (static_cast<size_t>(n) < offset + 8) continue;
+      const std::string reply(buf + offset, static_cast<size_t>(n) - offset);
+      const uint16_t reply_id = static_cast<uint16_t>(static_cast<uint8_t>(reply[4]) << 8 |
+                                                      static_cast<uint8_t>(reply[5]));
+      if (static_cast<uint8_t>(reply[0]) == reply_type && reply_id == identifier &&
+          reply.compare(8, std::string::npos, payload) == 0) {
+        probe->result = "ok";
+        probe->detail = absl::StrCat("echo reply (attempt ", attempt, ")");
+        return;
+      }
+    }
+    probe->result = "timeout";
+    probe->detail = absl::StrCat("no echo reply after ", attempt, " request(s) x ", timeout_ms, " ms");
+  }
+}
+
 // One worker: takes probes by index until none is left. Switches netns only
 // when the next probe's source differs from the current one.
 // A probe whose source is "-" runs in the namespace the prober started in
 // (the node): a worker that served another source first switches back.
 std::string g_start_netns;
+// First ICMP echo identifier of this run, random: the datapath's conntrack
+// keys an echo flow on its identifier, so a run that reused the identifiers
+// of an earlier one (allowed then) would ride on its entries and pass.
+uint16_t g_echo_id_base = 0;
 
 void ProbeWorker(std::vector<Probe>* probes, std::atomic<size_t>* next) {
   std::string current_netns = "-";
@@ -463,6 +571,9 @@ void ProbeWorker(std::vector<Probe>* probes, std::atomic<size_t>* next) {
       RunStreamProbe(&probe, dst, len, 0, timeout_ms);
     } else if (probe.protocol == "sctp") {
       RunStreamProbe(&probe, dst, len, kProtoSctp, timeout_ms);
+    } else if (probe.protocol == "icmp") {
+      // Distinct identifiers for the probes of this run (up to 65536).
+      RunIcmpProbe(&probe, dst, len, timeout_ms, attempts, static_cast<uint16_t>(g_echo_id_base + i));
     } else {
       RunUdpProbe(&probe, dst, len, timeout_ms, attempts);
     }
@@ -479,10 +590,14 @@ int RunProbes() {
     std::istringstream fields(line);
     Probe probe;
     uint32_t port = 0;
-    if (!(fields >> probe.label >> probe.netns >> probe.destination >> port >> probe.protocol) || port == 0 ||
-        port > 65535 || (probe.protocol != "tcp" && probe.protocol != "udp" && probe.protocol != "sctp")) {
+    const bool parsed = static_cast<bool>(fields >> probe.label >> probe.netns >> probe.destination >> port >>
+                                          probe.protocol);
+    const bool known_protocol = probe.protocol == "tcp" || probe.protocol == "udp" ||
+                                probe.protocol == "sctp" || probe.protocol == "icmp";
+    // ICMP has no port: any number (0 included) is accepted and ignored.
+    if (!parsed || !known_protocol || port > 65535 || (port == 0 && probe.protocol != "icmp")) {
       std::cerr << "probe: line " << line_number
-                << ": want 'LABEL NETNS_PATH DESTINATION_IP PORT tcp|udp|sctp [SOURCE_IP]', got '" << line
+                << ": want 'LABEL NETNS_PATH DESTINATION_IP PORT tcp|udp|sctp|icmp [SOURCE_IP]', got '" << line
                 << "'\n";
       return 2;
     }
@@ -493,6 +608,7 @@ int RunProbes() {
   // Each worker thread inherits this namespace; "-" probes come back to it.
   // The path names this process's namespace as long as the process lives.
   g_start_netns = "/proc/" + std::to_string(getpid()) + "/ns/net";
+  g_echo_id_base = static_cast<uint16_t>(std::random_device()());
   std::atomic<size_t> next{0};
   const size_t workers =
       std::min(probes.size(), static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_parallel))));
@@ -509,7 +625,7 @@ int RunProbes() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "netpol-prober serve --netns=PATH --ports=80,81 | netpol-prober probe < probes "
-      "(LABEL NETNS_PATH DST_IP PORT tcp|udp|sctp [SRC_IP] per line)");
+      "(LABEL NETNS_PATH DST_IP PORT tcp|udp|sctp|icmp [SRC_IP] per line)");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::cerr << "usage: netpol-prober serve|probe [flags] (see --help)\n";

@@ -11,6 +11,12 @@
 # (https://kubernetes.io/docs/concepts/services-networking/network-policies/,
 # "the docs" below) and runs `ebpf-cni-ctl policy verify`.
 #
+# The node is dual-stack: scenarios run with --ipv6 probe the matrix over
+# IPv6 too, and ICMP echo in both families (the IPv6 slice: isolation,
+# selectors, ports, replies, ipBlock with IPv6 CIDRs, neighbour discovery of
+# isolated pods, drop events, an established connection across a policy
+# change).
+#
 # Environment: NETPOL_SCENARIOS="1 5 9" runs only those scenario numbers
 # (plus the baseline) when debugging one semantic.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -18,7 +24,8 @@ netpol_init matrix 51
 
 node_up
 netpol_cluster_up
-EXT=10.98.$NETPOL_NUMBER # ext1 = $EXT.2, ext2 = $EXT.3
+EXT=10.98.$NETPOL_NUMBER     # ext1 = $EXT.2, ext2 = $EXT.3
+EXT6=fd00:98:$NETPOL_NUMBER: # ext1 = $EXT6:2, ext2 = $EXT6:3
 ANY_POD='[xyz]/*'
 
 # Runs a scenario only when selected (NETPOL_SCENARIOS) — numbering stays
@@ -30,7 +37,7 @@ run() { if selected; then run_scenario "$@"; else skip_scenario; fi; }
 
 # ---------------------------------------------------------------------------
 scenario "no policy: every pod reaches every pod and outside address (docs: pods are non-isolated by default)"
-run
+run --ipv6
 
 if ! policy_agent_available; then
   scenarios_finish # fails the test if the baseline did
@@ -46,7 +53,13 @@ EOF
 expect deny '*' 'x/*'
 trace_expect y/a x/b tcp 80 deny
 trace_expect x/b y/a tcp 80 allow
-run
+# An ingress-isolated pod still resolves and is resolved (IPv6 NDP, ARP).
+before_probe neighbour_discovery_check x/a 6
+before_probe neighbour_discovery_check x/a 4
+drop_event_expect y/a x/b tcp 80 DROP_REASON_POLICY_DEFAULT_DENY dst 6
+drop_event_expect y/a x/b icmp 128 DROP_REASON_POLICY_DEFAULT_DENY dst 6
+drop_event_expect y/a x/b udp 81 DROP_REASON_POLICY_DEFAULT_DENY dst 4
+run --ipv6
 
 scenario "allow all ingress in x: one empty rule matches every source (docs: Allow all ingress traffic)"
 policy allow-all-ingress x <<'EOF'
@@ -83,7 +96,9 @@ policyTypes: [Egress]
 EOF
 expect deny 'x/*' '*'
 trace_expect x/a y/a udp 81 deny
-run
+before_probe neighbour_discovery_check x/b 6
+drop_event_expect x/a y/a udp 81 DROP_REASON_POLICY_DEFAULT_DENY src 6
+run --ipv6
 
 scenario "deny all ingress and egress in x (docs: Default deny all ingress and all egress traffic)"
 policy default-deny-all x <<'EOF'
@@ -92,7 +107,8 @@ policyTypes: [Ingress, Egress]
 EOF
 expect deny 'x/*' '*'
 expect deny '*' 'x/*'
-run
+before_probe neighbour_discovery_check x/c 6
+run --ipv6
 
 scenario "allow all egress: one empty egress rule (docs: Allow all egress traffic)"
 policy allow-all-egress x <<'EOF'
@@ -127,7 +143,7 @@ expect deny '*' 'x/a'
 expect allow 'x/b' 'x/a'
 trace_expect x/b x/a tcp 80 allow
 trace_expect y/b x/a tcp 80 deny
-run
+run --ipv6
 
 scenario "ingress from a namespaceSelector peer: every pod of the matching namespaces"
 policy a-from-ns-y x <<'EOF'
@@ -152,7 +168,7 @@ expect deny '*' 'x/a'
 expect allow 'y/b' 'x/a'
 trace_expect y/b x/a udp 80 allow
 trace_expect y/c x/a udp 80 deny
-run
+run --ipv6
 
 scenario "namespaceSelector and podSelector as TWO peers: OR (docs: Behavior of to and from selectors)"
 policy a-from-y-or-b x <<'EOF'
@@ -290,7 +306,7 @@ expect deny '*' 'x/a'
 expect allow '*' 'x/a' 80/tcp
 trace_expect y/c x/a tcp 80 allow
 trace_expect y/c x/a udp 80 deny
-run
+run --ipv6
 
 scenario "UDP port"
 policy a-udp-81 x <<'EOF'
@@ -301,7 +317,7 @@ ingress:
 EOF
 expect deny '*' 'x/a'
 expect allow '*' 'x/a' 81/udp
-run
+run --ipv6
 
 scenario "protocol without port: every port of that protocol (NetworkPolicyPort.port)"
 policy a-all-udp x <<'EOF'
@@ -480,7 +496,7 @@ expect deny '*' 'x/b'
 expect allow 'x/a' 'x/b'
 expect deny 'x/b' '*'
 expect deny '*' 'x/c'
-run
+run --ipv6
 
 scenario "a policy applies to pods of its own namespace only"
 policy isolate-a y <<'EOF'
@@ -538,6 +554,54 @@ expect deny 'x/a' '*'
 expect allow 'x/a' 'ext2'
 run
 
+# ipBlock is the one family-aware peer: an IPv6 CIDR says nothing about the
+# IPv4 addresses of the same hosts.
+scenario "egress ipBlock with an IPv6 CIDR and except: ext1 over IPv6 only (docs: ipBlock)"
+policy a-egress-ipblock6 x <<EOF
+podSelector: {matchLabels: {pod: a}}
+policyTypes: [Egress]
+egress:
+- to:
+  - ipBlock: {cidr: '${EXT6}:/64', except: ['${EXT6}:3/128']}
+EOF
+expect deny 'x/a' '*'
+expect allow 'x/a' 'ext1' '*' 6
+trace_expect x/a ext1 tcp 80 allow 6
+trace_expect x/a ext2 tcp 80 deny 6
+trace_expect x/a ext1 tcp 80 deny 4
+drop_event_expect x/a ext2 tcp 81 DROP_REASON_POLICY_DEFAULT_DENY src 6
+run --ipv6
+
+scenario "ingress ipBlock with IPv4 and IPv6 CIDRs, each with an except, on one port"
+policy x-from-ipblock-dual x <<EOF
+podSelector: {}
+ingress:
+- from:
+  - ipBlock: {cidr: $EXT.0/24, except: [$EXT.3/32]}
+  - ipBlock: {cidr: '${EXT6}:/64', except: ['${EXT6}:2/128']}
+  ports:
+  - {protocol: UDP, port: 80}
+EOF
+expect deny '*' 'x/*'
+expect allow 'ext1' 'x/*' 80/udp 4
+expect allow 'ext2' 'x/*' 80/udp 6
+trace_expect ext2 x/a udp 80 allow 6
+trace_expect ext1 x/a udp 80 deny 6
+trace_expect ext1 x/a udp 80 allow 4
+run --ipv6
+
+scenario "egress ipBlock ${EXT6}:/120 without ports: every protocol, ICMPv6 included, to both addresses"
+policy a-egress-ipblock6-all x <<EOF
+podSelector: {matchLabels: {pod: a}}
+policyTypes: [Egress]
+egress:
+- to:
+  - ipBlock: {cidr: '${EXT6}:/120'}
+EOF
+expect deny 'x/a' '*'
+expect allow 'x/a' 'ext[12]' '*' 6
+run --ipv6
+
 # --- SCTP ------------------------------------------------------------------------
 # The kernel here may lack SCTP (socket() refuses it): then SCTP is checked
 # through the policy trace only (compiled state and the kernel programs via
@@ -556,6 +620,41 @@ trace_expect x/b x/a tcp 80 deny
 run
 
 # --- changes ------------------------------------------------------------------------
+# An established IPv6 connection survives a change of the policy that allowed
+# it (the endpoint's rule set is replaced: an unrelated rule is added).
+scenario "established connection, step 1: x/a accepts x/b on TCP 80; x/b opens a long-lived IPv6 connection"
+policy a-from-b-80 x <<'EOF'
+podSelector: {matchLabels: {pod: a}}
+ingress:
+- from:
+  - podSelector: {matchLabels: {pod: b}}
+  ports:
+  - {port: 80}
+EOF
+expect deny '*' 'x/a'
+expect allow 'x/b' 'x/a' 80/tcp
+before_probe held_connection_start x/b x/a 80 6
+run --keep --ipv6
+
+scenario "established connection, step 2: an unrelated rule is added to the same policy; the connection keeps exchanging"
+policy a-from-b-80 x <<'EOF'
+podSelector: {matchLabels: {pod: a}}
+ingress:
+- from:
+  - podSelector: {matchLabels: {pod: b}}
+  ports:
+  - {port: 80}
+- from:
+  - namespaceSelector: {matchLabels: {ns: z}}
+  ports:
+  - {protocol: UDP, port: 81}
+EOF
+expect deny '*' 'x/a'
+expect allow 'x/b' 'x/a' 80/tcp
+expect allow 'z/*' 'x/a' 81/udp
+before_probe held_connection_check
+run --ipv6
+
 scenario "policy updated in place, step 1: x/a from x/b"
 policy a-from-one-pod x <<'EOF'
 podSelector: {matchLabels: {pod: a}}

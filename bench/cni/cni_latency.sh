@@ -34,6 +34,8 @@ set -uo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+# shellcheck source=../lib.sh
+source "$REPO_ROOT/bench/lib.sh"
 
 count=100
 concurrency=30
@@ -58,50 +60,26 @@ done
 # Both pools are /24s: every pod of a phase is up at the same time.
 ((count + warmup <= 250 && concurrency <= 250)) || { echo "--count/--concurrency must be <= 250" >&2; exit 2; }
 
-work=$(mktemp -d /tmp/ebpfcni-bench.XXXXXX)
-tag=$(printf '%s' "$work" | sha256sum | cut -c1-5)
+bench_new_run bench
 netns_prefix="bcni-$tag-"
-octet=$((16#${tag:0:2} % 200 + 20))
 samples="$work/samples.csv"
 echo "plugin,phase,op,pod,ms,ok" >"$samples"
-cleanups=()
-
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  [[ -n ${watchdog_pid:-} ]] && kill "$watchdog_pid" 2>/dev/null
-  local ns
-  for ns in $(ip netns list | awk '{print $1}' | grep "^$netns_prefix"); do
-    ip netns del "$ns" 2>/dev/null
-  done
-  local i
-  for ((i = ${#cleanups[@]} - 1; i >= 0; i--)); do
-    log "cleanup: ${cleanups[i]}"
-    timeout 60 bash -c "${cleanups[i]}" >>"$work/cleanup.log" 2>&1 || log "cleanup failed: ${cleanups[i]}"
-  done
-  log "cleanup done"
-  if [[ -n $out_dir ]]; then
-    mkdir -p "$out_dir" && cp "$samples" "$out_dir/" && [[ -f $work/summary.md ]] && cp "$work/summary.md" "$out_dir/"
-  fi
-  if ((status == 0)); then rm -rf "$work"; else log "logs kept in $work"; fi
-  exit "$status"
+  bench_stop_watchdog
+  bench_delete_netns "$netns_prefix"
+  bench_run_cleanups 60
+  bench_finish "$status" "$samples" "$work/summary.md"
 }
 trap cleanup EXIT
 trap 'log interrupted; exit 130' INT TERM
 
-# Watchdog: ends the run (through the clean-up above) before an outer
-# timeout (ctest's TIMEOUT sends SIGKILL) could skip the clean-up.
+# Ends the run (through the clean-up above) before an outer timeout (ctest's
+# TIMEOUT sends SIGKILL) could skip the clean-up.
 budget=$((smoke ? 360 : 1800))
-(
-  sleep "$budget" &
-  sleeper=$!
-  trap 'kill $sleeper 2>/dev/null; exit 0' TERM
-  wait $sleeper
-  kill -TERM $$
-) </dev/null >/dev/null 2>&1 &
-watchdog_pid=$!
+bench_start_watchdog "$budget"
 
 # --- plugin set-up: each defines <plugin>_conf (JSON), _bin and _path -------
 
@@ -119,16 +97,7 @@ setup_bridge() {
 
 setup_ebpf_cni() {
   export EBPF_CNI_BUILD_DIR=${EBPF_CNI_BUILD_DIR:-$REPO_ROOT/build}
-  # shellcheck source=../../deploy/local/env.sh
-  source "$REPO_ROOT/deploy/local/env.sh"
-  ebpf_cni_private_node "$work" "bench-$tag" "bc$tag" "10.234.$octet.0/24"
-  cleanups+=("EBPF_CNI_PURGE=1 '$REPO_ROOT/deploy/local/down.sh'")
-  log "starting the ebpf-cni node (deploy/local/up.sh)"
-  if ! timeout 240 "$REPO_ROOT/deploy/local/up.sh" >"$work/up.log" 2>&1; then
-    cat "$work/up.log" >&2
-    log "up.sh failed"
-    exit 1
-  fi
+  bench_node_up "$work" "bench-$tag" "bc$tag" "10.234.$octet.0/24"
   local conflist
   conflist=$(ls "$EBPF_CNI_CONF_DIR"/*.conflist | head -1)
   ebpf_cni_bin=${ebpf_cni_override:-$EBPF_CNI_BIN_DIR/ebpf-cni}

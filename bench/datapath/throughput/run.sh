@@ -51,6 +51,8 @@ set -uo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../../.." && pwd)
+# shellcheck source=../../lib.sh
+source "$REPO_ROOT/bench/lib.sh"
 
 seconds=10
 rounds=3
@@ -99,11 +101,9 @@ for bin in "${needed[@]}"; do
   [[ -x $bin ]] || { echo "$bin not built (cmake --build \$EBPF_CNI_BUILD_DIR --target tput-conn-rate tput-policy-loader ebpf-cni-grpc-probe)" >&2; exit 1; }
 done
 
-work=$(mktemp -d /tmp/ebpfcni-tput.XXXXXX)
-tag=$(printf '%s' "$work" | sha256sum | cut -c1-5)
+bench_new_run tput
 ns_prefix="tput-$tag-"
 chain="TPUT-$tag"
-octet=$((16#${tag:0:2} % 200 + 20))
 # The hand-made pair and the CNI pool: /24s no route of this host uses yet.
 plain_net=10.236.$octet
 cni_net=10.237.$octet
@@ -111,8 +111,6 @@ plain_gw=$plain_net.1 plain_client=$plain_net.10 plain_server=$plain_net.11
 plain_veth_client="tp${tag}c" plain_veth_server="tp${tag}s"
 results="$work/results.csv"
 echo "round,mode,metric,value,load1,time" >"$results"
-cleanups=()
-bg_pids=()
 failures=0
 
 # The bench ports, the same for every mode and in both the BPF policy and
@@ -120,22 +118,15 @@ failures=0
 PORT_IPERF=5201 PORT_SOCKPERF=11111 PORT_CONN=7777
 BENCH_PORTS="tcp/$PORT_IPERF,udp/$PORT_IPERF,tcp/$PORT_SOCKPERF,tcp/$PORT_CONN"
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  [[ -n ${watchdog_pid:-} ]] && kill "$watchdog_pid" 2>/dev/null
-  local pid
-  for pid in "${bg_pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-  local i
-  for ((i = ${#cleanups[@]} - 1; i >= 0; i--)); do
-    log "cleanup: ${cleanups[i]}"
-    timeout 120 bash -c "${cleanups[i]}" >>"$work/cleanup.log" 2>&1 || log "cleanup failed: ${cleanups[i]}"
-  done
-  local ns
-  for ns in $(ip netns list | awk '{print $1}' | grep "^$ns_prefix"); do ip netns del "$ns" 2>/dev/null; done
+  bench_stop_watchdog
+  bench_stop_background
+  bench_run_cleanups 120
+  bench_delete_netns "$ns_prefix"
   # Nothing of ours may survive: say so loudly if something did.
   local leftovers
   leftovers=$( {
@@ -149,12 +140,7 @@ cleanup() {
     log "LEFTOVERS after cleanup: $leftovers"
     ((status == 0)) && status=1
   fi
-  log "cleanup done"
-  if [[ -n $out_dir ]]; then
-    mkdir -p "$out_dir" && cp "$results" "$out_dir/" && [[ -f $work/summary.md ]] && cp "$work/summary.md" "$out_dir/"
-  fi
-  if ((status == 0)); then rm -rf "$work"; else log "logs kept in $work"; fi
-  exit "$status"
+  bench_finish "$status" "$results" "$work/summary.md"
 }
 trap cleanup EXIT
 trap 'log interrupted; exit 130' INT TERM
@@ -163,14 +149,7 @@ trap 'log interrupted; exit 130' INT TERM
 # (ctest's TIMEOUT kills) could skip it. Each mode costs about 4 measurements
 # plus set-up.
 budget=$((smoke ? 360 : rounds * (6 * (4 * (seconds + 5) + 60)) + (${wait_load:+600} + 0) * rounds + 300))
-(
-  sleep "$budget" &
-  sleeper=$!
-  trap 'kill $sleeper 2>/dev/null; exit 0' TERM
-  wait $sleeper
-  kill -TERM $$
-) </dev/null >/dev/null 2>&1 &
-watchdog_pid=$!
+bench_start_watchdog "$budget"
 
 for net in "$plain_net" "$cni_net"; do
   if ip route show | grep -q "^$net\."; then
@@ -219,17 +198,7 @@ cni_identity() {
 }
 
 setup_cni() {
-  # shellcheck source=../../../deploy/local/env.sh
-  source "$REPO_ROOT/deploy/local/env.sh"
-  ebpf_cni_private_node "$work/node" "tput-$tag" "tc$tag" "$cni_net.0/24"
-  # The pin dir is ours alone: remove it even if down.sh could not.
-  cleanups+=("EBPF_CNI_PURGE=1 '$REPO_ROOT/deploy/local/down.sh'; rm -rf '$EBPF_CNI_BPF_DIR'")
-  log "starting a private ebpf-cni node (deploy/local/up.sh)"
-  if ! timeout 240 "$REPO_ROOT/deploy/local/up.sh" >"$work/up.log" 2>&1; then
-    cat "$work/up.log" >&2
-    log "up.sh failed"
-    exit 1
-  fi
+  bench_node_up "$work/node" "tput-$tag" "tc$tag" "$cni_net.0/24"
   local pod
   for pod in cc cs; do
     ip netns add "$ns_prefix$pod"
@@ -353,11 +322,8 @@ start_servers() {
     --threads="$threads" --max_seconds="$life" >>"$work/servers.log" 2>&1 &
   bg_pids+=($!)
   # Ready when all three listen.
-  local i
-  for ((i = 0; i < 50; i++)); do
-    [[ $(ip netns exec "$ns" ss -Htln | grep -cE ":($PORT_IPERF|$PORT_SOCKPERF|$PORT_CONN)\b") -ge 3 ]] && return 0
-    sleep 0.1
-  done
+  listening() { (($(ip netns exec "$1" ss -Htln | grep -cE ":($PORT_IPERF|$PORT_SOCKPERF|$PORT_CONN)\b") >= 3)); }
+  bench_wait_until 50 0.1 listening "$ns" && return 0
   log "servers in $ns did not start:"
   tail -n 20 "$work/servers.log" >&2
   return 1

@@ -37,9 +37,17 @@ CREATE TABLE pool_cursors (
 PRAGMA user_version = 1;
 )sql";
 
+// Version 2: the CNI network of each allocation, so GC of one network can
+// leave other networks' attachments alone. Existing rows get '' (unknown),
+// which GC scoped to a network never frees.
+constexpr char kMigrateV1ToV2[] = R"sql(
+ALTER TABLE allocations ADD COLUMN network_name TEXT NOT NULL DEFAULT '';
+PRAGMA user_version = 2;
+)sql";
+
 constexpr char kSelectColumns[] =
     "SELECT container_id, ifname, pool, address, pool_prefix_length, gateway, pod_namespace, pod_name, "
-    "created_unix_ms FROM allocations";
+    "created_unix_ms, network_name FROM allocations";
 
 struct Row {
   AttachmentKey attachment;
@@ -47,6 +55,7 @@ struct Row {
   std::string pod_namespace;
   std::string pod_name;
   int64_t created_unix_ms;
+  std::string network_name;
 };
 
 absl::StatusOr<Row> ReadRow(const SqliteStatement& stmt) {
@@ -67,6 +76,7 @@ absl::StatusOr<Row> ReadRow(const SqliteStatement& stmt) {
   row.pod_namespace = stmt.ColumnText(6);
   row.pod_name = stmt.ColumnText(7);
   row.created_unix_ms = stmt.ColumnInt64(8);
+  row.network_name = stmt.ColumnText(9);
   return row;
 }
 
@@ -87,10 +97,14 @@ std::vector<AllocationRecord> GroupByAttachment(std::vector<Row> rows) {
   std::vector<AllocationRecord> records;
   for (Row& row : rows) {
     if (records.empty() || records.back().attachment != row.attachment) {
-      records.push_back({row.attachment, {}, row.pod_namespace, row.pod_name, row.created_unix_ms});
+      records.push_back(
+          {row.attachment, {}, row.pod_namespace, row.pod_name, row.created_unix_ms, row.network_name});
     }
     AllocationRecord& record = records.back();
     record.created_unix_ms = std::min(record.created_unix_ms, row.created_unix_ms);
+    // A family added to the pools later gives an old (unnamed) attachment a
+    // named row: the attachment is that network's.
+    if (record.network_name.empty()) record.network_name = row.network_name;
     record.assignments.push_back(std::move(row.assignment));
   }
   return records;
@@ -156,15 +170,27 @@ absl::Status AllocationStore::Initialize() {
   if (!tx.ok()) return tx.status();
   auto version = db_->QueryInt64("PRAGMA user_version");
   if (!version.ok()) return version.status();
-  if (*version == 0) {
-    if (absl::Status s = db_->Exec(kSchemaV1); !s.ok()) return s;
-    spdlog::info("created IPAM database {} (schema version {})", db_->path(), kSchemaVersion);
-  } else if (*version > kSchemaVersion) {
+  if (*version > kSchemaVersion) {
     return absl::FailedPreconditionError(absl::StrCat("IPAM database ", db_->path(), " has schema version ",
                                                       *version, ", newer than this binary understands (",
                                                       kSchemaVersion, "); refusing to touch it"));
   }
+  // Every database goes through the same steps, a new one from version 0,
+  // so a migrated database is exactly a new one; all in this transaction.
+  if (*version == 0) {
+    if (absl::Status s = db_->Exec(kSchemaV1); !s.ok()) return s;
+  }
+  if (*version < 2) {
+    if (absl::Status s = db_->Exec(kMigrateV1ToV2); !s.ok()) return s;
+  }
   if (absl::Status s = (*tx)->Commit(); !s.ok()) return s;
+  if (*version == 0) {
+    spdlog::info("created IPAM database {} (schema version {})", db_->path(), kSchemaVersion);
+  } else if (*version < kSchemaVersion) {
+    spdlog::info("migrated IPAM database {} from schema version {} to {}; existing allocations have no network "
+                 "name, so GC scoped to a network keeps them",
+                 db_->path(), *version, kSchemaVersion);
+  }
   return WarnAboutForeignAllocations();
 }
 
@@ -245,7 +271,8 @@ absl::StatusOr<IpAddress> AllocationStore::FindFreeAddress(const Pool& pool) {
 
 absl::StatusOr<AllocateResult> AllocationStore::Allocate(const AttachmentKey& attachment,
                                                          const std::string& pod_namespace,
-                                                         const std::string& pod_name) {
+                                                         const std::string& pod_name,
+                                                         const std::string& network_name) {
   if (absl::Status s = ValidateAttachment(attachment); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto tx = SqliteTransaction::Begin(*db_);
@@ -271,7 +298,7 @@ absl::StatusOr<AllocateResult> AllocationStore::Allocate(const AttachmentKey& at
 
     auto insert = db_->Prepare(
         "INSERT INTO allocations (container_id, ifname, pool, address, pool_prefix_length, gateway, "
-        "pod_namespace, pod_name, created_unix_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+        "pod_namespace, pod_name, created_unix_ms, network_name) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
     if (!insert.ok()) return insert.status();
     insert->Bind(1, attachment.container_id)
         .Bind(2, attachment.interface_name)
@@ -281,7 +308,8 @@ absl::StatusOr<AllocateResult> AllocationStore::Allocate(const AttachmentKey& at
         .Bind(6, assignment.gateway.ToString())
         .Bind(7, pod_namespace)
         .Bind(8, pod_name)
-        .Bind(9, now_ms);
+        .Bind(9, now_ms)
+        .Bind(10, network_name);
     if (absl::Status s = insert->Run(); !s.ok()) return s;
 
     auto cursor = db_->Prepare(
@@ -339,7 +367,7 @@ absl::StatusOr<std::vector<AllocationRecord>> AllocationStore::List(const std::o
 }
 
 absl::StatusOr<std::vector<AllocationRecord>> AllocationStore::GarbageCollect(
-    const std::vector<AttachmentKey>& valid) {
+    const std::vector<AttachmentKey>& valid, const std::optional<std::string>& network_name) {
   const std::set<AttachmentKey> keep(valid.begin(), valid.end());
   absl::MutexLock lock(&mu_);
   auto tx = SqliteTransaction::Begin(*db_);
@@ -349,6 +377,7 @@ absl::StatusOr<std::vector<AllocationRecord>> AllocationStore::GarbageCollect(
   std::vector<AllocationRecord> freed;
   for (AllocationRecord& record : *records) {
     if (keep.contains(record.attachment)) continue;
+    if (network_name && record.network_name != *network_name) continue;
     if (absl::Status s = DeleteAttachment(record.attachment); !s.ok()) return s;
     freed.push_back(std::move(record));
   }

@@ -63,6 +63,9 @@ struct AllocationRecord {
   std::string pod_namespace;
   std::string pod_name;
   int64_t created_unix_ms = 0;
+  // The CNI network the attachment was allocated for; empty when unknown
+  // (allocated by a client that sends none, or before schema version 2).
+  std::string network_name;
 };
 
 struct AllocateResult {
@@ -79,8 +82,10 @@ struct PoolUsage {
 
 class AllocationStore {
  public:
-  // Current schema version (PRAGMA user_version).
-  static constexpr int kSchemaVersion = 1;
+  // Current schema version (PRAGMA user_version). 2 added the network name
+  // of each allocation; a version 1 database is migrated on open (its rows
+  // get an empty network name).
+  static constexpr int kSchemaVersion = 2;
 
   // Opens or creates the database at db_path (its directory is created if
   // missing). Needs at least one pool and distinct pool names. Allocations
@@ -93,16 +98,20 @@ class AllocationStore {
   // already holds. Next-fit: the search starts after the address the pool
   // handed out last, so a just-released address is not reused at once.
   // RESOURCE_EXHAUSTED naming the pool when one pool is full; nothing is
-  // allocated then.
+  // allocated then. network_name is recorded with new addresses; addresses
+  // the attachment already holds keep the network they were recorded with.
   absl::StatusOr<AllocateResult> Allocate(const AttachmentKey& attachment, const std::string& pod_namespace,
-                                          const std::string& pod_name);
+                                          const std::string& pod_name, const std::string& network_name = "");
   // Frees everything the attachment holds and returns it (empty when it held
   // nothing).
   absl::StatusOr<std::vector<Assignment>> Release(const AttachmentKey& attachment);
   // All allocations, or only those of one container when container_id is set.
   absl::StatusOr<std::vector<AllocationRecord>> List(const std::optional<std::string>& container_id);
-  // Frees every attachment not in `valid` and returns what was freed.
-  absl::StatusOr<std::vector<AllocationRecord>> GarbageCollect(const std::vector<AttachmentKey>& valid);
+  // Frees every attachment not in `valid` and returns what was freed. With
+  // network_name, only attachments recorded under that network are freed:
+  // other networks' and those without a network name are kept.
+  absl::StatusOr<std::vector<AllocationRecord>> GarbageCollect(
+      const std::vector<AttachmentKey>& valid, const std::optional<std::string>& network_name = std::nullopt);
   absl::StatusOr<std::vector<PoolUsage>> Usage();
 
   const std::vector<Pool>& pools() const { return pools_; }

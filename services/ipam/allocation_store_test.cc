@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include <set>
 #include <thread>
@@ -233,6 +234,89 @@ TEST_F(AllocationStoreTest, GarbageCollectFreesEverythingNotValid) {
   EXPECT_EQ((*left)[0].attachment, (AttachmentKey{"b", "eth0"}));
   // Nothing left to collect: a second run frees nothing.
   EXPECT_THAT(*store->GarbageCollect({{"b", "eth0"}}), IsEmpty());
+}
+
+TEST_F(AllocationStoreTest, GarbageCollectScopedToANetworkKeepsOtherNetworksAndUnnamedAllocations) {
+  auto store = OpenStore(Pools("10.244.0.0/24"));
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Allocate({"a", "eth0"}, "", "", "net-a").ok());
+  ASSERT_TRUE(store->Allocate({"a", "net1"}, "", "", "net-b").ok());
+  ASSERT_TRUE(store->Allocate({"b", "eth0"}, "", "", "net-a").ok());
+  ASSERT_TRUE(store->Allocate({"legacy", "eth0"}, "", "").ok());
+  // Asking again under another network does not re-label the allocation.
+  ASSERT_TRUE(store->Allocate({"a", "eth0"}, "", "", "net-b").ok());
+
+  // GC of net-a with nothing valid frees net-a's attachments only.
+  auto freed = store->GarbageCollect({}, std::string("net-a"));
+  ASSERT_TRUE(freed.ok()) << freed.status();
+  std::vector<AttachmentKey> freed_keys;
+  for (const auto& record : *freed) {
+    freed_keys.push_back(record.attachment);
+    EXPECT_EQ(record.network_name, "net-a");
+  }
+  EXPECT_THAT(freed_keys, ElementsAre(AttachmentKey{"a", "eth0"}, AttachmentKey{"b", "eth0"}));
+  auto left = store->List(std::nullopt);
+  ASSERT_THAT(*left, SizeIs(2));
+  EXPECT_EQ((*left)[0].attachment, (AttachmentKey{"a", "net1"}));
+  EXPECT_EQ((*left)[0].network_name, "net-b");
+  EXPECT_EQ((*left)[1].attachment, (AttachmentKey{"legacy", "eth0"}));
+  EXPECT_EQ((*left)[1].network_name, "");
+
+  // net-b's own GC collects its attachment; the unnamed one survives both.
+  EXPECT_THAT(*store->GarbageCollect({}, std::string("net-b")), SizeIs(1));
+  EXPECT_THAT(*store->List(std::nullopt), SizeIs(1));
+  // An unscoped GC (as before network names existed) frees it.
+  EXPECT_THAT(*store->GarbageCollect({}), SizeIs(1));
+}
+
+TEST_F(AllocationStoreTest, MigratesAVersion1DatabaseKeepingItsAllocations) {
+  // A database exactly as schema version 1 wrote it, with one allocation.
+  std::filesystem::create_directories(std::filesystem::path(db_path_).parent_path());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path_.c_str(), &db), SQLITE_OK);
+  auto exec = [&](const char* sql) { return sqlite3_exec(db, sql, nullptr, nullptr, nullptr); };
+  ASSERT_EQ(exec("CREATE TABLE allocations (container_id TEXT NOT NULL, ifname TEXT NOT NULL, pool TEXT NOT NULL, "
+                 "address TEXT NOT NULL, pool_prefix_length INTEGER NOT NULL, gateway TEXT NOT NULL, "
+                 "pod_namespace TEXT NOT NULL DEFAULT '', pod_name TEXT NOT NULL DEFAULT '', "
+                 "created_unix_ms INTEGER NOT NULL, PRIMARY KEY (container_id, ifname, pool), "
+                 "UNIQUE (pool, address));"
+                 "CREATE TABLE pool_cursors (pool TEXT PRIMARY KEY, last_address TEXT NOT NULL);"
+                 "INSERT INTO allocations VALUES ('old', 'eth0', 'default-ipv4', '10.244.0.7', 24, '10.244.0.1', "
+                 "'ns', 'web', 1234);"
+                 "PRAGMA user_version = 1;"),
+            SQLITE_OK);
+  sqlite3_close(db);
+
+  auto store = OpenStore(Pools("10.244.0.0/24"));
+  ASSERT_NE(store, nullptr);
+  auto old = store->List(std::string("old"));
+  ASSERT_TRUE(old.ok()) << old.status();
+  ASSERT_THAT(*old, SizeIs(1));
+  EXPECT_EQ((*old)[0].assignments[0].address.ToString(), "10.244.0.7");
+  EXPECT_EQ((*old)[0].pod_name, "web");
+  EXPECT_EQ((*old)[0].created_unix_ms, 1234);
+  EXPECT_EQ((*old)[0].network_name, "");
+  // The old address is still taken, and new allocations record a network.
+  auto fresh = store->Allocate({"new", "eth0"}, "", "", "net-a");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_NE(fresh->assignments[0].address.ToString(), "10.244.0.7");
+  EXPECT_EQ((*store->List(std::string("new")))[0].network_name, "net-a");
+  // Scoped GC cannot tell which network the old allocation belongs to: kept.
+  EXPECT_THAT(*store->GarbageCollect({}, std::string("net-a")), SizeIs(1));
+  EXPECT_THAT(*store->List(std::string("old")), SizeIs(1));
+  store.reset();
+
+  ASSERT_EQ(sqlite3_open(db_path_.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 2);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  // Opening the migrated database again changes nothing.
+  auto reopened = OpenStore(Pools("10.244.0.0/24"));
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_THAT(*reopened->List(std::string("old")), SizeIs(1));
 }
 
 TEST_F(AllocationStoreTest, ListFiltersByContainer) {

@@ -40,7 +40,8 @@ std::string Describe(const std::vector<Assignment>& assignments) {
 grpc::Status IpamServiceImpl::Allocate(grpc::ServerContext*, const v1::AllocateRequest* request,
                                        v1::AllocateResponse* response) {
   const AttachmentKey attachment = FromProto(request->attachment());
-  auto result = store_.Allocate(attachment, request->pod_namespace(), request->pod_name());
+  auto result =
+      store_.Allocate(attachment, request->pod_namespace(), request->pod_name(), request->network_name());
   if (!result.ok()) {
     spdlog::warn("allocate for container {} interface {} failed: {}", attachment.container_id,
                  attachment.interface_name, result.status().ToString());
@@ -48,9 +49,10 @@ grpc::Status IpamServiceImpl::Allocate(grpc::ServerContext*, const v1::AllocateR
   }
   for (const Assignment& assignment : result->assignments) ToProto(assignment, response->add_ips());
   response->set_already_allocated(result->already_allocated);
-  spdlog::info("{} container {} interface {} (pod {}/{}): {}",
+  spdlog::info("{} container {} interface {} (pod {}/{}, network {}): {}",
                result->already_allocated ? "already allocated to" : "allocated to", attachment.container_id,
                attachment.interface_name, request->pod_namespace(), request->pod_name(),
+               request->network_name().empty() ? "unnamed" : request->network_name(),
                Describe(result->assignments));
   return grpc::Status::OK;
 }
@@ -88,6 +90,7 @@ grpc::Status IpamServiceImpl::ListAllocations(grpc::ServerContext*, const v1::Li
     out->set_pod_namespace(record.pod_namespace);
     out->set_pod_name(record.pod_name);
     out->set_created_unix_ms(record.created_unix_ms);
+    out->set_network_name(record.network_name);
   }
   return grpc::Status::OK;
 }
@@ -97,7 +100,9 @@ grpc::Status IpamServiceImpl::GarbageCollect(grpc::ServerContext*, const v1::Gar
   std::vector<AttachmentKey> valid;
   valid.reserve(request->valid_attachments_size());
   for (const v1::Attachment& attachment : request->valid_attachments()) valid.push_back(FromProto(attachment));
-  auto freed = store_.GarbageCollect(valid);
+  std::optional<std::string> network_name;
+  if (!request->network_name().empty()) network_name = request->network_name();
+  auto freed = store_.GarbageCollect(valid, network_name);
   if (!freed.ok()) {
     spdlog::warn("garbage collection failed: {}", freed.status().ToString());
     return ToGrpcStatus(freed.status());

@@ -173,6 +173,49 @@ TEST_F(IpamServiceTest, ReleaseListGarbageCollectAndPools) {
   }
 }
 
+TEST_F(IpamServiceTest, NetworkNameIsRecordedListedAndScopesGarbageCollection) {
+  Start("10.244.0.0/24", "");
+  v1::AllocateResponse response;
+  v1::AllocateRequest first = AllocateRequest("a");
+  first.set_network_name("net-a");
+  ASSERT_TRUE(Allocate(first, &response).ok());
+  v1::AllocateRequest second = AllocateRequest("a", "net1");
+  second.set_network_name("net-b");
+  ASSERT_TRUE(Allocate(second, &response).ok());
+  ASSERT_TRUE(Allocate(AllocateRequest("unnamed"), &response).ok());
+  {
+    grpc::ClientContext context;
+    v1::ListAllocationsRequest request;
+    request.set_container_id("a");
+    v1::ListAllocationsResponse list;
+    ASSERT_TRUE(stub_->ListAllocations(&context, request, &list).ok());
+    ASSERT_EQ(list.allocations_size(), 2);
+    EXPECT_EQ(list.allocations(0).attachment().interface_name(), "eth0");
+    EXPECT_EQ(list.allocations(0).network_name(), "net-a");
+    EXPECT_EQ(list.allocations(1).network_name(), "net-b");
+  }
+  {
+    // net-b's GC with nothing valid frees net-b's attachment only.
+    grpc::ClientContext context;
+    v1::GarbageCollectRequest request;
+    request.set_network_name("net-b");
+    v1::GarbageCollectResponse gc;
+    ASSERT_TRUE(stub_->GarbageCollect(&context, request, &gc).ok());
+    ASSERT_EQ(gc.released_size(), 1);
+    EXPECT_EQ(gc.released(0).container_id(), "a");
+    EXPECT_EQ(gc.released(0).interface_name(), "net1");
+  }
+  {
+    grpc::ClientContext context;
+    v1::ListAllocationsResponse list;
+    ASSERT_TRUE(stub_->ListAllocations(&context, v1::ListAllocationsRequest(), &list).ok());
+    ASSERT_EQ(list.allocations_size(), 2);
+    EXPECT_EQ(list.allocations(0).network_name(), "net-a");
+    EXPECT_EQ(list.allocations(1).attachment().container_id(), "unnamed");
+    EXPECT_EQ(list.allocations(1).network_name(), "");
+  }
+}
+
 TEST_F(IpamServiceTest, ConcurrentAllocationsForDistinctAttachmentsAreDistinct) {
   Start("10.244.0.0/24", "fd00::/64");
   constexpr int kThreads = 8;

@@ -167,6 +167,10 @@ absl::StatusOr<std::vector<AddressEntry>> ListAddresses(nl_sock* sk, int ifindex
 }
 
 absl::StatusOr<std::vector<RouteEntry>> ListMainRoutes(nl_sock* sk, IpFamily family) {
+  return ListRoutes(sk, family, RT_TABLE_MAIN);
+}
+
+absl::StatusOr<std::vector<RouteEntry>> ListRoutes(nl_sock* sk, IpFamily family, uint32_t table) {
   nl_cache* raw = nullptr;
   if (int err = rtnl_route_alloc_cache(sk, AfOf(family), 0, &raw); err < 0) {
     return NlError(err, "cannot dump routes");
@@ -176,7 +180,7 @@ absl::StatusOr<std::vector<RouteEntry>> ListMainRoutes(nl_sock* sk, IpFamily fam
   for (nl_object* obj = nl_cache_get_first(cache.get()); obj != nullptr;
        obj = nl_cache_get_next(obj)) {
     auto* route = reinterpret_cast<rtnl_route*>(obj);
-    if (rtnl_route_get_table(route) != RT_TABLE_MAIN) continue;
+    if (rtnl_route_get_table(route) != table) continue;
     if (rtnl_route_get_type(route) != RTN_UNICAST) continue;
     nl_addr* dst = rtnl_route_get_dst(route);
     std::optional<IpAddress> dst_address = FromNlAddr(dst);
@@ -188,6 +192,7 @@ absl::StatusOr<std::vector<RouteEntry>> ListMainRoutes(nl_sock* sk, IpFamily fam
     entry.destination = IpPrefix(*dst_address, dst ? nl_addr_get_prefixlen(dst) : 0);
     entry.scope = rtnl_route_get_scope(route);
     entry.table = rtnl_route_get_table(route);
+    entry.metric = rtnl_route_get_priority(route);
     if (rtnl_route_get_nnexthops(route) > 0) {
       rtnl_nexthop* nh = rtnl_route_nexthop_n(route, 0);
       entry.oif = rtnl_route_nh_get_ifindex(nh);
@@ -209,8 +214,9 @@ absl::StatusOr<RoutePtr> BuildRoute(const RouteSpec& spec) {
     return absl::ResourceExhaustedError("cannot allocate a route object");
   }
   rtnl_route_set_family(route.get(), AfOf(spec.destination.family()));
-  rtnl_route_set_table(route.get(), RT_TABLE_MAIN);
+  rtnl_route_set_table(route.get(), spec.table);
   rtnl_route_set_type(route.get(), RTN_UNICAST);
+  if (spec.metric != 0) rtnl_route_set_priority(route.get(), spec.metric);
   if (int err = rtnl_route_set_dst(route.get(), dst.get()); err < 0) {
     rtnl_route_nh_free(nh);
     return NlError(err, "cannot build route destination");
@@ -227,8 +233,23 @@ absl::StatusOr<RoutePtr> BuildRoute(const RouteSpec& spec) {
 std::string Describe(const RouteSpec& spec) {
   std::string text = spec.destination.ToString();
   if (spec.gateway) absl::StrAppend(&text, " via ", spec.gateway->ToString());
-  absl::StrAppend(&text, " (oif ", spec.oif, ")");
+  absl::StrAppend(&text, " (oif ", spec.oif);
+  if (spec.table != RT_TABLE_MAIN) absl::StrAppend(&text, ", table ", spec.table);
+  if (spec.metric != 0) absl::StrAppend(&text, ", metric ", spec.metric);
+  absl::StrAppend(&text, ")");
   return text;
+}
+
+absl::StatusOr<RulePtr> BuildSourceRule(const IpPrefix& source, uint32_t priority) {
+  RulePtr rule(rtnl_rule_alloc());
+  NlAddrPtr src = ToNlAddr(source.address(), source.length());
+  if (!rule || !src) return absl::ResourceExhaustedError("cannot allocate a rule object");
+  rtnl_rule_set_family(rule.get(), AfOf(source.family()));
+  rtnl_rule_set_prio(rule.get(), priority);
+  if (int err = rtnl_rule_set_src(rule.get(), src.get()); err < 0) {
+    return NlError(err, "cannot build rule source");
+  }
+  return rule;
 }
 
 }  // namespace
@@ -257,6 +278,52 @@ absl::Status DeleteRouteIfExists(nl_sock* sk, const RouteSpec& spec) {
     return NlError(err, absl::StrCat("cannot delete route ", Describe(spec)));
   }
   return absl::OkStatus();
+}
+
+absl::Status AddSourceRule(nl_sock* sk, const IpPrefix& source, uint32_t table, uint32_t priority) {
+  absl::StatusOr<RulePtr> rule = BuildSourceRule(source, priority);
+  if (!rule.ok()) return rule.status();
+  rtnl_rule_set_action(rule->get(), FR_ACT_TO_TBL);
+  rtnl_rule_set_table(rule->get(), table);
+  if (int err = rtnl_rule_add(sk, rule->get(), NLM_F_EXCL); err < 0) {
+    return NlError(err, absl::StrCat("cannot add rule from ", source.ToString(), " lookup ", table, " priority ",
+                                     priority));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DeleteSourceRules(nl_sock* sk, const IpPrefix& source, uint32_t priority) {
+  // The kernel deletes one matching rule per request; bounded, since a
+  // source has one rule per priority unless someone added copies by hand.
+  constexpr int kMaxCopies = 16;
+  for (int i = 0; i < kMaxCopies; ++i) {
+    absl::StatusOr<RulePtr> rule = BuildSourceRule(source, priority);
+    if (!rule.ok()) return rule.status();
+    int err = rtnl_rule_delete(sk, rule->get(), 0);
+    if (err < 0) {
+      if (IsNlNotFound(err)) return absl::OkStatus();
+      return NlError(err, absl::StrCat("cannot delete rule from ", source.ToString(), " priority ", priority));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<uint32_t>> FindSourceRuleTable(nl_sock* sk, const IpPrefix& source,
+                                                            uint32_t priority) {
+  nl_cache* raw = nullptr;
+  if (int err = rtnl_rule_alloc_cache(sk, AfOf(source.family()), &raw); err < 0) {
+    return NlError(err, "cannot dump rules");
+  }
+  CachePtr cache(raw);
+  for (nl_object* obj = nl_cache_get_first(cache.get()); obj != nullptr; obj = nl_cache_get_next(obj)) {
+    auto* rule = reinterpret_cast<rtnl_rule*>(obj);
+    if (rtnl_rule_get_prio(rule) != priority) continue;
+    nl_addr* src = rtnl_rule_get_src(rule);
+    std::optional<IpAddress> address = FromNlAddr(src);
+    if (!address || IpPrefix(*address, static_cast<int>(nl_addr_get_prefixlen(src))) != source) continue;
+    return std::optional<uint32_t>(rtnl_rule_get_table(rule));
+  }
+  return std::optional<uint32_t>();
 }
 
 std::string LinkMac(rtnl_link* link) {

@@ -9,6 +9,7 @@
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
 #include <netlink/route/route.h>
+#include <netlink/route/rule.h>
 #include <netlink/socket.h>
 
 #include <chrono>
@@ -40,6 +41,9 @@ struct RouteDeleter {
 struct NlAddrDeleter {
   void operator()(nl_addr* addr) const { nl_addr_put(addr); }
 };
+struct RuleDeleter {
+  void operator()(rtnl_rule* rule) const { rtnl_rule_put(rule); }
+};
 struct CacheDeleter {
   void operator()(nl_cache* cache) const { nl_cache_free(cache); }
 };
@@ -48,6 +52,7 @@ using LinkPtr = std::unique_ptr<rtnl_link, LinkDeleter>;
 using AddrPtr = std::unique_ptr<rtnl_addr, AddrDeleter>;
 using RoutePtr = std::unique_ptr<rtnl_route, RouteDeleter>;
 using NlAddrPtr = std::unique_ptr<nl_addr, NlAddrDeleter>;
+using RulePtr = std::unique_ptr<rtnl_rule, RuleDeleter>;
 using CachePtr = std::unique_ptr<nl_cache, CacheDeleter>;
 
 // Maps a negative libnl error code to a status: NLE_EXIST -> ALREADY_EXISTS,
@@ -102,9 +107,11 @@ struct RouteEntry {
   int oif = 0;
   uint8_t scope = 0;
   uint32_t table = 0;
+  uint32_t metric = 0;
 };
-// Routes of a family in the main table with a single nexthop (multipath
-// routes are reported with their first nexthop).
+// Routes of a family in one table (RT_TABLE_MAIN by default) with a single
+// nexthop (multipath routes are reported with their first nexthop).
+absl::StatusOr<std::vector<RouteEntry>> ListRoutes(nl_sock* sk, IpFamily family, uint32_t table);
 absl::StatusOr<std::vector<RouteEntry>> ListMainRoutes(nl_sock* sk, IpFamily family);
 
 struct RouteSpec {
@@ -114,11 +121,25 @@ struct RouteSpec {
   // RT_SCOPE_LINK for directly connected destinations, RT_SCOPE_UNIVERSE for
   // routes via a gateway. IPv6 ignores scopes.
   uint8_t scope = 0;
+  uint32_t table = RT_TABLE_MAIN;
+  // Route priority ("metric"); 0 is the kernel's default (1024 for IPv6).
+  // On delete, 0 matches any.
+  uint32_t metric = 0;
 };
-// Adds (or replaces, when replace is true) a main-table route.
+// Adds (or replaces, when replace is true) a route.
 absl::Status AddRoute(nl_sock* sk, const RouteSpec& spec, bool replace);
-// Deletes a main-table route matching destination and oif; OK when absent.
+// Deletes a route matching destination, oif, table (and metric when set); OK
+// when absent.
 absl::Status DeleteRouteIfExists(nl_sock* sk, const RouteSpec& spec);
+
+// Source routing: "from <source> lookup <table>" at a priority.
+absl::Status AddSourceRule(nl_sock* sk, const IpPrefix& source, uint32_t table, uint32_t priority);
+// Deletes every rule "from <source>" at that priority; OK when there is none.
+absl::Status DeleteSourceRules(nl_sock* sk, const IpPrefix& source, uint32_t priority);
+// The table of the rule "from <source>" at that priority; nullopt when there
+// is no such rule.
+absl::StatusOr<std::optional<uint32_t>> FindSourceRuleTable(nl_sock* sk, const IpPrefix& source,
+                                                            uint32_t priority);
 
 // "aa:bb:cc:dd:ee:ff" of a link, empty when it has none.
 std::string LinkMac(rtnl_link* link);

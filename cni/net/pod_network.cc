@@ -92,6 +92,81 @@ absl::Status CreateVethPair(nl_sock* host_sk, const PodNetworkSpec& spec, int ne
   return absl::OkStatus();
 }
 
+IpPrefix DefaultPrefix(IpFamily family) { return IpPrefix(IpAddress::FromNumber(family, 0), 0); }
+
+// The gateway of the pod's default route of a family, if it has one (any
+// interface). nullopt: none, so this interface will own it.
+absl::StatusOr<std::optional<IpAddress>> DefaultRouteGateway(nl_sock* sk, IpFamily family) {
+  absl::StatusOr<std::vector<RouteEntry>> routes = ListMainRoutes(sk, family);
+  if (!routes.ok()) return routes.status();
+  for (const RouteEntry& route : *routes) {
+    if (route.destination == DefaultPrefix(family)) {
+      // A default route without a gateway (a device route) still is one.
+      return std::optional<IpAddress>(route.gateway.value_or(IpAddress::FromNumber(family, 0)));
+    }
+  }
+  return std::optional<IpAddress>();
+}
+
+// The pod has only a host address, so the gateway needs an explicit on-link
+// route before it can be used as a next hop.
+RouteSpec OnLinkGatewayRoute(int ifindex, const FamilyConfig& f) {
+  return RouteSpec{IpPrefix(f.gateway, f.gateway.max_prefix_length()), ifindex, std::nullopt, RT_SCOPE_LINK};
+}
+
+// Routes of a secondary interface (see pod_network.h): metric'd main-table
+// routes to the gateway and the pool, and source routing for its address.
+absl::StatusOr<std::vector<PodRoute>> RouteSecondary(nl_sock* sk, int ifindex, const FamilyConfig& f,
+                                                     const IpAddress& default_gateway) {
+  const uint32_t metric = kSecondaryRouteMetricBase + static_cast<uint32_t>(ifindex);
+  const uint32_t table = kSourceTableBase + static_cast<uint32_t>(ifindex);
+  std::vector<PodRoute> installed;
+  RouteSpec to_gateway = OnLinkGatewayRoute(ifindex, f);
+  to_gateway.metric = metric;
+  if (absl::Status s = AddRoute(sk, to_gateway, /*replace=*/false); !s.ok()) return s;
+  if (f.pool && !f.pool->Contains(default_gateway)) {
+    RouteSpec to_pool{IpPrefix(f.pool->Network(), f.pool->length()), ifindex, f.gateway, RT_SCOPE_UNIVERSE,
+                      RT_TABLE_MAIN, metric};
+    if (absl::Status s = AddRoute(sk, to_pool, /*replace=*/false); !s.ok()) return s;
+    installed.push_back({to_pool.destination, f.gateway});
+  }
+  RouteSpec table_gateway = OnLinkGatewayRoute(ifindex, f);
+  table_gateway.table = table;
+  if (absl::Status s = AddRoute(sk, table_gateway, /*replace=*/false); !s.ok()) return s;
+  RouteSpec table_default{DefaultPrefix(f.gateway.family()), ifindex, f.gateway, RT_SCOPE_UNIVERSE, table};
+  if (absl::Status s = AddRoute(sk, table_default, /*replace=*/false); !s.ok()) return s;
+  // A rule left by an interface that had this address before (its DEL did
+  // not reach the namespace) would point at a dead table: replace it.
+  const IpPrefix source(f.address, f.host_prefix_length());
+  if (absl::Status s = DeleteSourceRules(sk, source, kSourceRulePriority); !s.ok()) return s;
+  if (absl::Status s = AddSourceRule(sk, source, table, kSourceRulePriority); !s.ok()) return s;
+  return installed;
+}
+
+// One family's routes inside the pod: the default route when the pod has
+// none yet, the secondary layout otherwise. Returns the main-table routes
+// via the gateway, for the ADD result.
+absl::StatusOr<std::vector<PodRoute>> RouteFamily(nl_sock* sk, int ifindex, const FamilyConfig& f) {
+  absl::StatusOr<std::optional<IpAddress>> existing = DefaultRouteGateway(sk, f.gateway.family());
+  if (!existing.ok()) return existing.status();
+  if (*existing) return RouteSecondary(sk, ifindex, f, **existing);
+
+  RouteSpec to_gateway = OnLinkGatewayRoute(ifindex, f);
+  if (absl::Status s = AddRoute(sk, to_gateway, /*replace=*/false); !s.ok()) return s;
+  RouteSpec by_default{DefaultPrefix(f.gateway.family()), ifindex, f.gateway, RT_SCOPE_UNIVERSE};
+  absl::Status added = AddRoute(sk, by_default, /*replace=*/false);
+  if (absl::IsAlreadyExists(added)) {
+    // Another interface's ADD installed a default route since we looked:
+    // it is the first one, this interface is secondary after all.
+    if (absl::Status s = DeleteRouteIfExists(sk, to_gateway); !s.ok()) return s;
+    existing = DefaultRouteGateway(sk, f.gateway.family());
+    if (!existing.ok()) return existing.status();
+    if (*existing) return RouteSecondary(sk, ifindex, f, **existing);
+  }
+  if (!added.ok()) return added;
+  return std::vector<PodRoute>{{by_default.destination, f.gateway}};
+}
+
 absl::Status ConfigurePodSide(int netns_fd, const PodNetworkSpec& spec, const PodNetworkPlan& plan,
                               PodNetworkInfo* info) {
   return InNetns(netns_fd, [&]() -> absl::Status {
@@ -114,14 +189,9 @@ absl::Status ConfigurePodSide(int netns_fd, const PodNetworkSpec& spec, const Po
       }
     }
     for (const FamilyConfig& f : plan.families) {
-      // The pod has only a host address, so the gateway needs an explicit
-      // on-link route before it can be used as a next hop.
-      RouteSpec to_gateway{IpPrefix(f.gateway, f.gateway.max_prefix_length()), ifindex,
-                           std::nullopt, RT_SCOPE_LINK};
-      if (absl::Status s = AddRoute(sk->get(), to_gateway, /*replace=*/false); !s.ok()) return s;
-      RouteSpec by_default{IpPrefix(IpAddress::FromNumber(f.gateway.family(), 0), 0), ifindex,
-                           f.gateway, RT_SCOPE_UNIVERSE};
-      if (absl::Status s = AddRoute(sk->get(), by_default, /*replace=*/false); !s.ok()) return s;
+      absl::StatusOr<std::vector<PodRoute>> routes = RouteFamily(sk->get(), ifindex, f);
+      if (!routes.ok()) return routes.status();
+      info->routes.insert(info->routes.end(), routes->begin(), routes->end());
     }
     absl::StatusOr<LinkPtr> final_link = GetLinkByName(sk->get(), spec.container_ifname);
     if (!final_link.ok()) return final_link.status();
@@ -314,7 +384,17 @@ absl::Status TeardownPodNetwork(const PodNetworkSpec& spec) {
   return InNetns(netns->get(), [&]() -> absl::Status {
     absl::StatusOr<NlSocketPtr> sk = ConnectRouteSocket();
     if (!sk.ok()) return sk.status();
-    return DeleteLinkIfExists(sk->get(), spec.container_ifname);
+    if (absl::Status s = DeleteLinkIfExists(sk->get(), spec.container_ifname); !s.ok()) return s;
+    // A secondary interface's source rules outlive its link (its table's
+    // routes went with it). Only rules for this attachment's own addresses.
+    for (const IpAddress& address : spec.addresses) {
+      if (absl::Status s = DeleteSourceRules(sk->get(), IpPrefix(address, address.max_prefix_length()),
+                                             kSourceRulePriority);
+          !s.ok()) {
+        return s;
+      }
+    }
+    return absl::OkStatus();
   });
 }
 

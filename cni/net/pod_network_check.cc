@@ -3,6 +3,7 @@
 #include <linux/if.h>
 #include <netlink/route/link.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include <absl/strings/str_cat.h>
@@ -56,6 +57,28 @@ bool HasRoute(const std::vector<RouteEntry>& routes, const IpPrefix& destination
   return false;
 }
 
+// A secondary interface (no default route of its own): traffic from its
+// address must be routed through it (pod_network.h).
+absl::Status CheckSourceRouting(nl_sock* sk, const PodNetworkSpec& spec, const FamilyConfig& f, int ifindex,
+                                const std::string& where) {
+  const IpPrefix source(f.address, f.host_prefix_length());
+  absl::StatusOr<std::optional<uint32_t>> table = FindSourceRuleTable(sk, source, kSourceRulePriority);
+  if (!table.ok()) return table.status();
+  if (!*table) {
+    return absl::FailedPreconditionError(absl::StrCat("rule from ", source.ToString(), " (priority ",
+                                                      kSourceRulePriority, ") missing ", where));
+  }
+  absl::StatusOr<std::vector<RouteEntry>> routes = ListRoutes(sk, f.address.family(), **table);
+  if (!routes.ok()) return routes.status();
+  IpPrefix any(IpAddress::FromNumber(f.gateway.family(), 0), 0);
+  if (!HasRoute(*routes, any, ifindex, f.gateway)) {
+    return absl::FailedPreconditionError(absl::StrCat("default route via ", f.gateway.ToString(), " dev ",
+                                                      spec.container_ifname, " missing in table ", **table,
+                                                      " (rule from ", source.ToString(), ") ", where));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckPodSide(nl_sock* sk, const PodNetworkSpec& spec, const PodNetworkPlan& plan,
                           int* container_ifindex) {
   const std::string where = absl::StrCat("in ", spec.netns_path);
@@ -84,10 +107,25 @@ absl::Status CheckPodSide(nl_sock* sk, const PodNetworkSpec& spec, const PodNetw
                                                         spec.container_ifname, " missing ", where));
     }
     IpPrefix any(IpAddress::FromNumber(f.gateway.family(), 0), 0);
-    if (!HasRoute(*routes, any, ifindex, f.gateway)) {
-      return absl::FailedPreconditionError(absl::StrCat("default route via ", f.gateway.ToString(),
-                                                        " dev ", spec.container_ifname,
-                                                        " missing ", where));
+    std::vector<PodRoute> expected;
+    if (spec.routes) {
+      for (const PodRoute& route : *spec.routes) {
+        if (route.destination.family() == f.address.family()) expected.push_back(route);
+      }
+    } else {
+      expected.push_back({any, f.gateway});
+    }
+    for (const PodRoute& route : expected) {
+      if (!HasRoute(*routes, route.destination, ifindex, route.gateway)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(route.destination == any ? "default route" : absl::StrCat("route ", route.destination.ToString()),
+                         " via ", route.gateway.ToString(), " dev ", spec.container_ifname, " missing ", where));
+      }
+    }
+    const bool owns_default =
+        std::any_of(expected.begin(), expected.end(), [&](const PodRoute& r) { return r.destination == any; });
+    if (!owns_default) {
+      if (absl::Status s = CheckSourceRouting(sk, spec, f, ifindex, where); !s.ok()) return s;
     }
   }
   return absl::OkStatus();

@@ -58,7 +58,11 @@ absl::StatusOr<PodNetworkPlan> PlanPodNetwork(const PodNetworkSpec& spec) {
       return absl::InvalidArgumentError(
           absl::StrCat("gateway ", gateway->ToString(), " equals the pod address"));
     }
-    result.families.push_back({address, *gateway});
+    std::optional<IpPrefix> pool;
+    for (const IpPrefix& candidate : spec.pools) {
+      if (candidate.family() == address.family() && candidate.Contains(address)) pool = candidate;
+    }
+    result.families.push_back({address, *gateway, pool});
   }
   if (spec.gateway_v4 && !seen_v4) {
     return absl::InvalidArgumentError("gateway_v4 is set but there is no IPv4 address");

@@ -2,6 +2,7 @@
 // A PodNetworkSpec checked against the rules of the routed attachment and
 // grouped per address family; shared by setup and check so both agree on
 // what "configured" means.
+#include <optional>
 #include <vector>
 
 #include <absl/status/statusor.h>
@@ -15,6 +16,8 @@ namespace ebpfcni::net {
 struct FamilyConfig {
   IpAddress address;
   IpAddress gateway;
+  // The address's pool when the spec names one (PodNetworkSpec::pools).
+  std::optional<IpPrefix> pool;
   // Pod addresses are host addresses: /32 or /128.
   int host_prefix_length() const { return address.max_prefix_length(); }
 };

@@ -264,6 +264,99 @@ TEST_F(PodNetworkTest, TwoDualStackPodsPassCheckAndReachEachOtherAndTheGateway) 
   }
 }
 
+// The table of the source rule for an address inside a pod, if any.
+std::optional<uint32_t> SourceRuleTable(int netns_fd, const IpAddress& address) {
+  absl::StatusOr<std::optional<uint32_t>> table = InNetns(netns_fd, [&]() -> absl::StatusOr<std::optional<uint32_t>> {
+    absl::StatusOr<NlSocketPtr> sk = ConnectRouteSocket();
+    if (!sk.ok()) return sk.status();
+    return FindSourceRuleTable(sk->get(), IpPrefix(address, address.max_prefix_length()), kSourceRulePriority);
+  });
+  EXPECT_TRUE(table.ok()) << table.status();
+  return table.ok() ? *table : std::nullopt;
+}
+
+TEST_F(PodNetworkTest, LaterInterfacesOfAPodGetPoolAndSourceRoutingAndOutliveTheFirst) {
+  const pid_t pid = ::getpid();
+  const int octet = pid % 250 + 1;
+  const IpPrefix pool_v4(Ip(absl::StrCat("198.19.", octet, ".0")), 24);
+  const IpPrefix pool_v6(Ip(absl::StrFormat("fd00:c0de:%x::", pid & 0xffff)), 64);
+  PodNetworkSpec eth0 = specs_[0];
+  eth0.pools = {pool_v4, pool_v6};
+  // net1: the same network (pool and gateway) as eth0.
+  PodNetworkSpec net1 = eth0;
+  net1.container_ifname = "net1";
+  net1.host_ifname = HostVethName(prefix_, "container-0", "net1");
+  net1.addresses = {Ip(absl::StrCat("198.19.", octet, ".20")), Ip(absl::StrFormat("fd00:c0de:%x::20", pid & 0xffff))};
+  // net2: another network with a pool of its own.
+  PodNetworkSpec net2 = eth0;
+  net2.container_ifname = "net2";
+  net2.host_ifname = HostVethName(prefix_, "container-0", "net2");
+  net2.addresses = {Ip(absl::StrCat("198.18.", octet, ".10")), Ip(absl::StrFormat("fd00:c0df:%x::10", pid & 0xffff))};
+  net2.gateway_v4 = Ip(absl::StrCat("198.18.", octet, ".1"));
+  net2.gateway_v6 = Ip(absl::StrFormat("fd00:c0df:%x::1", pid & 0xffff));
+  net2.pools = {IpPrefix(Ip(absl::StrCat("198.18.", octet, ".0")), 24),
+                IpPrefix(Ip(absl::StrFormat("fd00:c0df:%x::", pid & 0xffff)), 64)};
+  specs_.push_back(net1);  // torn down by the fixture, even on failure
+  specs_.push_back(net2);
+
+  absl::StatusOr<PodNetworkInfo> first = SetupPodNetwork(eth0);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<PodNetworkInfo> second = SetupPodNetwork(net1);
+  ASSERT_TRUE(second.ok()) << second.status();
+  absl::StatusOr<PodNetworkInfo> third = SetupPodNetwork(net2);
+  ASSERT_TRUE(third.ok()) << third.status();
+  ASSERT_TRUE(SetupPodNetwork(specs_[1]).ok());  // a peer pod in eth0's network
+
+  const IpPrefix any_v4(Ip("0.0.0.0"), 0);
+  const IpPrefix any_v6(Ip("::"), 0);
+  EXPECT_EQ(first->routes, (std::vector<PodRoute>{{any_v4, gateway_v4_}, {any_v6, gateway_v6_}}));
+  EXPECT_TRUE(second->routes.empty()) << "same pool as eth0: reached through eth0";
+  EXPECT_EQ(third->routes, (std::vector<PodRoute>{{net2.pools[0], *net2.gateway_v4}, {net2.pools[1], *net2.gateway_v6}}));
+  EXPECT_FALSE(SourceRuleTable(pod_fd(0), eth0.addresses[0]).has_value());
+  for (const PodNetworkSpec* spec : {&net1, &net2}) {
+    for (const IpAddress& address : spec->addresses) {
+      EXPECT_EQ(SourceRuleTable(pod_fd(0), address), kSourceTableBase + static_cast<uint32_t>(
+                                                          spec == &net1 ? second->container_ifindex
+                                                                        : third->container_ifindex))
+          << address.ToString();
+    }
+  }
+
+  eth0.routes = first->routes;
+  net1.routes = second->routes;
+  net2.routes = third->routes;
+  for (const PodNetworkSpec* spec : {&eth0, &net1, &net2}) {
+    EXPECT_TRUE(CheckPodNetwork(*spec).ok()) << spec->container_ifname << ": " << CheckPodNetwork(*spec);
+  }
+  // CHECK of a later interface as if it owned the default route fails.
+  PodNetworkSpec wrong = net2;
+  wrong.routes = first->routes;
+  EXPECT_THAT(CheckPodNetwork(wrong).message(), HasSubstr("default route via"));
+
+  // Each address answers from its own interface: the peer connects to it
+  // and sees the reply (routed back by the host veth the address lives on).
+  for (const PodNetworkSpec* spec : {&eth0, &net1, &net2}) {
+    for (const IpAddress& address : spec->addresses) {
+      absl::StatusOr<IpAddress> seen = TcpExchange(pod_fd(1), pod_fd(0), address);
+      EXPECT_TRUE(seen.ok()) << "peer -> " << address.ToString() << ": " << seen.status();
+    }
+  }
+
+  // The first interface goes: the others keep their routing and traffic.
+  ASSERT_TRUE(TeardownPodNetwork(eth0).ok());
+  for (const PodNetworkSpec* spec : {&net1, &net2}) {
+    EXPECT_TRUE(CheckPodNetwork(*spec).ok()) << spec->container_ifname << ": " << CheckPodNetwork(*spec);
+    absl::StatusOr<IpAddress> seen = TcpExchange(pod_fd(1), pod_fd(0), spec->addresses[0]);
+    EXPECT_TRUE(seen.ok()) << "peer -> " << spec->addresses[0].ToString() << " after eth0 left: " << seen.status();
+  }
+  // Teardown removes a later interface's source rules too.
+  ASSERT_TRUE(TeardownPodNetwork(net1).ok());
+  for (const IpAddress& address : net1.addresses) {
+    EXPECT_FALSE(SourceRuleTable(pod_fd(0), address).has_value()) << address.ToString();
+  }
+  EXPECT_TRUE(SourceRuleTable(pod_fd(0), net2.addresses[0]).has_value());
+}
+
 TEST_F(PodNetworkTest, SecondSetupIsAlreadyExistsAndLeavesThePodWorking) {
   ASSERT_TRUE(SetupPodNetwork(specs_[0]).ok());
 
@@ -389,8 +482,10 @@ TEST_F(PodNetworkTest, InvalidNetnsPathIsRejectedBeforeAnyChange) {
 }
 
 TEST_F(PodNetworkTest, FailureAfterCreatingTheVethRollsBack) {
-  // A default route already present in the pod makes the pod-side route
-  // step fail after the veth pair exists.
+  // A route to the gateway already present in the pod (through lo, with the
+  // metric the first interface's route would get) makes the pod-side route
+  // step fail after the veth pair exists. (A default route would not: the
+  // interface would then be a later one, with routes of its own.)
   absl::Status prepared = InNetns(pod_fd(0), [&]() -> absl::Status {
     absl::StatusOr<NlSocketPtr> sk = ConnectRouteSocket();
     if (!sk.ok()) return sk.status();
@@ -398,8 +493,7 @@ TEST_F(PodNetworkTest, FailureAfterCreatingTheVethRollsBack) {
     if (!lo.ok()) return lo.status();
     if (absl::Status s = SetLinkUp(sk->get(), lo->get()); !s.ok()) return s;
     return AddRoute(sk->get(),
-                    {IpPrefix(IpAddress::FromNumber(IpFamily::kIpv4, 0), 0),
-                     rtnl_link_get_ifindex(lo->get()), std::nullopt, RT_SCOPE_LINK},
+                    {IpPrefix(gateway_v4_, 32), rtnl_link_get_ifindex(lo->get()), std::nullopt, RT_SCOPE_LINK},
                     /*replace=*/false);
   });
   ASSERT_TRUE(prepared.ok()) << prepared;

@@ -52,10 +52,12 @@ absl::StatusOr<datapath::v1::Endpoint> DatapathClient::GetEndpoint(const std::st
   return response->endpoint();
 }
 
-absl::StatusOr<datapath::v1::GarbageCollectEndpointsResponse> DatapathClient::GarbageCollectEndpoints(
-    const datapath::v1::GarbageCollectEndpointsRequest& request) {
-  return UnaryCall(*stub_, &Stub::GarbageCollectEndpoints, request, timeout_, {kDisplayName, kBinary, target_},
-                   "GarbageCollectEndpoints");
+absl::StatusOr<std::vector<datapath::v1::Endpoint>> DatapathClient::ListEndpoints() {
+  absl::StatusOr<datapath::v1::ListEndpointsResponse> response =
+      UnaryCall(*stub_, &Stub::ListEndpoints, datapath::v1::ListEndpointsRequest(), timeout_,
+                {kDisplayName, kBinary, target_}, "ListEndpoints");
+  if (!response.ok()) return response.status();
+  return std::vector<datapath::v1::Endpoint>(response->endpoints().begin(), response->endpoints().end());
 }
 
 absl::Status DatapathClient::CheckHealth() {

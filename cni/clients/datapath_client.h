@@ -4,6 +4,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <absl/status/status.h>
 #include <absl/status/statusor.h>
@@ -28,8 +29,8 @@ class DatapathClient {
   absl::StatusOr<bool> DeleteEndpoint(const std::string& container_id, const std::string& ifname);
   // NOT_FOUND when the datapath does not know the attachment.
   absl::StatusOr<datapath::v1::Endpoint> GetEndpoint(const std::string& container_id, const std::string& ifname);
-  absl::StatusOr<datapath::v1::GarbageCollectEndpointsResponse> GarbageCollectEndpoints(
-      const datapath::v1::GarbageCollectEndpointsRequest& request);
+  // Every endpoint the datapath knows (all networks of the node).
+  absl::StatusOr<std::vector<datapath::v1::Endpoint>> ListEndpoints();
   absl::Status CheckHealth();
 
  private:

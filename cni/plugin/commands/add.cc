@@ -179,6 +179,9 @@ absl::StatusOr<CniResult> AddTransaction::Run() {
   allocate.mutable_attachment()->set_interface_name(env_.ifname);
   allocate.set_pod_namespace(args->pod_namespace);
   allocate.set_pod_name(args->pod_name);
+  // Recorded so that this network's GC leaves other networks' attachments
+  // on the node alone (gc.cc).
+  allocate.set_network_name(config_.name);
   absl::StatusOr<ipam::v1::AllocateResponse> allocation = context_.ipam.Allocate(allocate);
   if (!allocation.ok()) {
     // Nothing was allocated; the identity reference (if taken) goes back.
@@ -251,15 +254,10 @@ absl::StatusOr<CniResult> AddTransaction::Run() {
     const std::optional<IpAddress>& gateway = address.is_v4() ? spec_.gateway_v4 : spec_.gateway_v6;
     result.ips.push_back({IpPrefix(address, address.max_prefix_length()), gateway, kPodInterfaceIndex});
   }
-  // One default route per family, in the order of the addresses.
-  for (const IpAddress& address : spec_.addresses) {
-    const std::optional<IpAddress>& gateway = address.is_v4() ? spec_.gateway_v4 : spec_.gateway_v6;
-    if (!gateway) continue;
-    IpPrefix default_route(IpAddress::FromNumber(address.family(), 0), 0);
-    bool seen = false;
-    for (const ResultRoute& route : result.routes) seen = seen || route.dst == default_route;
-    if (!seen) result.routes.push_back({default_route, gateway});
-  }
+  // What the network layer routed through this interface: a default route
+  // per family for the pod's first interface, pool routes (or none) for a
+  // later one (pod_network.h).
+  for (const net::PodRoute& route : info->routes) result.routes.push_back({route.destination, route.gateway});
   return result;
 }
 

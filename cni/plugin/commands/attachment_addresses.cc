@@ -28,6 +28,11 @@ absl::StatusOr<AttachmentAddresses> FromIpamAssignments(
           absl::StrCat("IPAM returned an invalid address \"", ip.address(), "\" from pool ", ip.pool()));
     }
     out.addresses.push_back(*address);
+    const int max_length = address->max_prefix_length();
+    if (ip.pool_prefix_length() > 0 && static_cast<int>(ip.pool_prefix_length()) < max_length) {
+      IpPrefix pool(*address, static_cast<int>(ip.pool_prefix_length()));
+      out.pools.push_back(IpPrefix(pool.Network(), pool.length()));
+    }
     if (!ip.gateway().empty()) {
       absl::StatusOr<IpAddress> gateway = IpAddress::Parse(ip.gateway());
       if (!gateway.ok() || gateway->family() != address->family()) {

@@ -18,6 +18,8 @@ struct AttachmentAddresses {
   std::vector<IpAddress> addresses;  // sorted
   std::optional<IpAddress> gateway_v4;
   std::optional<IpAddress> gateway_v6;
+  // The pools the addresses came from (IPAM only; empty from prevResult).
+  std::vector<IpPrefix> pools;
 };
 
 // INVALID_ARGUMENT when IPAM returned something that is not an address.

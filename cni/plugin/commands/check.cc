@@ -110,6 +110,12 @@ absl::Status RunCheck(CommandContext& context) {
   }
 
   net::PodNetworkSpec spec = PodSpecFor(context, expected);
+  // The routes ADD reported decide which layout to expect: a default route
+  // (the pod's first interface) or pool routes/none (a later interface).
+  spec.routes.emplace();
+  for (const ResultRoute& route : prev.routes) {
+    if (route.gw) spec.routes->push_back({route.dst, *route.gw});
+  }
   if (absl::Status s = context.network.Check(spec); !s.ok()) {
     absl::Status annotated = Annotate(s, absl::StrCat("pod network of ", env.container_id, "/", env.ifname));
     if (s.code() == absl::StatusCode::kFailedPrecondition || s.code() == absl::StatusCode::kNotFound) {

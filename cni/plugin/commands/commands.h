@@ -42,6 +42,8 @@ inline constexpr uint32_t kFirstAllocatableIdentity = 256;
 // "<container id>/<ifname>". ADD takes the reference under this owner and
 // DEL drops it, so both must build it the same way.
 identity::v1::Owner IdentityOwnerFor(const CniEnvironment& env);
+// The same for an attachment other than the command's own (GC).
+identity::v1::Owner IdentityOwnerFor(const std::string& container_id, const std::string& ifname);
 
 // IPAM Allocate -> veth/addresses/routes, concurrently with identity
 // ResolvePod (or policy agent ResolveEndpoint) -> datapath CreateEndpoint
@@ -54,7 +56,8 @@ absl::Status RunDel(CommandContext& context);
 // Compares prevResult with the network, the IPAM allocation and the
 // datapath endpoint.
 absl::Status RunCheck(CommandContext& context);
-// Frees everything not in cni.dev/valid-attachments.
+// Frees everything of this network not in cni.dev/valid-attachments, and the
+// identity references of the endpoints it removes.
 absl::Status RunGc(CommandContext& context);
 // Readiness: all three services healthy and addresses left.
 absl::Status RunStatus(CommandContext& context);

@@ -73,6 +73,7 @@ class FakeIpam final : public ipam::v1::IpamService::Service {
   std::map<std::string, grpc::Status> failures;  // by RPC name
   int allocate_calls = 0;
   int release_calls = 0;
+  std::vector<ipam::v1::GarbageCollectRequest> gc_requests;
   Rendezvous* rendezvous = nullptr;  // meets "Resolve" when set
 
   grpc::Status Allocate(grpc::ServerContext*, const ipam::v1::AllocateRequest* request,
@@ -95,6 +96,7 @@ class FakeIpam final : public ipam::v1::IpamService::Service {
     *allocation.mutable_attachment() = request->attachment();
     allocation.set_pod_namespace(request->pod_namespace());
     allocation.set_pod_name(request->pod_name());
+    allocation.set_network_name(request->network_name());
     std::string v4;
     for (uint64_t i = 2; i < 2 + capacity_v4; ++i) {
       std::string candidate = "10.244.0." + std::to_string(i);
@@ -155,10 +157,14 @@ class FakeIpam final : public ipam::v1::IpamService::Service {
   grpc::Status GarbageCollect(grpc::ServerContext*, const ipam::v1::GarbageCollectRequest* request,
                               ipam::v1::GarbageCollectResponse* response) override {
     std::lock_guard lock(mu);
+    gc_requests.push_back(*request);
+    if (auto it = failures.find("GarbageCollect"); it != failures.end()) return it->second;
     std::set<AttachmentKey> valid;
     for (const auto& a : request->valid_attachments()) valid.insert({a.container_id(), a.interface_name()});
     for (auto it = allocations.begin(); it != allocations.end();) {
-      if (valid.contains(it->first)) {
+      const bool other_network =
+          !request->network_name().empty() && it->second.network_name() != request->network_name();
+      if (valid.contains(it->first) || other_network) {
         ++it;
         continue;
       }
@@ -216,6 +222,14 @@ class FakeDatapath final : public datapath::v1::DatapathService::Service {
     std::lock_guard lock(mu);
     if (auto it = failures.find("DeleteEndpoint"); it != failures.end()) return it->second;
     response->set_deleted(endpoints.erase({request->key().container_id(), request->key().interface_name()}) > 0);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status ListEndpoints(grpc::ServerContext*, const datapath::v1::ListEndpointsRequest*,
+                             datapath::v1::ListEndpointsResponse* response) override {
+    std::lock_guard lock(mu);
+    if (auto it = failures.find("ListEndpoints"); it != failures.end()) return it->second;
+    for (const auto& [key, endpoint] : endpoints) *response->add_endpoints() = endpoint;
     return grpc::Status::OK;
   }
 
@@ -393,6 +407,8 @@ class FakeNetwork final : public PodNetworkOps {
   std::set<AttachmentKey> pod_links;        // (netns, ifname) that exist
   std::map<std::string, net::PodNetworkSpec> host_veths;  // by host ifname
   std::vector<net::PodNetworkSpec> teardowns;
+  // (netns, "4"/"6") -> the interface holding the default route.
+  std::map<AttachmentKey, std::string> default_route_owner;
   absl::Status setup_error;
   absl::Status check_error;
   absl::Status link_exists_error;
@@ -410,13 +426,31 @@ class FakeNetwork final : public PodNetworkOps {
     }
     pod_links.insert({spec.netns_path, spec.container_ifname});
     host_veths[spec.host_ifname] = spec;
-    return net::PodNetworkInfo{42, "02:00:00:00:00:01", 2, "02:00:00:00:00:02"};
+    net::PodNetworkInfo info{42, "02:00:00:00:00:01", 2, "02:00:00:00:00:02", {}};
+    // As the real layer: per family, the first interface of a netns gets the
+    // default route, a later one a route to its pool.
+    for (const IpAddress& address : spec.addresses) {
+      const IpAddress gateway = *(address.is_v4() ? spec.gateway_v4 : spec.gateway_v6);
+      auto [owner, first] = default_route_owner.try_emplace({spec.netns_path, address.is_v4() ? "4" : "6"},
+                                                            spec.container_ifname);
+      if (first) {
+        info.routes.push_back({IpPrefix(IpAddress::FromNumber(address.family(), 0), 0), gateway});
+        continue;
+      }
+      for (const IpPrefix& pool : spec.pools) {
+        if (pool.Contains(address)) info.routes.push_back({pool, gateway});
+      }
+    }
+    return info;
   }
   absl::Status Teardown(const net::PodNetworkSpec& spec) override {
     teardowns.push_back(spec);
     auto it = host_veths.find(spec.host_ifname);
     if (it != host_veths.end()) {
       pod_links.erase({it->second.netns_path, it->second.container_ifname});
+      std::erase_if(default_route_owner, [&](const auto& entry) {
+        return entry.first.first == it->second.netns_path && entry.second == it->second.container_ifname;
+      });
       host_veths.erase(it);
     }
     return absl::OkStatus();
@@ -844,6 +878,102 @@ TEST_F(CommandsTest, GcFreesEverythingNotValid) {
   EXPECT_EQ(network_.host_veths.size(), 1u);
 }
 
+TEST_F(CommandsTest, GcLeavesOtherNetworksAndUnattributableAttachmentsAlone) {
+  ASSERT_EQ(Run("ADD", Config(), "mine").exit_code, 0);
+  nlohmann::json other = Config();
+  other["name"] = "other-net";
+  other["hostVethPrefix"] = "oth";
+  ASSERT_EQ(Run("ADD", other, "theirs").exit_code, 0);
+  // An allocation from before network names were recorded, with its endpoint.
+  ASSERT_EQ(Run("ADD", Config(), "legacy").exit_code, 0);
+  ipam_.allocations.at({"legacy", "eth0"}).clear_network_name();
+  // Endpoints IPAM knows nothing about: one with this network's veth name,
+  // one with another prefix (another network with its own IPAM).
+  for (const auto& [id, veth] : {std::pair{"leftover", network_.HostVethName("ebpf", "leftover", "eth0")},
+                                 std::pair{"foreign", network_.HostVethName("oth", "foreign", "eth0")}}) {
+    datapath::v1::Endpoint endpoint;
+    endpoint.mutable_key()->set_container_id(id);
+    endpoint.mutable_key()->set_interface_name("eth0");
+    endpoint.set_host_interface_name(veth);
+    datapath_.endpoints[{id, "eth0"}] = endpoint;
+  }
+  EXPECT_EQ(ipam_.allocations.at({"mine", "eth0"}).network_name(), "test-net");
+  EXPECT_EQ(ipam_.allocations.at({"theirs", "eth0"}).network_name(), "other-net");
+
+  nlohmann::json config = Config();
+  config["cni.dev/valid-attachments"] = nlohmann::json::array();
+  Outcome gc = Run("GC", config);
+  ASSERT_EQ(gc.exit_code, 0) << gc.json;
+  ASSERT_EQ(ipam_.gc_requests.size(), 1u);
+  EXPECT_EQ(ipam_.gc_requests[0].network_name(), "test-net");
+  EXPECT_FALSE(ipam_.allocations.contains({"mine", "eth0"}));
+  EXPECT_FALSE(datapath_.endpoints.contains({"mine", "eth0"}));
+  EXPECT_FALSE(datapath_.endpoints.contains({"leftover", "eth0"}));
+  for (const char* id : {"theirs", "legacy"}) {
+    EXPECT_TRUE(ipam_.allocations.contains({id, "eth0"})) << id;
+    EXPECT_TRUE(datapath_.endpoints.contains({id, "eth0"})) << id;
+  }
+  EXPECT_TRUE(datapath_.endpoints.contains({"foreign", "eth0"}));
+  std::set<std::string> torn_down;
+  for (const net::PodNetworkSpec& spec : network_.teardowns) torn_down.insert(spec.host_ifname);
+  EXPECT_EQ(torn_down, (std::set<std::string>{network_.HostVethName("ebpf", "mine", "eth0"),
+                                              network_.HostVethName("ebpf", "leftover", "eth0")}));
+
+  // The other network's own GC collects its attachment.
+  other["cni.dev/valid-attachments"] = nlohmann::json::array();
+  ASSERT_EQ(Run("GC", other).exit_code, 0);
+  EXPECT_FALSE(ipam_.allocations.contains({"theirs", "eth0"}));
+  EXPECT_FALSE(datapath_.endpoints.contains({"theirs", "eth0"}));
+  EXPECT_TRUE(datapath_.endpoints.contains({"legacy", "eth0"}));
+}
+
+TEST_F(CommandsTest, GcReleasesTheIdentityReferencesOfTheEndpointsItRemoves) {
+  ASSERT_EQ(Run("ADD", Config(), "keep").exit_code, 0);
+  ASSERT_EQ(Run("ADD", Config(), "stale").exit_code, 0);
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  ASSERT_EQ(identity_.ReferenceCount(id), 2u);
+  nlohmann::json config = Config();
+  config["cni.dev/valid-attachments"] = {{{"containerID", "keep"}, {"ifname", "eth0"}}};
+  Outcome gc = Run("GC", config);
+  ASSERT_EQ(gc.exit_code, 0) << gc.json;
+  EXPECT_EQ(identity_.ReferenceCount(id), 1u) << "only keep/eth0 holds it now";
+  ASSERT_EQ(identity_.release_requests.size(), 1u);
+  EXPECT_EQ(identity_.release_requests[0].id(), id);
+  EXPECT_EQ(identity_.release_requests[0].owner().node(), HostName());
+  EXPECT_EQ(identity_.release_requests[0].owner().endpoint(), "stale/eth0");
+  // Nothing left to collect: nothing released twice.
+  ASSERT_EQ(Run("GC", config).exit_code, 0);
+  EXPECT_EQ(identity_.release_requests.size(), 1u);
+}
+
+TEST_F(CommandsTest, GcKeepsTheReferenceAndTheAddressOfAnEndpointItCannotRemove) {
+  ASSERT_EQ(Run("ADD", Config(), "stale").exit_code, 0);
+  const uint32_t id = identity_.id_by_namespace.at("default");
+  datapath_.failures["DeleteEndpoint"] = grpc::Status(grpc::StatusCode::UNAVAILABLE, "busy");
+  nlohmann::json config = Config();
+  config["cni.dev/valid-attachments"] = nlohmann::json::array();
+  Outcome gc = Run("GC", config);
+  EXPECT_EQ(gc.json["code"], 11) << gc.json;
+  EXPECT_EQ(identity_.ReferenceCount(id), 1u);
+  EXPECT_TRUE(ipam_.allocations.contains({"stale", "eth0"}));
+  EXPECT_TRUE(network_.teardowns.empty());
+
+  // Once the datapath answers, a retried GC finishes the job.
+  datapath_.failures.clear();
+  ASSERT_EQ(Run("GC", config).exit_code, 0);
+  EXPECT_EQ(identity_.ReferenceCount(id), 0u);
+  EXPECT_TRUE(ipam_.allocations.empty());
+}
+
+TEST_F(CommandsTest, GcWithIpamDownCollectsNothing) {
+  ASSERT_EQ(Run("ADD", Config(), "stale").exit_code, 0);
+  ipam_server_->Stop();
+  nlohmann::json config = Config();
+  config["cni.dev/valid-attachments"] = nlohmann::json::array();
+  EXPECT_EQ(Run("GC", config).json["code"], 11);
+  EXPECT_TRUE(datapath_.endpoints.contains({"stale", "eth0"})) << "cannot tell whose it is";
+}
+
 TEST_F(CommandsTest, GcAcceptsTheOlderKeyAndNeedsOne) {
   ASSERT_EQ(Run("ADD", Config(), "a").exit_code, 0);
   nlohmann::json config = Config();
@@ -961,6 +1091,39 @@ TEST_F(CommandsTest, SeveralInterfacesOfOneContainerAreSeparateAttachments) {
   ASSERT_EQ(Run("DEL", Config(), "ctr", "net1").exit_code, 0);
   EXPECT_EQ(ipam_.allocations.size(), 2u);
   EXPECT_FALSE(ipam_.allocations.contains({"ctr", "net1"}));
+}
+
+TEST_F(CommandsTest, ASecondInterfaceReportsItsPoolRoutesAndBothPassCheck) {
+  Outcome first = Run("ADD", Config(), "pod", "eth0");
+  ASSERT_EQ(first.exit_code, 0) << first.json;
+  Outcome second = Run("ADD", Config(), "pod", "net1");
+  ASSERT_EQ(second.exit_code, 0) << second.json;
+  EXPECT_EQ(first.json["routes"],
+            nlohmann::json::parse(R"([{"dst":"0.0.0.0/0","gw":"10.244.0.1"},{"dst":"::/0","gw":"fd00::1"}])"));
+  // The network layer was told the pools, and the result carries what it
+  // routed through the second interface: its pools, no default route.
+  const net::PodNetworkSpec& spec = network_.host_veths.at(second.json["interfaces"][0]["name"].get<std::string>());
+  EXPECT_EQ(spec.pools.size(), 2u);
+  EXPECT_EQ(second.json["routes"],
+            nlohmann::json::parse(R"([{"dst":"10.244.0.0/24","gw":"10.244.0.1"},{"dst":"fd00::/64","gw":"fd00::1"}])"));
+  EXPECT_NE(first.json["ips"][0]["address"], second.json["ips"][0]["address"]);
+  EXPECT_TRUE(datapath_.endpoints.contains({"pod", "eth0"}));
+  EXPECT_TRUE(datapath_.endpoints.contains({"pod", "net1"}));
+
+  for (const auto& [ifname, result] : {std::pair{"eth0", first.json}, std::pair{"net1", second.json}}) {
+    nlohmann::json config = Config();
+    config["prevResult"] = result;
+    Outcome check = Run("CHECK", config, "pod", ifname);
+    EXPECT_EQ(check.exit_code, 0) << ifname << ": " << check.json;
+  }
+  // Both interfaces hold a reference (one owner each) to the pod's identity.
+  EXPECT_EQ(identity_.ReferenceCount(identity_.id_by_namespace.at("default")), 2u);
+  nlohmann::json del = Config();
+  del["prevResult"] = first.json;
+  ASSERT_EQ(Run("DEL", del, "pod", "eth0").exit_code, 0);
+  EXPECT_EQ(identity_.ReferenceCount(identity_.id_by_namespace.at("default")), 1u);
+  EXPECT_TRUE(datapath_.endpoints.contains({"pod", "net1"}));
+  EXPECT_TRUE(ipam_.allocations.contains({"pod", "net1"}));
 }
 
 // --- security identity ------------------------------------------------------

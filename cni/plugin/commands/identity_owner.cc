@@ -21,9 +21,13 @@ std::string HostName() {
 }  // namespace
 
 identity::v1::Owner IdentityOwnerFor(const CniEnvironment& env) {
+  return IdentityOwnerFor(env.container_id, env.ifname);
+}
+
+identity::v1::Owner IdentityOwnerFor(const std::string& container_id, const std::string& ifname) {
   identity::v1::Owner owner;
   owner.set_node(HostName());
-  owner.set_endpoint(absl::StrCat(env.container_id, "/", env.ifname));
+  owner.set_endpoint(absl::StrCat(container_id, "/", ifname));
   return owner;
 }
 

@@ -12,6 +12,7 @@ net::PodNetworkSpec PodSpecFor(CommandContext& context, const AttachmentAddresse
   spec.addresses = addresses.addresses;
   spec.gateway_v4 = addresses.gateway_v4;
   spec.gateway_v6 = addresses.gateway_v6;
+  spec.pools = addresses.pools;
   return spec;
 }
 

@@ -8,10 +8,12 @@
  *                 judged by the pod's ingress policy.
  *
  * Order of decisions (docs/datapath.md has the full table):
- *   not an endpoint -> pass; malformed -> drop; ARP / neighbour discovery
- *   -> pass; identity unknown (init) -> drop; conntrack hit (or an ICMP
- *   error about a tracked flow) -> pass;
- *   otherwise policy for a new flow, and a conntrack entry when allowed. */
+ *   a packet of a flow this interface already allowed (conntrack) -> pass,
+ *   counted on the entry's endpoint, without the endpoint lookup;
+ *   otherwise: not an endpoint -> pass; malformed -> drop; ARP / neighbour
+ *   discovery -> pass; identity unknown (init) -> drop; an ICMP error about
+ *   a tracked flow -> pass; otherwise policy for a new flow, and a
+ *   conntrack entry when allowed. */
 #include "lib/common.h"
 #include "lib/maps.h"
 #include "lib/endpoint.h"
@@ -25,22 +27,25 @@
 #include "lib/events.h"
 #include "lib/trace.h"
 
+/* Everything after the conntrack fast path: a packet that is not part of a
+ * flow this interface allowed, on an endpoint's interface. `parse_reason`
+ * is what parse_packet() returned. */
 static __always_inline void decide(struct __sk_buff *skb,
 				   enum ebpfcni_direction direction,
 				   const struct ebpfcni_endpoint_info *endpoint,
-				   struct packet *pkt, bool trace,
-				   struct verdict *v)
+				   struct packet *pkt, int parse_reason,
+				   bool trace, struct verdict *v)
 {
 	bool from_pod = direction == EBPFCNI_FROM_POD;
 	__u8 own_scope = from_pod ? EBPFCNI_CT_SCOPE_EGRESS : EBPFCNI_CT_SCOPE_INGRESS;
 	__u8 policy_direction = from_pod ? EBPFCNI_POLICY_EGRESS : EBPFCNI_POLICY_INGRESS;
 	__u32 endpoint_id = endpoint->endpoint_id;
+	__u32 ifindex = skb->ifindex;
+	__u32 ct_endpoint;
 	void *policy;
-	int reason;
 
-	reason = parse_packet(skb, pkt);
-	if (reason != EBPFCNI_DROP_NONE) {
-		verdict_drop(v, reason, 0);
+	if (parse_reason != EBPFCNI_DROP_NONE) {
+		verdict_drop(v, parse_reason, 0);
 		return;
 	}
 	if (pkt->flags & (PACKET_F_ARP | PACKET_F_NEIGHBOUR)) {
@@ -52,10 +57,11 @@ static __always_inline void decide(struct __sk_buff *skb,
 		return;
 	}
 
-	/* Established flows, replies and ICMP errors about them skip the
-	 * identity and policy lookups. */
-	if (ct_lookup(pkt, endpoint_id, own_scope, trace) != CT_NEW ||
-	    ct_related(pkt, endpoint_id, own_scope)) {
+	/* A real packet's conntrack lookup already missed on the fast path;
+	 * a trace (which skips that path) looks now, without side effects.
+	 * ICMP errors about tracked flows skip the policy too. */
+	if ((trace && ct_lookup(pkt, ifindex, own_scope, true, &ct_endpoint) != CT_NEW) ||
+	    ct_related(pkt, ifindex, own_scope)) {
 		verdict_allow(v, EBPFCNI_VERDICT_ALLOWED_CONNTRACK, 0);
 		return;
 	}
@@ -67,19 +73,49 @@ static __always_inline void decide(struct __sk_buff *skb,
 			  v->peer_identity, pkt->protocol, pkt->policy_port,
 			  skb->len, trace, v) &&
 	    !trace)
-		ct_create(pkt, endpoint_id, own_scope, v->rule_id);
+		ct_create(pkt, ifindex, own_scope, endpoint_id, v->rule_id);
+}
+
+/* Established flows and replies: one conntrack lookup (two for a reply)
+ * keyed by the interface, then counters and metrics, both inlined array
+ * slots. True when the packet passes this way. */
+static __always_inline bool pass_tracked(struct __sk_buff *skb,
+					 enum ebpfcni_direction direction,
+					 const struct packet *pkt, int parse_reason)
+{
+	__u8 own_scope = direction == EBPFCNI_FROM_POD ? EBPFCNI_CT_SCOPE_EGRESS :
+							 EBPFCNI_CT_SCOPE_INGRESS;
+	__u32 endpoint_id;
+	__u32 bytes;
+
+	if (parse_reason != EBPFCNI_DROP_NONE ||
+	    (pkt->flags & (PACKET_F_ARP | PACKET_F_NEIGHBOUR)))
+		return false;
+	if (ct_lookup(pkt, skb->ifindex, own_scope, false, &endpoint_id) == CT_NEW)
+		return false;
+	bytes = skb->len;
+	count_packet(endpoint_id, direction, bytes);
+	metrics_count(EBPFCNI_METRIC_VERDICT(EBPFCNI_VERDICT_ALLOWED_CONNTRACK), bytes);
+	return true;
 }
 
 static __always_inline int handle_packet(struct __sk_buff *skb,
 					 enum ebpfcni_direction direction)
 {
 	bool trace = is_trace_run(skb);
-	struct ebpfcni_endpoint_info *endpoint = lookup_endpoint(skb);
+	struct ebpfcni_endpoint_info *endpoint;
 	struct packet pkt = {};
 	struct verdict v = {};
 	__u32 endpoint_identity;
+	int parse_reason;
+
+	parse_reason = parse_packet(skb, &pkt);
+	/* Traces take the slow path, which reports identities. */
+	if (!trace && pass_tracked(skb, direction, &pkt, parse_reason))
+		return EBPFCNI_TC_PASS;
 
 	/* Interfaces we do not know are not ours to judge. */
+	endpoint = lookup_endpoint(skb->ifindex);
 	if (!endpoint) {
 		if (trace) {
 			verdict_allow(&v, EBPFCNI_VERDICT_NOT_AN_ENDPOINT, 0);
@@ -89,9 +125,9 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 	}
 	endpoint_identity = endpoint->identity;
 	if (!trace)
-		count_packet(endpoint->endpoint_id, direction, skb);
+		count_packet(endpoint->endpoint_id, direction, skb->len);
 
-	decide(skb, direction, endpoint, &pkt, trace, &v);
+	decide(skb, direction, endpoint, &pkt, parse_reason, trace, &v);
 
 	if (trace) {
 		trace_report(skb, &v, endpoint_identity ? endpoint_identity :

@@ -3,16 +3,21 @@
 // program's own time is counted), for each verdict path and for growing
 // policy and ipcache sizes:
 //
-//   not an endpoint   ifindex lookup misses: the floor of the program
+//   not an endpoint   an interface without endpoint entry (programs are only
+//                     attached to endpoints, so this is a transient case):
+//                     parse, conntrack misses, endpoint lookup miss
 //   no policy, CT hit endpoint without policy, packet of a tracked flow
 //   CT hit            isolated endpoint, packet of an allowed tracked flow
-//   new flow allowed  conntrack lookup, ipcache LPM lookup, policy lookups,
-//                     conntrack insert: every run is a new flow because the
-//                     objects are loaded with conntrack lifetimes of 0, so
-//                     each run also finds and deletes the previous run's
-//                     (expired) entry first
-//   denied            isolated, no rule matches: ipcache, six policy
-//                     lookups, metrics and a (rate-limited) drop event
+//                     (IPv4, and IPv6 with its longer conntrack key)
+//   new flow allowed  the SYN of a new connection: conntrack lookup, endpoint,
+//                     ipcache, policy lookups, per-rule counter, conntrack
+//                     insert. Every run is a new flow because the objects are
+//                     loaded with conntrack lifetimes of 0: each run finds the
+//                     previous run's (expired) entry and replaces it with a
+//                     new LRU element (bpf_map_update_elem), as an insert does
+//   denied            isolated, no rule matches: ipcache, the policy lookups
+//                     of the key shapes in use, metrics and a (rate-limited)
+//                     drop event
 //
 // "hot keys": the same frame `--repeat` times, so every map entry it touches
 // stays in the CPU caches. "rotating keys": --rotating_runs single runs, each
@@ -82,9 +87,11 @@ std::unique_ptr<BpfObjects> LoadObjects(bool every_packet_is_new) {
 // peer, and /32s and /24s of others).
 void Populate(BpfObjects& bpf, uint32_t entries, uint32_t prefixes) {
   Check(bpf.SetEndpointForIfindex(kIfindex, kEndpointId, kPodIdentity));
-  IpCacheMap ipcache(bpf.ipcache_fd());
+  IpCacheMap ipcache(bpf);
   Check(ipcache.Upsert(IpPrefix(Ip("10.0.0.1"), 32), kPodIdentity));
   Check(ipcache.Upsert(IpPrefix(Ip("10.0.0.2"), 32), kPeerIdentity));
+  Check(ipcache.Upsert(IpPrefix(Ip("fd00::1"), 128), kPodIdentity));
+  Check(ipcache.Upsert(IpPrefix(Ip("fd00::2"), 128), kPeerIdentity));
   for (uint32_t i = 0; i + 2 < prefixes; ++i) {
     uint8_t bytes[4] = {11, static_cast<uint8_t>(i >> 16), static_cast<uint8_t>(i >> 8),
                         static_cast<uint8_t>(i)};
@@ -117,10 +124,11 @@ double Rotating(int fd, uint32_t ifindex, const std::vector<std::vector<uint8_t>
 }
 
 // The allowed flow from the peer with `runs` different source ports.
-std::vector<std::vector<uint8_t>> AllowedFlows(int runs, uint8_t flags) {
+std::vector<std::vector<uint8_t>> AllowedFlows(int runs, uint8_t flags, bool ipv6 = false) {
   std::vector<std::vector<uint8_t>> frames;
   for (int i = 0; i < runs; ++i) {
-    frames.push_back(PacketBuilder::Tcp(Ip("10.0.0.2"), Ip("10.0.0.1"),
+    frames.push_back(PacketBuilder::Tcp(Ip(ipv6 ? "fd00::2" : "10.0.0.2"),
+                                        Ip(ipv6 ? "fd00::1" : "10.0.0.1"),
                                         static_cast<uint16_t>(1024 + i % 60000), 80, flags)
                          .Build());
   }
@@ -162,6 +170,10 @@ int main(int argc, char** argv) {
 
   const std::vector<uint8_t> allowed =
       PacketBuilder::Tcp(Ip("10.0.0.2"), Ip("10.0.0.1"), 40000, 80, kTcpAck).Build();
+  const std::vector<uint8_t> allowed6 =
+      PacketBuilder::Tcp(Ip("fd00::2"), Ip("fd00::1"), 40000, 80, kTcpAck).Build();
+  const std::vector<uint8_t> new_connection =
+      PacketBuilder::Tcp(Ip("10.0.0.2"), Ip("10.0.0.1"), 40000, 80, kTcpSyn).Build();
   const std::vector<uint8_t> denied =
       PacketBuilder::Tcp(Ip("10.0.0.2"), Ip("10.0.0.1"), 40000, 81, kTcpSyn).Build();
 
@@ -183,6 +195,12 @@ int main(int argc, char** argv) {
     std::vector<std::vector<uint8_t>> acks = AllowedFlows(runs, kTcpAck);
     rows.push_back({"allowed, conntrack hit", size, Hot(to_pod, kIfindex, allowed, repeat),
                     Rotating(to_pod, kIfindex, acks)});
+    Check(RunProgram(to_pod, kIfindex, allowed6));
+    for (const std::vector<uint8_t>& syn : AllowedFlows(runs, kTcpSyn, /*ipv6=*/true)) {
+      Check(RunProgram(to_pod, kIfindex, syn));
+    }
+    rows.push_back({"allowed, conntrack hit, IPv6", size, Hot(to_pod, kIfindex, allowed6, repeat),
+                    Rotating(to_pod, kIfindex, AllowedFlows(runs, kTcpAck, /*ipv6=*/true))});
     rows.push_back({"denied (default deny)", size, Hot(to_pod, kIfindex, denied, repeat),
                     Rotating(to_pod, kIfindex, DeniedFromManyPeers(runs, size))});
     // No policy at all: established flows of an endpoint nobody isolates.
@@ -193,7 +211,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<BpfObjects> fresh = LoadObjects(/*every_packet_is_new=*/true);
     Populate(*fresh, size, size);
     rows.push_back({"allowed, new flow", size,
-                    Hot(fresh->to_container_fd(), kIfindex, allowed, repeat),
+                    Hot(fresh->to_container_fd(), kIfindex, new_connection, repeat),
                     Rotating(fresh->to_container_fd(), kIfindex, syns)});
   }
 

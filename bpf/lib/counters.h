@@ -5,33 +5,25 @@
 #include "common.h"
 #include "maps.h"
 
-/* Adds one packet of skb->len bytes to the endpoint's counters for the
- * given direction. The map is per-CPU, so plain adds are race-free. */
+/* Adds one packet of `bytes` to the endpoint's counters for the given
+ * direction. The map is a per-CPU array indexed by endpoint id: the lookup
+ * is inlined (no helper call), the slot always exists, and plain adds are
+ * race-free. */
 static __always_inline void count_packet(__u32 endpoint_id,
 					 enum ebpfcni_direction direction,
-					 const struct __sk_buff *skb)
+					 __u32 bytes)
 {
 	struct ebpfcni_endpoint_counters *counters;
 
 	counters = bpf_map_lookup_elem(&endpoint_stats, &endpoint_id);
-	if (!counters) {
-		/* First packet of this endpoint on this CPU's slot: create the
-		 * entry (zeroed on every CPU), then count into it. BPF_NOEXIST
-		 * keeps a concurrent creation on another CPU from being reset. */
-		struct ebpfcni_endpoint_counters zero = {};
-
-		bpf_map_update_elem(&endpoint_stats, &endpoint_id, &zero,
-				    BPF_NOEXIST);
-		counters = bpf_map_lookup_elem(&endpoint_stats, &endpoint_id);
-		if (!counters)
-			return; /* map full: accounting is best effort */
-	}
+	if (!counters)
+		return; /* id out of range: cannot happen, ids are 16 bits */
 	if (direction == EBPFCNI_FROM_POD) {
 		counters->from_pod_packets += 1;
-		counters->from_pod_bytes += skb->len;
+		counters->from_pod_bytes += bytes;
 	} else {
 		counters->to_pod_packets += 1;
-		counters->to_pod_bytes += skb->len;
+		counters->to_pod_bytes += bytes;
 	}
 }
 

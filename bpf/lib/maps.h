@@ -19,15 +19,28 @@ struct {
 } endpoint_ifidx SEC(".maps");
 
 /* Endpoint id -> traffic counters. Per-CPU so the fast path never contends;
- * the service sums the CPUs when it reports. */
+ * the service sums the CPUs when it reports. An array (ids are 16 bits):
+ * its lookup is inlined, and a slot always exists, so the first packet of
+ * an endpoint needs no insert. The service zeroes a slot when its id is
+ * (re)assigned or freed. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, EBPFCNI_MAX_ENDPOINTS);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EBPFCNI_MAX_ENDPOINT_ID + 1);
 	__type(key, __u32);
 	__type(value, struct ebpfcni_endpoint_counters);
 } endpoint_stats SEC(".maps");
 
-/* IP prefix -> security identity. No match = reserved world identity. */
+/* Whole address (/32, /128) -> security identity: looked up first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, EBPFCNI_IPCACHE_MAX_ENTRIES);
+	__type(key, struct ebpfcni_ipcache_exact_key);
+	__type(value, struct ebpfcni_ipcache_value);
+} ipcache_exact SEC(".maps");
+
+/* Shorter IP prefixes -> security identity, when ipcache_exact has no
+ * entry. No match = reserved world identity. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -72,14 +85,23 @@ struct {
 	__type(value, struct ebpfcni_packet_counter);
 } policy_stats SEC(".maps");
 
-/* Connection tracking for both families; LRU so a full table evicts the
- * least recently used flow instead of refusing new ones. */
+/* Connection tracking, one table per family (the IPv4 key is less than
+ * half the IPv6 one, and key length is what a lookup pays for); LRU so a
+ * full table evicts the least recently used flow instead of refusing new
+ * ones. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, EBPFCNI_CT_MAX_ENTRIES);
-	__type(key, struct ebpfcni_ct_key);
+	__type(key, struct ebpfcni_ct4_key);
 	__type(value, struct ebpfcni_ct_value);
-} conntrack SEC(".maps");
+} conntrack4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, EBPFCNI_CT_MAX_ENTRIES);
+	__type(key, struct ebpfcni_ct6_key);
+	__type(value, struct ebpfcni_ct_value);
+} conntrack6 SEC(".maps");
 
 /* Drop and policy-verdict notifications for the service's event stream. */
 struct {

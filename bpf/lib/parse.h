@@ -1,11 +1,13 @@
 /* Packet parsing: Ethernet, ARP, IPv4 (with options), IPv6 (with a bounded
  * walk over extension headers), and the L4 fields policy and conntrack need.
  *
- * Every read goes through packet_load(): a bounds-checked copy straight from
- * the linear packet data when the bytes are there (the common case, and
- * cheap), else bpf_skb_load_bytes, which checks offset and length against
- * the whole skb, non-linear parts included. Nothing here dereferences packet
- * memory without a check against data_end. A header that is cut short or
+ * Every header is reached through packet_header(): a pointer straight into
+ * the linear packet data when the bytes are there (checked against
+ * data_end; the common case, and cheap: fields are then read with loads of
+ * their own width instead of being copied byte by byte), else a copy made by
+ * bpf_skb_load_bytes, which checks offset and length against the whole skb,
+ * non-linear parts included. Nothing here dereferences packet memory
+ * without a check against data_end. A header that is cut short or
  * inconsistent ends parsing with a drop reason; the caller drops the
  * packet. */
 #ifndef EBPFCNI_BPF_LIB_PARSE_H
@@ -74,8 +76,8 @@ struct packet {
 	__u8 related_daddr[16];
 };
 
-static __always_inline int packet_load(struct __sk_buff *skb, __u32 offset,
-				       void *to, const __u32 len);
+static __always_inline const void *packet_header(struct __sk_buff *skb, __u32 offset,
+						 void *buffer, const __u32 len);
 
 /* Parses the packet an ICMP error quotes (its IP header and the first 8
  * bytes after it, which RFC 792/4443 guarantee) starting at `offset`. A
@@ -84,44 +86,49 @@ static __always_inline int packet_load(struct __sk_buff *skb, __u32 offset,
 static __always_inline void parse_icmp_quote(struct __sk_buff *skb, __u32 offset,
 					     struct packet *pkt)
 {
-	__u8 l4[8];
+	__u8 l4_copy[8];
+	const __u8 *l4;
 	__u32 l4_offset;
 
 	if (pkt->family == EBPFCNI_FAMILY_IPV4) {
-		struct iphdr ip;
+		struct iphdr ip_copy;
+		const struct iphdr *ip = packet_header(skb, offset, &ip_copy, sizeof(ip_copy));
 
-		if (packet_load(skb, offset, &ip, sizeof(ip)) < 0 || ip.version != 4 ||
-		    ip.ihl < 5 || (bpf_ntohs(ip.frag_off) & 0x1fff))
+		if (!ip || ip->version != 4 || ip->ihl < 5 ||
+		    (bpf_ntohs(ip->frag_off) & 0x1fff))
 			return;
-		__builtin_memcpy(pkt->related_saddr, &ip.saddr, 4);
-		__builtin_memcpy(pkt->related_daddr, &ip.daddr, 4);
-		pkt->related_protocol = ip.protocol;
-		l4_offset = offset + ip.ihl * 4;
+		__builtin_memcpy(pkt->related_saddr, &ip->saddr, 4);
+		__builtin_memcpy(pkt->related_daddr, &ip->daddr, 4);
+		pkt->related_protocol = ip->protocol;
+		l4_offset = offset + ip->ihl * 4;
 	} else {
-		struct ipv6hdr ip6;
+		struct ipv6hdr ip6_copy;
+		const struct ipv6hdr *ip6 =
+			packet_header(skb, offset, &ip6_copy, sizeof(ip6_copy));
 
 		/* Quotes with extension headers stay unrelated. */
-		if (packet_load(skb, offset, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
+		if (!ip6 || ip6->version != 6)
 			return;
-		__builtin_memcpy(pkt->related_saddr, &ip6.saddr, 16);
-		__builtin_memcpy(pkt->related_daddr, &ip6.daddr, 16);
-		pkt->related_protocol = ip6.nexthdr;
-		l4_offset = offset + sizeof(ip6);
+		__builtin_memcpy(pkt->related_saddr, &ip6->saddr, 16);
+		__builtin_memcpy(pkt->related_daddr, &ip6->daddr, 16);
+		pkt->related_protocol = ip6->nexthdr;
+		l4_offset = offset + sizeof(*ip6);
 	}
-	if (packet_load(skb, l4_offset, l4, sizeof(l4)) < 0)
+	l4 = packet_header(skb, l4_offset, l4_copy, sizeof(l4_copy));
+	if (!l4)
 		return;
 	switch (pkt->related_protocol) {
 	case IPPROTO_TCP_:
 	case IPPROTO_UDP_:
 	case IPPROTO_SCTP_:
-		__builtin_memcpy(&pkt->related_sport, &l4[0], 2);
-		__builtin_memcpy(&pkt->related_dport, &l4[2], 2);
+		pkt->related_sport = ((const __be16 *)l4)[0];
+		pkt->related_dport = ((const __be16 *)l4)[1];
 		break;
 	case IPPROTO_ICMP_:
 	case IPPROTO_ICMPV6_:
 		/* A quoted echo request/reply: the id, as conntrack keys it. */
 		if (l4[0] == 8 || l4[0] == 0 || l4[0] == 128 || l4[0] == 129) {
-			__builtin_memcpy(&pkt->related_sport, &l4[4], 2);
+			pkt->related_sport = ((const __be16 *)l4)[2];
 			pkt->related_dport = pkt->related_sport;
 		}
 		break;
@@ -135,23 +142,24 @@ static __always_inline void parse_icmp_quote(struct __sk_buff *skb, __u32 offset
  * the offset the verifier has to track small. */
 #define PACKET_DIRECT_MAX_OFFSET 512
 
-/* Copies `len` (a constant) bytes at `offset` into `to`; < 0 when the
- * packet is shorter. */
-static __always_inline int packet_load(struct __sk_buff *skb, __u32 offset,
-				       void *to, const __u32 len)
+/* The `len` (a constant) bytes at `offset`: a pointer into the linear
+ * packet data when they are there, else `buffer` filled by
+ * bpf_skb_load_bytes; NULL when the packet is shorter. */
+static __always_inline const void *packet_header(struct __sk_buff *skb, __u32 offset,
+						 void *buffer, const __u32 len)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 
 	if (offset <= PACKET_DIRECT_MAX_OFFSET) {
-		__u8 *from = (__u8 *)data + offset;
+		void *from = data + offset;
 
-		if ((void *)(from + len) <= data_end) {
-			__builtin_memcpy(to, from, len);
-			return 0;
-		}
+		if (from + len <= data_end)
+			return from;
 	}
-	return bpf_skb_load_bytes(skb, offset, to, len);
+	if (bpf_skb_load_bytes(skb, offset, buffer, len) < 0)
+		return NULL;
+	return buffer;
 }
 
 /* Parses ports/types at `offset` for `protocol`. Returns a drop reason. */
@@ -160,13 +168,16 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 {
 	switch (pkt->protocol) {
 	case IPPROTO_TCP_: {
-		__u8 tcp[20]; /* the fixed header; options are not needed */
+		/* The fixed header; options are not needed. */
+		struct tcphdr tcp_copy;
+		const struct tcphdr *tcp =
+			packet_header(skb, offset, &tcp_copy, sizeof(tcp_copy));
 
-		if (packet_load(skb, offset, tcp, sizeof(tcp)) < 0)
+		if (!tcp)
 			return EBPFCNI_DROP_TRUNCATED_L4;
-		__builtin_memcpy(&pkt->sport, &tcp[0], 2);
-		__builtin_memcpy(&pkt->dport, &tcp[2], 2);
-		pkt->tcp_flags = tcp[13];
+		pkt->sport = tcp->source;
+		pkt->dport = tcp->dest;
+		pkt->tcp_flags = ((const __u8 *)tcp)[13];
 		pkt->policy_port = pkt->dport;
 		return EBPFCNI_DROP_NONE;
 	}
@@ -174,18 +185,17 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 	case IPPROTO_SCTP_: {
 		/* UDP header is 8 bytes, SCTP's common header 12; both start
 		 * with the two ports. */
-		__u8 ports[12];
-		__u32 size = pkt->protocol == IPPROTO_UDP_ ? 8 : 12;
+		__be16 ports_copy[6];
+		const __be16 *ports;
 
-		if (size == 8) {
-			if (packet_load(skb, offset, ports, 8) < 0)
-				return EBPFCNI_DROP_TRUNCATED_L4;
-		} else {
-			if (packet_load(skb, offset, ports, 12) < 0)
-				return EBPFCNI_DROP_TRUNCATED_L4;
-		}
-		__builtin_memcpy(&pkt->sport, &ports[0], 2);
-		__builtin_memcpy(&pkt->dport, &ports[2], 2);
+		if (pkt->protocol == IPPROTO_UDP_)
+			ports = packet_header(skb, offset, ports_copy, 8);
+		else
+			ports = packet_header(skb, offset, ports_copy, 12);
+		if (!ports)
+			return EBPFCNI_DROP_TRUNCATED_L4;
+		pkt->sport = ports[0];
+		pkt->dport = ports[1];
 		pkt->policy_port = pkt->dport;
 		return EBPFCNI_DROP_NONE;
 	}
@@ -193,7 +203,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 	case IPPROTO_ICMPV6_: {
 		/* type, code, checksum, then 4 bytes that echo uses for
 		 * identifier and sequence. Every ICMP message has all 8. */
-		__u8 icmp[8];
+		__u8 icmp_copy[8];
+		const __u8 *icmp;
 		__u8 type;
 		bool v6 = pkt->protocol == IPPROTO_ICMPV6_;
 
@@ -201,7 +212,8 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 		 * that family: no ports, policy by protocol only. */
 		if (v6 != (pkt->family == EBPFCNI_FAMILY_IPV6))
 			return EBPFCNI_DROP_NONE;
-		if (packet_load(skb, offset, icmp, sizeof(icmp)) < 0)
+		icmp = packet_header(skb, offset, icmp_copy, sizeof(icmp_copy));
+		if (!icmp)
 			return EBPFCNI_DROP_TRUNCATED_L4;
 		type = icmp[0];
 		pkt->policy_port = bpf_htons(type);
@@ -209,14 +221,14 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 		    (v6 && (type == 128 || type == 129))) {
 			/* Echo request/reply: the identifier makes replies
 			 * find the request's conntrack entry. */
-			__builtin_memcpy(&pkt->sport, &icmp[4], 2);
+			pkt->sport = ((const __be16 *)icmp)[2];
 			pkt->dport = pkt->sport;
 		}
 		if (v6 && type >= 133 && type <= 137)
 			pkt->flags |= PACKET_F_NEIGHBOUR;
 		if ((!v6 && (type == 3 || type == 11 || type == 12)) ||
 		    (v6 && type >= 1 && type <= 4))
-			parse_icmp_quote(skb, offset + sizeof(icmp), pkt);
+			parse_icmp_quote(skb, offset + sizeof(icmp_copy), pkt);
 		return EBPFCNI_DROP_NONE;
 	}
 	default:
@@ -228,29 +240,30 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 
 static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *pkt)
 {
-	struct iphdr ip;
+	struct iphdr ip_copy;
+	const struct iphdr *ip = packet_header(skb, ETH_HLEN, &ip_copy, sizeof(ip_copy));
 	__u32 header_length;
-	__u16 fragment;
+	__u32 total_length;
 
-	if (packet_load(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	if (!ip)
 		return EBPFCNI_DROP_TRUNCATED_L3;
-	if (ip.version != 4 || ip.ihl < 5)
+	if (ip->version != 4 || ip->ihl < 5)
 		return EBPFCNI_DROP_MALFORMED_L3;
-	header_length = ip.ihl * 4;
-	if (bpf_ntohs(ip.tot_len) < header_length)
+	header_length = ip->ihl * 4;
+	total_length = bpf_ntohs(ip->tot_len);
+	if (total_length < header_length)
 		return EBPFCNI_DROP_MALFORMED_L3;
 	/* The frame may be longer (Ethernet padding), never shorter than the
 	 * IP total length: the options or payload were cut off. */
-	if (skb->len < ETH_HLEN + (__u32)bpf_ntohs(ip.tot_len))
+	if (skb->len < ETH_HLEN + total_length)
 		return EBPFCNI_DROP_TRUNCATED_L3;
 
 	pkt->family = EBPFCNI_FAMILY_IPV4;
-	pkt->protocol = ip.protocol;
-	__builtin_memcpy(pkt->saddr, &ip.saddr, 4);
-	__builtin_memcpy(pkt->daddr, &ip.daddr, 4);
+	pkt->protocol = ip->protocol;
+	__builtin_memcpy(pkt->saddr, &ip->saddr, 4);
+	__builtin_memcpy(pkt->daddr, &ip->daddr, 4);
 
-	fragment = bpf_ntohs(ip.frag_off);
-	if (fragment & 0x1fff) {
+	if (bpf_ntohs(ip->frag_off) & 0x1fff) {
 		/* Fragment offset > 0: the L4 header is in the first one. */
 		pkt->flags |= PACKET_F_LATER_FRAGMENT;
 		return EBPFCNI_DROP_NONE;
@@ -262,28 +275,30 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *pkt)
 
 static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 {
-	struct ipv6hdr ip6;
+	struct ipv6hdr ip6_copy;
+	const struct ipv6hdr *ip6 = packet_header(skb, ETH_HLEN, &ip6_copy, sizeof(ip6_copy));
 	__u32 offset = ETH_HLEN + sizeof(struct ipv6hdr);
 	__u8 next;
 	int i;
 
-	if (packet_load(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+	if (!ip6)
 		return EBPFCNI_DROP_TRUNCATED_L3;
-	if (ip6.version != 6)
+	if (ip6->version != 6)
 		return EBPFCNI_DROP_MALFORMED_L3;
 	/* Payload length 0 is a jumbogram (length in a hop-by-hop option);
 	 * otherwise the frame must hold the whole payload. */
-	if (ip6.payload_len &&
-	    skb->len < offset + (__u32)bpf_ntohs(ip6.payload_len))
+	if (ip6->payload_len &&
+	    skb->len < offset + (__u32)bpf_ntohs(ip6->payload_len))
 		return EBPFCNI_DROP_TRUNCATED_L3;
 
 	pkt->family = EBPFCNI_FAMILY_IPV6;
-	__builtin_memcpy(pkt->saddr, &ip6.saddr, 16);
-	__builtin_memcpy(pkt->daddr, &ip6.daddr, 16);
-	next = ip6.nexthdr;
+	__builtin_memcpy(pkt->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(pkt->daddr, &ip6->daddr, 16);
+	next = ip6->nexthdr;
 
 	for (i = 0; i < IPV6_MAX_EXTENSION_HEADERS; i++) {
-		__u8 ext[8];
+		__u8 ext_copy[8];
+		const __u8 *ext;
 
 		switch (next) {
 		case IPPROTO_HOPOPTS_:
@@ -291,14 +306,16 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 		case IPPROTO_DSTOPTS_:
 			/* next header, length in 8-byte units not counting
 			 * the first 8 */
-			if (packet_load(skb, offset, ext, 2) < 0)
+			ext = packet_header(skb, offset, ext_copy, 2);
+			if (!ext)
 				return EBPFCNI_DROP_TRUNCATED_L3;
 			next = ext[0];
 			offset += ((__u32)ext[1] + 1) * 8;
 			break;
 		case IPPROTO_AH_:
 			/* length in 4-byte units, not counting the first 8 */
-			if (packet_load(skb, offset, ext, 2) < 0)
+			ext = packet_header(skb, offset, ext_copy, 2);
+			if (!ext)
 				return EBPFCNI_DROP_TRUNCATED_L3;
 			next = ext[0];
 			offset += ((__u32)ext[1] + 2) * 4;
@@ -306,7 +323,8 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 		case IPPROTO_FRAGMENT_: {
 			__u16 fragment_offset;
 
-			if (packet_load(skb, offset, ext, 8) < 0)
+			ext = packet_header(skb, offset, ext_copy, 8);
+			if (!ext)
 				return EBPFCNI_DROP_TRUNCATED_L3;
 			next = ext[0];
 			offset += 8;
@@ -329,12 +347,13 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 /* Fills `pkt`; returns EBPFCNI_DROP_NONE or why the packet must be dropped. */
 static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pkt)
 {
-	__be16 ethertype;
-
+	__be16 ethertype_copy;
 	/* The last two bytes of the Ethernet header. */
-	if (packet_load(skb, 12, &ethertype, sizeof(ethertype)) < 0)
+	const __be16 *ethertype = packet_header(skb, 12, &ethertype_copy, 2);
+
+	if (!ethertype)
 		return EBPFCNI_DROP_TRUNCATED_L2;
-	switch (bpf_ntohs(ethertype)) {
+	switch (bpf_ntohs(*ethertype)) {
 	case ETH_P_IP:
 		return parse_ipv4(skb, pkt);
 	case ETH_P_IPV6:

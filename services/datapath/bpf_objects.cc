@@ -17,6 +17,7 @@
 #include "ebpfcni/datapath_abi.h"
 #include "endpoint_bpf.skel.h"
 #include "services/datapath/bpf_map_util.h"
+#include "services/datapath/conntrack_map.h"
 
 namespace ebpfcni::datapath {
 namespace {
@@ -98,6 +99,25 @@ absl::Status PrepareMapPin(bpf_map* map, const std::string& pin_dir) {
   return absl::OkStatus();
 }
 
+// Maps earlier builds pinned that this one replaced: `conntrack` (one table
+// for both families, keyed by endpoint id) became conntrack4/conntrack6
+// keyed by interface. Their pins go once the new programs are loaded; the
+// old programs still attached keep the old maps alive until their filters
+// are swapped.
+constexpr const char* kRetiredMapPins[] = {"conntrack"};
+
+void RemoveRetiredPins(const std::string& pin_dir) {
+  for (const char* name : kRetiredMapPins) {
+    std::string path = absl::StrCat(pin_dir, "/", name);
+    if (unlink(path.c_str()) == 0) {
+      spdlog::warn("removed pinned map {} of an earlier version (its entries are not carried over)",
+                   path);
+    } else if (errno != ENOENT) {
+      spdlog::warn("removing pinned map {} of an earlier version: {}", path, std::strerror(errno));
+    }
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const std::string& pin_dir) {
@@ -144,6 +164,7 @@ absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const BpfLoadOption
 
   if (!pin_dir.empty()) {
     if (absl::Status status = objects->PinPrograms(progs_dir); !status.ok()) return status;
+    RemoveRetiredPins(pin_dir);
   }
   return objects;
 }
@@ -184,7 +205,9 @@ int BpfObjects::counters_map_fd() const { return bpf_map__fd(skeleton_->maps.end
 int BpfObjects::policy_maps_fd() const { return bpf_map__fd(skeleton_->maps.policy_maps); }
 int BpfObjects::policy_stats_fd() const { return bpf_map__fd(skeleton_->maps.policy_stats); }
 int BpfObjects::ipcache_fd() const { return bpf_map__fd(skeleton_->maps.ipcache); }
-int BpfObjects::conntrack_fd() const { return bpf_map__fd(skeleton_->maps.conntrack); }
+int BpfObjects::ipcache_exact_fd() const { return bpf_map__fd(skeleton_->maps.ipcache_exact); }
+int BpfObjects::conntrack4_fd() const { return bpf_map__fd(skeleton_->maps.conntrack4); }
+int BpfObjects::conntrack6_fd() const { return bpf_map__fd(skeleton_->maps.conntrack6); }
 int BpfObjects::events_fd() const { return bpf_map__fd(skeleton_->maps.events); }
 int BpfObjects::metrics_fd() const { return bpf_map__fd(skeleton_->maps.metrics); }
 
@@ -207,11 +230,21 @@ absl::StatusOr<std::vector<PacketCount>> BpfObjects::ReadMetrics() const {
 
 absl::Status BpfObjects::SetEndpointForIfindex(uint32_t ifindex, uint32_t endpoint_id,
                                                uint32_t identity) {
+  absl::StatusOr<std::optional<uint32_t>> previous = EndpointForIfindex(ifindex);
+  if (!previous.ok()) return previous.status();
   ebpfcni_endpoint_info info{};
   info.endpoint_id = endpoint_id;
   info.identity = identity;
   if (bpf_map_update_elem(ifindex_map_fd(), &ifindex, &info, BPF_ANY) != 0) {
     return BpfErrno(absl::StrCat("writing ifindex ", ifindex, " -> endpoint ", endpoint_id), errno);
+  }
+  if (previous->has_value() && **previous != endpoint_id) {
+    // The interface changed hands without RemoveIfindex: the previous
+    // endpoint's flows (keyed by interface) must not pass the new one's
+    // packets. After the update, so no new entry of the old owner appears
+    // behind the flush.
+    absl::StatusOr<size_t> flushed = ConntrackMap(*this).DeleteInterfaceFlows(ifindex);
+    if (!flushed.ok()) return flushed.status();
   }
   return absl::OkStatus();
 }
@@ -242,6 +275,12 @@ absl::Status BpfObjects::RemoveIfindex(uint32_t ifindex, uint32_t endpoint_id) {
   if (bpf_map_delete_elem(ifindex_map_fd(), &ifindex) != 0 && errno != ENOENT) {
     return BpfErrno(absl::StrCat("deleting ifindex ", ifindex), errno);
   }
+  absl::StatusOr<size_t> flushed = ConntrackMap(*this).DeleteInterfaceFlows(ifindex);
+  if (!flushed.ok()) return flushed.status();
+  if (*flushed > 0) {
+    spdlog::info("ifindex {}: flushed {} conntrack entries of endpoint {}", ifindex, *flushed,
+                 endpoint_id);
+  }
   return absl::OkStatus();
 }
 
@@ -268,8 +307,8 @@ absl::StatusOr<EndpointCounters> BpfObjects::ReadCounters(uint32_t endpoint_id) 
   static_assert(sizeof(ebpfcni_endpoint_counters) % 8 == 0);
   std::vector<ebpfcni_endpoint_counters> per_cpu(cpus);
   EndpointCounters sum;
+  if (endpoint_id > EBPFCNI_MAX_ENDPOINT_ID) return sum;  // no slot, never counted
   if (bpf_map_lookup_elem(counters_map_fd(), &endpoint_id, per_cpu.data()) != 0) {
-    if (errno == ENOENT) return sum;
     return BpfErrno(absl::StrCat("reading counters of endpoint ", endpoint_id), errno);
   }
   for (const ebpfcni_endpoint_counters& c : per_cpu) {
@@ -282,20 +321,47 @@ absl::StatusOr<EndpointCounters> BpfObjects::ReadCounters(uint32_t endpoint_id) 
 }
 
 absl::Status BpfObjects::DeleteCounters(uint32_t endpoint_id) {
-  if (bpf_map_delete_elem(counters_map_fd(), &endpoint_id) != 0 && errno != ENOENT) {
-    return BpfErrno(absl::StrCat("deleting counters of endpoint ", endpoint_id), errno);
+  if (endpoint_id > EBPFCNI_MAX_ENDPOINT_ID) return absl::OkStatus();
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return BpfErrno("counting possible CPUs", -cpus);
+  std::vector<ebpfcni_endpoint_counters> zeros(cpus);
+  if (bpf_map_update_elem(counters_map_fd(), &endpoint_id, zeros.data(), BPF_ANY) != 0) {
+    return BpfErrno(absl::StrCat("zeroing counters of endpoint ", endpoint_id), errno);
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<uint32_t>> BpfObjects::CountedEndpointIds() const {
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return BpfErrno("counting possible CPUs", -cpus);
+  // The whole array in a few batch reads rather than 65536 lookups.
+  constexpr uint32_t kBatch = 4096;
+  std::vector<uint32_t> keys(kBatch);
+  std::vector<ebpfcni_endpoint_counters> values(static_cast<size_t>(kBatch) * cpus);
   std::vector<uint32_t> ids;
-  absl::Status status = ForEachMapKey<uint32_t>(counters_map_fd(), EBPFCNI_MAX_ENDPOINTS,
-                                                "the counters map", [&](uint32_t id) {
-                                                  ids.push_back(id);
-                                                  return absl::OkStatus();
-                                                });
-  if (!status.ok()) return status;
+  uint32_t in_batch = 0, out_batch = 0;
+  bool first = true;
+  for (uint32_t round = 0; round <= (EBPFCNI_MAX_ENDPOINT_ID + 1) / kBatch; ++round) {
+    uint32_t count = kBatch;
+    int rc = bpf_map_lookup_batch(counters_map_fd(), first ? nullptr : &in_batch, &out_batch,
+                                  keys.data(), values.data(), &count, nullptr);
+    int err = rc != 0 ? errno : 0;
+    for (uint32_t i = 0; i < count && i < kBatch; ++i) {
+      for (int cpu = 0; cpu < cpus; ++cpu) {
+        const ebpfcni_endpoint_counters& c = values[static_cast<size_t>(i) * cpus + cpu];
+        if (c.from_pod_packets || c.from_pod_bytes || c.to_pod_packets || c.to_pod_bytes) {
+          ids.push_back(keys[i]);
+          break;
+        }
+      }
+    }
+    if (rc != 0) {
+      if (err == ENOENT) break;  // past the last slot
+      return BpfErrno("reading the counters map", err);
+    }
+    in_batch = out_batch;
+    first = false;
+  }
   return ids;
 }
 

@@ -66,7 +66,8 @@ class BpfObjects {
   // Opens and loads the embedded programs. pin_dir empty: nothing is pinned
   // or reused (private maps, for tests). Otherwise pin_dir must exist on
   // bpffs. A pinned map whose type, key/value size or capacity no longer
-  // matches this build is dropped (with a warning) and recreated empty.
+  // matches this build is dropped (with a warning) and recreated empty;
+  // pins of maps this build no longer has are removed.
   static absl::StatusOr<std::unique_ptr<BpfObjects>> Load(const std::string& pin_dir);
   static absl::StatusOr<std::unique_ptr<BpfObjects>> Load(const BpfLoadOptions& options);
   ~BpfObjects();
@@ -86,14 +87,19 @@ class BpfObjects {
   absl::StatusOr<std::optional<uint32_t>> EndpointForIfindex(uint32_t ifindex) const;
   absl::StatusOr<std::optional<EndpointMapEntry>> EndpointEntry(uint32_t ifindex) const;
   // Deletes the ifindex entry only while it still maps to endpoint_id, so an
-  // entry already taken over by another endpoint is left alone.
+  // entry already taken over by another endpoint is left alone. When it
+  // does, the interface's conntrack entries go too: they are keyed by
+  // ifindex and would otherwise pass packets of the next veth the kernel
+  // gives the index to.
   absl::Status RemoveIfindex(uint32_t ifindex, uint32_t endpoint_id);
   // All (ifindex, endpoint id) entries.
   absl::StatusOr<std::vector<std::pair<uint32_t, uint32_t>>> IfindexEntries() const;
 
   // Zeros when the endpoint has not seen a packet yet.
   absl::StatusOr<EndpointCounters> ReadCounters(uint32_t endpoint_id) const;
+  // Zeroes the endpoint's slot (the counters map is an array by id).
   absl::Status DeleteCounters(uint32_t endpoint_id);
+  // Ids whose counters are not all zero.
   absl::StatusOr<std::vector<uint32_t>> CountedEndpointIds() const;
 
   // Slots EBPFCNI_METRIC_* of the metrics map, summed over CPUs.
@@ -104,8 +110,10 @@ class BpfObjects {
   int counters_map_fd() const;
   int policy_maps_fd() const;
   int policy_stats_fd() const;
-  int ipcache_fd() const;
-  int conntrack_fd() const;
+  int ipcache_fd() const;        // the LPM trie (prefixes shorter than an address)
+  int ipcache_exact_fd() const;  // whole addresses, looked up first
+  int conntrack4_fd() const;
+  int conntrack6_fd() const;
   int events_fd() const;
   int metrics_fd() const;
 

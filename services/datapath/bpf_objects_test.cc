@@ -59,5 +59,22 @@ TEST(BpfObjectsTest, IncompatiblePinnedMapIsReplaced) {
   EXPECT_EQ(info.max_entries, static_cast<uint32_t>(EBPFCNI_MAX_ENDPOINTS));
 }
 
+TEST(BpfObjectsTest, PinsOfRetiredMapsAreRemoved) {
+  testing::ScopedBpfDir dir{"objects-retired"};
+  std::filesystem::create_directories(dir.path());
+  // The single conntrack table of earlier builds (44-byte key, endpoint id).
+  int old_map = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "conntrack", 44, 32, 1024, nullptr);
+  ASSERT_GE(old_map, 0);
+  ASSERT_EQ(bpf_obj_pin(old_map, (dir.path() + "/conntrack").c_str()), 0);
+  close(old_map);
+
+  auto objects = BpfObjects::Load(dir.path());
+  ASSERT_TRUE(objects.ok()) << objects.status();
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/conntrack"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/conntrack4"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/conntrack6"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/ipcache_exact"));
+}
+
 }  // namespace
 }  // namespace ebpfcni::datapath

@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "ebpfcni/datapath_abi.h"
+#include "services/datapath/conntrack_map.h"
 #include "services/datapath/endpoint_manager.h"
 #include "services/datapath/host_address_monitor.h"
 #include "services/datapath/packet_builder.h"
@@ -69,18 +70,11 @@ class EndpointCleanupTest : public ::testing::Test {
   }
 
   size_t ConntrackEntriesWith(const IpAddress& address) {
+    absl::StatusOr<std::vector<ConntrackEntry>> entries = ConntrackMap(manager_->bpf()).List();
+    EXPECT_TRUE(entries.ok()) << entries.status();
     size_t count = 0;
-    ebpfcni_ct_key key{}, next{};
-    const void* previous = nullptr;
-    for (int i = 0; i < EBPFCNI_CT_MAX_ENTRIES &&
-                    bpf_map_get_next_key(manager_->bpf().conntrack_fd(), previous, &next) == 0;
-         ++i) {
-      key = next;
-      previous = &key;
-      if (std::memcmp(key.saddr, address.data(), address.size()) == 0 ||
-          std::memcmp(key.daddr, address.data(), address.size()) == 0) {
-        ++count;
-      }
+    for (const ConntrackEntry& entry : entries.value_or(std::vector<ConntrackEntry>{})) {
+      if (entry.source == address || entry.destination == address) ++count;
     }
     return count;
   }

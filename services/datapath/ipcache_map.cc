@@ -4,16 +4,22 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 #include <absl/strings/str_cat.h>
 
 #include "ebpfcni/datapath_abi.h"
 #include "services/datapath/bpf_map_util.h"
+#include "services/datapath/bpf_objects.h"
 
 namespace ebpfcni::datapath {
 namespace {
 
-ebpfcni_ipcache_key KeyOf(const IpPrefix& prefix) {
+bool IsWholeAddress(const IpPrefix& prefix) {
+  return prefix.length() == prefix.address().max_prefix_length();
+}
+
+ebpfcni_ipcache_key TrieKeyOf(const IpPrefix& prefix) {
   ebpfcni_ipcache_key key{};
   IpAddress network = prefix.Network();
   key.prefixlen = EBPFCNI_IPCACHE_PREFIX_BASE + prefix.length();
@@ -22,44 +28,95 @@ ebpfcni_ipcache_key KeyOf(const IpPrefix& prefix) {
   return key;
 }
 
+ebpfcni_ipcache_exact_key ExactKeyOf(const IpAddress& address) {
+  ebpfcni_ipcache_exact_key key{};
+  key.family = address.is_v4() ? EBPFCNI_FAMILY_IPV4 : EBPFCNI_FAMILY_IPV6;
+  std::memcpy(key.addr, address.data(), address.size());
+  return key;
+}
+
+IpAddress AddressOf(uint8_t family, const uint8_t* addr) {
+  return family == EBPFCNI_FAMILY_IPV4 ? IpAddress::FromV4Bytes(addr)
+                                       : IpAddress::FromV6Bytes(addr);
+}
+
 IpPrefix PrefixOf(const ebpfcni_ipcache_key& key) {
-  IpAddress address = key.family == EBPFCNI_FAMILY_IPV4 ? IpAddress::FromV4Bytes(key.addr)
-                                                        : IpAddress::FromV6Bytes(key.addr);
-  return IpPrefix(address, static_cast<int>(key.prefixlen) - EBPFCNI_IPCACHE_PREFIX_BASE);
+  return IpPrefix(AddressOf(key.family, key.addr),
+                  static_cast<int>(key.prefixlen) - EBPFCNI_IPCACHE_PREFIX_BASE);
+}
+
+absl::Status WriteError(const IpPrefix& prefix, uint32_t identity, int err) {
+  absl::Status status =
+      BpfErrno(absl::StrCat("writing ipcache ", prefix.ToString(), " -> ", identity), err);
+  if (absl::IsResourceExhausted(status)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        status.message(), " (the ipcache holds at most ", EBPFCNI_IPCACHE_MAX_ENTRIES,
+        " whole addresses and as many shorter prefixes)"));
+  }
+  return status;
 }
 
 }  // namespace
 
+IpCacheMap::IpCacheMap(const BpfObjects& bpf)
+    : IpCacheMap(bpf.ipcache_exact_fd(), bpf.ipcache_fd()) {}
+
 absl::Status IpCacheMap::Upsert(const IpPrefix& prefix, uint32_t identity) {
-  ebpfcni_ipcache_key key = KeyOf(prefix);
   ebpfcni_ipcache_value value{};
   value.identity = identity;
-  if (bpf_map_update_elem(fd_, &key, &value, BPF_ANY) != 0) {
-    absl::Status status = BpfErrno(
-        absl::StrCat("writing ipcache ", prefix.ToString(), " -> ", identity), errno);
-    if (absl::IsResourceExhausted(status)) {
-      return absl::ResourceExhaustedError(absl::StrCat(status.message(), " (the ipcache holds at most ",
-                                                       EBPFCNI_IPCACHE_MAX_ENTRIES, " prefixes)"));
+  if (!IsWholeAddress(prefix)) {
+    ebpfcni_ipcache_key key = TrieKeyOf(prefix);
+    if (bpf_map_update_elem(trie_fd_, &key, &value, BPF_ANY) != 0) {
+      return WriteError(prefix, identity, errno);
     }
-    return status;
+    return absl::OkStatus();
+  }
+  ebpfcni_ipcache_exact_key key = ExactKeyOf(prefix.address());
+  if (bpf_map_update_elem(exact_fd_, &key, &value, BPF_ANY) != 0) {
+    return WriteError(prefix, identity, errno);
+  }
+  // Earlier versions kept whole addresses in the trie. Such a copy is kept
+  // current (not removed): during an upgrade the previous programs, which
+  // only know the trie, run until their filters are swapped, and must see
+  // the same identity. Delete removes both.
+  ebpfcni_ipcache_key trie_key = TrieKeyOf(prefix);
+  if (bpf_map_update_elem(trie_fd_, &trie_key, &value, BPF_EXIST) != 0 && errno != ENOENT) {
+    return WriteError(prefix, identity, errno);
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<bool> IpCacheMap::Delete(const IpPrefix& prefix) {
-  ebpfcni_ipcache_key key = KeyOf(prefix);
-  if (bpf_map_delete_elem(fd_, &key) != 0) {
-    if (errno == ENOENT) return false;
+  bool existed = false;
+  if (IsWholeAddress(prefix)) {
+    ebpfcni_ipcache_exact_key key = ExactKeyOf(prefix.address());
+    if (bpf_map_delete_elem(exact_fd_, &key) == 0) {
+      existed = true;
+    } else if (errno != ENOENT) {
+      return BpfErrno(absl::StrCat("deleting ipcache ", prefix.ToString()), errno);
+    }
+  }
+  // Whole addresses too: an earlier version may have left one in the trie.
+  ebpfcni_ipcache_key key = TrieKeyOf(prefix);
+  if (bpf_map_delete_elem(trie_fd_, &key) == 0) {
+    existed = true;
+  } else if (errno != ENOENT) {
     return BpfErrno(absl::StrCat("deleting ipcache ", prefix.ToString()), errno);
   }
-  return true;
+  return existed;
 }
 
 absl::StatusOr<uint32_t> IpCacheMap::Lookup(const IpAddress& address) const {
-  // A full-length key: the trie answers with the longest matching prefix.
-  ebpfcni_ipcache_key key = KeyOf(IpPrefix(address, address.max_prefix_length()));
+  // The programs' order: the exact address, then the longest prefix.
   ebpfcni_ipcache_value value{};
-  if (bpf_map_lookup_elem(fd_, &key, &value) != 0) {
+  ebpfcni_ipcache_exact_key exact = ExactKeyOf(address);
+  if (bpf_map_lookup_elem(exact_fd_, &exact, &value) == 0) return value.identity;
+  if (errno != ENOENT) {
+    return BpfErrno(absl::StrCat("looking up ", address.ToString(), " in the ipcache"), errno);
+  }
+  // A full-length key: the trie answers with the longest matching prefix.
+  ebpfcni_ipcache_key key = TrieKeyOf(IpPrefix(address, address.max_prefix_length()));
+  if (bpf_map_lookup_elem(trie_fd_, &key, &value) != 0) {
     if (errno == ENOENT) return EBPFCNI_IDENTITY_WORLD;
     return BpfErrno(absl::StrCat("looking up ", address.ToString(), " in the ipcache"), errno);
   }
@@ -67,18 +124,31 @@ absl::StatusOr<uint32_t> IpCacheMap::Lookup(const IpAddress& address) const {
 }
 
 absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>> IpCacheMap::List() const {
-  std::vector<std::pair<IpPrefix, uint32_t>> entries;
+  // Ordered by prefix; an exact entry wins over a trie copy of the same
+  // address (as in the programs).
+  std::map<IpPrefix, uint32_t> entries;
   absl::Status status = ForEachMapKey<ebpfcni_ipcache_key>(
-      fd_, EBPFCNI_IPCACHE_MAX_ENTRIES, "the ipcache",
+      trie_fd_, EBPFCNI_IPCACHE_MAX_ENTRIES, "the ipcache trie",
       [&](const ebpfcni_ipcache_key& key) -> absl::Status {
         ebpfcni_ipcache_value value{};
-        if (bpf_map_lookup_elem(fd_, &key, &value) == 0) {
-          entries.emplace_back(PrefixOf(key), value.identity);
+        if (bpf_map_lookup_elem(trie_fd_, &key, &value) == 0) {
+          entries[PrefixOf(key)] = value.identity;
         }
         return absl::OkStatus();
       });
   if (!status.ok()) return status;
-  return entries;
+  status = ForEachMapKey<ebpfcni_ipcache_exact_key>(
+      exact_fd_, EBPFCNI_IPCACHE_MAX_ENTRIES, "the ipcache",
+      [&](const ebpfcni_ipcache_exact_key& key) -> absl::Status {
+        ebpfcni_ipcache_value value{};
+        if (bpf_map_lookup_elem(exact_fd_, &key, &value) == 0) {
+          IpAddress address = AddressOf(key.family, key.addr);
+          entries[IpPrefix(address, address.max_prefix_length())] = value.identity;
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  return std::vector<std::pair<IpPrefix, uint32_t>>(entries.begin(), entries.end());
 }
 
 }  // namespace ebpfcni::datapath

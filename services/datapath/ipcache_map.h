@@ -1,7 +1,8 @@
 #pragma once
-// The ipcache: an LPM trie from IP prefix to security identity that the
-// programs consult for the peer of every new flow. No match = the reserved
-// world identity.
+// The ipcache: IP prefix -> security identity, which the programs consult
+// for the peer of every new flow. Whole addresses (/32, /128: pods, the
+// node) go to an exact-match hash the programs look up first; shorter
+// prefixes to an LPM trie. No match = the reserved world identity.
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -13,9 +14,12 @@
 
 namespace ebpfcni::datapath {
 
+class BpfObjects;
+
 class IpCacheMap {
  public:
-  explicit IpCacheMap(int fd) : fd_(fd) {}
+  IpCacheMap(int exact_fd, int trie_fd) : exact_fd_(exact_fd), trie_fd_(trie_fd) {}
+  explicit IpCacheMap(const BpfObjects& bpf);
 
   absl::Status Upsert(const IpPrefix& prefix, uint32_t identity);
   // False when the prefix was not there.
@@ -26,7 +30,8 @@ class IpCacheMap {
   absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>> List() const;
 
  private:
-  int fd_;
+  int exact_fd_;
+  int trie_fd_;
 };
 
 }  // namespace ebpfcni::datapath

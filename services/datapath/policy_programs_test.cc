@@ -7,6 +7,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <random>
@@ -16,10 +17,12 @@
 
 #include "ebpfcni/datapath_abi.h"
 #include "services/datapath/bpf_objects.h"
+#include "services/datapath/conntrack_map.h"
 #include "services/datapath/ipcache_map.h"
 #include "services/datapath/packet_builder.h"
 #include "services/datapath/policy_map.h"
 #include "services/datapath/program_runner.h"
+#include "services/datapath/testing/kernel_fixtures.h"
 
 namespace ebpfcni::datapath {
 namespace {
@@ -63,7 +66,7 @@ class PolicyProgramsTest : public ::testing::Test {
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     bpf_ = *std::move(loaded);
     policy_ = std::make_unique<PolicyMap>(bpf_->policy_maps_fd(), bpf_->policy_stats_fd());
-    ipcache_ = std::make_unique<IpCacheMap>(bpf_->ipcache_fd());
+    ipcache_ = std::make_unique<IpCacheMap>(*bpf_);
     ASSERT_TRUE(bpf_->SetEndpointForIfindex(kIfindex, kEndpointId, kPodIdentity).ok());
     for (const auto& [address, identity] :
          {std::pair{kPod4, kPodIdentity}, std::pair{kPeer4, kPeerIdentity},
@@ -122,15 +125,9 @@ class PolicyProgramsTest : public ::testing::Test {
     return metrics.ok() ? (*metrics)[slot].packets : 0;
   }
   size_t ConntrackEntries() {
-    size_t count = 0;
-    ebpfcni_ct_key key{}, next{};
-    const void* previous = nullptr;
-    while (count < 100000 && bpf_map_get_next_key(bpf_->conntrack_fd(), previous, &next) == 0) {
-      key = next;
-      previous = &key;
-      ++count;
-    }
-    return count;
+    absl::StatusOr<std::vector<ConntrackEntry>> entries = ConntrackMap(*bpf_).List();
+    EXPECT_TRUE(entries.ok()) << entries.status();
+    return entries.ok() ? entries->size() : 0;
   }
 
   std::unique_ptr<BpfObjects> bpf_;
@@ -385,16 +382,97 @@ TEST_F(PolicyProgramsTest, NewSynOnAClosedTuplePassesPolicyAgain) {
 }
 
 TEST_F(PolicyProgramsTest, ConntrackEntriesBelongToOneEndpoint) {
-  // A second endpoint on another interface must not ride on the first one's
-  // entries. Use a dummy interface so test-run has a second ifindex.
+  // The interface changing hands (endpoint 10 -> 11 on the same ifindex)
+  // takes the old endpoint's flows along: endpoint 11 (isolated, no rules)
+  // must not receive the reply of endpoint 10's connection, and the flows do
+  // not come back with endpoint 10 either.
   SetPolicy(Isolated({Rule(kEgress, kPeerIdentity, kProtoTcp, 80, kAllow, 1)}));
   ASSERT_EQ(FromPod(PacketBuilder::Tcp(kPod4, kPeer4, 3000, 80)), kTcActOk);
-  // Same tuple on endpoint 11 (no policy entry, isolated): reply is denied.
+  ASSERT_EQ(ConntrackEntries(), 1u);
   ASSERT_TRUE(policy_->Replace(11, Isolated()).ok());
   ASSERT_TRUE(bpf_->SetEndpointForIfindex(kIfindex, 11, kPodIdentity).ok());
+  EXPECT_EQ(ConntrackEntries(), 0u);
   EXPECT_EQ(ToPod(PacketBuilder::Tcp(kPeer4, kPod4, 80, 3000, kTcpSyn | kTcpAck)), kTcActShot);
   ASSERT_TRUE(bpf_->SetEndpointForIfindex(kIfindex, kEndpointId, kPodIdentity).ok());
+  EXPECT_EQ(ToPod(PacketBuilder::Tcp(kPeer4, kPod4, 80, 3000, kTcpSyn | kTcpAck)), kTcActShot);
+  // Re-opened from the allowed side, the flow works again.
+  ASSERT_EQ(FromPod(PacketBuilder::Tcp(kPod4, kPeer4, 3000, 80)), kTcActOk);
   EXPECT_EQ(ToPod(PacketBuilder::Tcp(kPeer4, kPod4, 80, 3000, kTcpSyn | kTcpAck)), kTcActOk);
+  // Rewriting the same owner (an identity change) keeps the flows.
+  ASSERT_TRUE(bpf_->SetEndpointForIfindex(kIfindex, kEndpointId, kPodIdentity + 1).ok());
+  EXPECT_EQ(ConntrackEntries(), 1u);
+}
+
+TEST_F(PolicyProgramsTest, ConntrackEntriesBelongToOneInterface) {
+  // Entries are keyed by the interface the packet is on: a second real
+  // interface (a veth, so test-run has a second ifindex) with the same
+  // endpoint behind it must not ride on the first one's flows, which pass
+  // without an endpoint lookup.
+  testing::ScopedVethPair second("cti", "10.254.7.2/30");
+  ASSERT_TRUE(second.ok());
+  const uint32_t other_ifindex = second.host_ifindex();
+  SetPolicy(Isolated({Rule(kEgress, kPeerIdentity, kProtoTcp, 80, kAllow, 1)}));
+  ASSERT_EQ(FromPod(PacketBuilder::Tcp(kPod4, kPeer4, 3100, 80)), kTcActOk);
+  ASSERT_TRUE(bpf_->SetEndpointForIfindex(other_ifindex, kEndpointId, kPodIdentity).ok());
+  const std::vector<uint8_t> reply =
+      PacketBuilder::Tcp(kPeer4, kPod4, 80, 3100, kTcpSyn | kTcpAck).Build();
+  const std::vector<uint8_t> more = PacketBuilder::Tcp(kPod4, kPeer4, 3100, 80).Build();
+  absl::StatusOr<int> elsewhere = RunProgram(bpf_->to_container_fd(), other_ifindex, reply);
+  ASSERT_TRUE(elsewhere.ok()) << elsewhere.status();
+  EXPECT_EQ(*elsewhere, kTcActShot);
+  // The flow's own direction on the other interface goes to policy: allowed
+  // there as a new flow, not as conntrack.
+  absl::StatusOr<TraceResult> traced =
+      TraceProgram(bpf_->from_container_fd(), other_ifindex, more);
+  ASSERT_TRUE(traced.ok()) << traced.status();
+  EXPECT_EQ(traced->verdict, EBPFCNI_VERDICT_ALLOWED_POLICY);
+  EXPECT_EQ(ToPod(PacketBuilder::Tcp(kPeer4, kPod4, 80, 3100, kTcpSyn | kTcpAck)), kTcActOk);
+  ASSERT_TRUE(bpf_->RemoveIfindex(other_ifindex, kEndpointId).ok());
+}
+
+TEST_F(PolicyProgramsTest, EstablishedPacketsAreCountedOnTheEntrysEndpoint) {
+  // The conntrack fast path counts without looking the endpoint up: the
+  // entry carries the endpoint id.
+  SetPolicy(Isolated({Rule(kEgress, kPeerIdentity, kProtoTcp, 80, kAllow, 1)}));
+  const std::vector<uint8_t> syn = PacketBuilder::Tcp(kPod4, kPeer4, 3200, 80, kTcpSyn).Build();
+  const std::vector<uint8_t> reply =
+      PacketBuilder::Tcp(kPeer4, kPod4, 80, 3200, kTcpSyn | kTcpAck).Build();
+  const std::vector<uint8_t> ack = PacketBuilder::Tcp(kPod4, kPeer4, 3200, 80).Build();
+  ASSERT_EQ(*RunProgram(bpf_->from_container_fd(), kIfindex, syn), kTcActOk);
+  uint64_t conntrack_before = Metric(EBPFCNI_METRIC_VERDICT(EBPFCNI_VERDICT_ALLOWED_CONNTRACK));
+  ASSERT_EQ(*RunProgram(bpf_->to_container_fd(), kIfindex, reply), kTcActOk);
+  ASSERT_EQ(*RunProgram(bpf_->from_container_fd(), kIfindex, ack), kTcActOk);
+  absl::StatusOr<EndpointCounters> counters = bpf_->ReadCounters(kEndpointId);
+  ASSERT_TRUE(counters.ok()) << counters.status();
+  EXPECT_EQ(counters->from_pod_packets, 2u);
+  EXPECT_EQ(counters->from_pod_bytes, syn.size() + ack.size());
+  EXPECT_EQ(counters->to_pod_packets, 1u);
+  EXPECT_EQ(counters->to_pod_bytes, reply.size());
+  EXPECT_EQ(Metric(EBPFCNI_METRIC_VERDICT(EBPFCNI_VERDICT_ALLOWED_CONNTRACK)),
+            conntrack_before + 2);
+  absl::StatusOr<std::vector<ConntrackEntry>> entries = ConntrackMap(*bpf_).List();
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  ASSERT_EQ(entries->size(), 1u);
+  EXPECT_EQ((*entries)[0].ifindex, kIfindex);
+  EXPECT_EQ((*entries)[0].endpoint_id, kEndpointId);
+  EXPECT_EQ((*entries)[0].scope, EBPFCNI_CT_SCOPE_EGRESS);
+  EXPECT_EQ((*entries)[0].rule_id, 1u);
+  EXPECT_EQ((*entries)[0].source_port, 3200);
+}
+
+TEST_F(PolicyProgramsTest, RemovingTheInterfaceFlushesItsFlows) {
+  // What DeleteEndpoint does before the kernel may reuse the ifindex: the
+  // next owner of the index inherits no flow, in either family.
+  SetPolicy(Isolated({Rule(kEgress, kPeerIdentity, kProtoTcp, 80, kAllow, 1)}));
+  ASSERT_EQ(FromPod(PacketBuilder::Tcp(kPod4, kPeer4, 3300, 80)), kTcActOk);
+  ASSERT_EQ(FromPod(PacketBuilder::Tcp(kPod6, kPeer6, 3300, 80)), kTcActOk);
+  ASSERT_EQ(ConntrackEntries(), 2u);
+  ASSERT_TRUE(bpf_->RemoveIfindex(kIfindex, kEndpointId).ok());
+  EXPECT_EQ(ConntrackEntries(), 0u);
+  ASSERT_TRUE(policy_->Replace(12, Isolated()).ok());
+  ASSERT_TRUE(bpf_->SetEndpointForIfindex(kIfindex, 12, kPodIdentity).ok());
+  EXPECT_EQ(ToPod(PacketBuilder::Tcp(kPeer4, kPod4, 80, 3300, kTcpSyn | kTcpAck)), kTcActShot);
+  EXPECT_EQ(ToPod(PacketBuilder::Tcp(kPeer6, kPod6, 80, 3300, kTcpSyn | kTcpAck)), kTcActShot);
 }
 
 // ---- parsing: options, fragments, malformed ---------------------------------
@@ -629,6 +707,68 @@ TEST_F(PolicyProgramsTest, TracingChangesNoState) {
   // The real run does create the entry.
   EXPECT_EQ(FromPod(PacketBuilder::Tcp(kPod4, kPeer4, 1, 80)), kTcActOk);
   EXPECT_EQ(ConntrackEntries(), 1u);
+}
+
+// ---- ipcache: exact addresses in front of the prefix trie -------------------
+
+TEST_F(PolicyProgramsTest, ExactAddressesWinOverPrefixesInTheProgramsAndTheService) {
+  const IpAddress inside = Ip("10.9.0.5"), neighbour = Ip("10.9.0.6");
+  ASSERT_TRUE(ipcache_->Upsert(*IpPrefix::Parse("10.9.0.0/16"), 4100).ok());
+  ASSERT_TRUE(ipcache_->Upsert(IpPrefix(inside, 32), 4200).ok());
+  ASSERT_TRUE(ipcache_->Upsert(*IpPrefix::Parse("fd09::/64"), 4300).ok());
+  ASSERT_TRUE(ipcache_->Upsert(IpPrefix(Ip("fd09::5"), 128), 4400).ok());
+  SetPolicy(Isolated());
+  auto peer_of = [&](const IpAddress& source) {
+    return TraceToPod(PacketBuilder::Tcp(source, source.is_v4() ? kPod4 : kPod6, 1, 80))
+        .peer_identity;
+  };
+  EXPECT_EQ(peer_of(inside), 4200u);
+  EXPECT_EQ(peer_of(neighbour), 4100u);
+  EXPECT_EQ(peer_of(Ip("fd09::5")), 4400u);
+  EXPECT_EQ(peer_of(Ip("fd09::6")), 4300u);
+  EXPECT_EQ(peer_of(Ip("10.10.0.1")), uint32_t{EBPFCNI_IDENTITY_WORLD});
+  EXPECT_EQ(*ipcache_->Lookup(inside), 4200u);
+  EXPECT_EQ(*ipcache_->Lookup(neighbour), 4100u);
+  absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>> listed = ipcache_->List();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  auto has = [&](const IpPrefix& prefix, uint32_t identity) {
+    return std::find(listed->begin(), listed->end(), std::pair{prefix, identity}) != listed->end();
+  };
+  EXPECT_TRUE(has(IpPrefix(inside, 32), 4200));
+  EXPECT_TRUE(has(*IpPrefix::Parse("10.9.0.0/16"), 4100));
+  EXPECT_TRUE(has(IpPrefix(Ip("fd09::5"), 128), 4400));
+
+  ASSERT_TRUE(*ipcache_->Delete(IpPrefix(inside, 32)));
+  EXPECT_FALSE(*ipcache_->Delete(IpPrefix(inside, 32)));
+  EXPECT_EQ(peer_of(inside), 4100u) << "the covering prefix decides again";
+  EXPECT_EQ(*ipcache_->Lookup(inside), 4100u);
+}
+
+TEST_F(PolicyProgramsTest, WholeAddressLeftInTheTrieByAnEarlierVersionIsKeptCurrentAndDeleted) {
+  // Earlier versions kept /32s in the trie, which the programs they run
+  // until an upgrade swaps their filters still read.
+  const IpAddress address = Ip("10.9.1.7");
+  ebpfcni_ipcache_key key{};
+  key.prefixlen = EBPFCNI_IPCACHE_PREFIX_BASE + 32;
+  key.family = EBPFCNI_FAMILY_IPV4;
+  std::memcpy(key.addr, address.data(), 4);
+  ebpfcni_ipcache_value value{};
+  value.identity = 4500;
+  ASSERT_EQ(bpf_map_update_elem(bpf_->ipcache_fd(), &key, &value, BPF_ANY), 0);
+
+  ASSERT_TRUE(ipcache_->Upsert(IpPrefix(address, 32), 4600).ok());
+  ebpfcni_ipcache_value in_trie{};
+  ASSERT_EQ(bpf_map_lookup_elem(bpf_->ipcache_fd(), &key, &in_trie), 0);
+  EXPECT_EQ(in_trie.identity, 4600u);
+  // A new address gets no trie copy.
+  ASSERT_TRUE(ipcache_->Upsert(IpPrefix(Ip("10.9.1.8"), 32), 4700).ok());
+  ebpfcni_ipcache_key other = key;
+  other.addr[3] = 8;
+  EXPECT_NE(bpf_map_lookup_elem(bpf_->ipcache_fd(), &other, &in_trie), 0);
+
+  ASSERT_TRUE(*ipcache_->Delete(IpPrefix(address, 32)));
+  EXPECT_NE(bpf_map_lookup_elem(bpf_->ipcache_fd(), &key, &in_trie), 0) << "trie copy left";
+  EXPECT_EQ(*ipcache_->Lookup(address), uint32_t{EBPFCNI_IDENTITY_WORLD});
 }
 
 TEST_F(PolicyProgramsTest, UnknownInterfacePassesUnjudged) {

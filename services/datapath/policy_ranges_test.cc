@@ -143,7 +143,7 @@ class PortRangeProgramsTest : public ::testing::Test {
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     bpf_ = *std::move(loaded);
     policy_ = std::make_unique<PolicyMap>(bpf_->policy_maps_fd(), bpf_->policy_stats_fd());
-    IpCacheMap ipcache(bpf_->ipcache_fd());
+    IpCacheMap ipcache(*bpf_);
     ASSERT_TRUE(bpf_->SetEndpointForIfindex(kIfindex, kEndpointId, kPodIdentity).ok());
     for (const auto& [address, identity] :
          {std::pair{kPod, kPodIdentity}, std::pair{kPeer, kPeerIdentity},

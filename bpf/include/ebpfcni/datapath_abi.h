@@ -53,8 +53,10 @@ struct ebpfcni_endpoint_info {
 	__u32 pad;
 };
 
-/* Value of the per-CPU endpoint counters map (key: __u32 endpoint id).
- * Directions are named from the pod's point of view. */
+/* Value of the per-CPU endpoint counters map, an array indexed by endpoint
+ * id (0..EBPFCNI_MAX_ENDPOINT_ID): the verifier inlines array lookups, so
+ * counting costs no helper call. Directions are named from the pod's point
+ * of view. */
 struct ebpfcni_endpoint_counters {
 	__u64 from_pod_packets;
 	__u64 from_pod_bytes;
@@ -79,6 +81,17 @@ struct ebpfcni_ipcache_key {
 struct ebpfcni_ipcache_value {
 	__u32 identity;
 	__u32 flags; /* reserved, 0 */
+};
+
+/* Whole addresses (/32 and /128: every pod, the node's own addresses) live
+ * in a hash map consulted before the trie: one hash lookup instead of a
+ * walk down the trie for the common case. The trie holds the shorter
+ * prefixes (CIDR peers, other nodes' pod ranges). Value: as above.
+ * IPv4 addresses sit in addr[0..3], the rest is 0. */
+struct ebpfcni_ipcache_exact_key {
+	__u8 family;
+	__u8 pad[3];
+	__u8 addr[16];
 };
 
 /* ---- policy: outer ARRAY_OF_MAPS [endpoint id] -> inner HASH ------------ */
@@ -156,24 +169,42 @@ struct ebpfcni_packet_counter {
 	__u64 bytes;
 };
 
-/* ---- conntrack: LRU hash, both families -------------------------------- */
-/* An entry is owned by one endpoint and one side of it: the egress of the
- * flow's source endpoint or the ingress of its destination endpoint. */
+/* ---- conntrack: one LRU hash per family -------------------------------- */
+/* An entry is owned by one host-side interface and one side of it: the
+ * egress of the flow's source endpoint (its from-container program) or the
+ * ingress of its destination endpoint (its to-container program). Keying by
+ * the interface the packet is on (skb->ifindex, free to read) instead of the
+ * endpoint id lets an established packet skip the endpoint lookup, and an
+ * entry made on one interface can never match a packet on another. The
+ * service flushes an interface's entries when its endpoint goes, before the
+ * kernel can hand the index to a new veth that gets our programs. */
 #define EBPFCNI_CT_SCOPE_EGRESS 1
 #define EBPFCNI_CT_SCOPE_INGRESS 2
 
 /* The original direction's tuple (as the first packet had it). For ICMP
- * echo, both ports carry the echo identifier so that replies match. */
-struct ebpfcni_ct_key {
+ * echo, both ports carry the echo identifier so that replies match. IPv4
+ * has its own 20-byte key: the hash and compare cost grows with key
+ * length, and most traffic is IPv4. */
+struct ebpfcni_ct4_key {
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u32 ifindex; /* host-side interface the entry belongs to */
+	__u8 protocol;
+	__u8 scope; /* EBPFCNI_CT_SCOPE_* */
+	__u8 pad[2];
+};
+
+struct ebpfcni_ct6_key {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__be16 sport;
 	__be16 dport;
+	__u32 ifindex;
 	__u8 protocol;
-	__u8 family;
 	__u8 scope;
-	__u8 pad;
-	__u32 endpoint_id;
+	__u8 pad[2];
 };
 
 /* TCP flags seen on the flow, per direction where it matters. */
@@ -184,10 +215,16 @@ struct ebpfcni_ct_key {
 #define EBPFCNI_CT_SEEN_RST (1u << 4)
 
 struct ebpfcni_ct_value {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns(), refreshed at most once a second */
-	__u64 created_ns;
-	__u32 seen;         /* EBPFCNI_CT_SEEN_* */
-	__u32 rule_id;      /* the rule that allowed the flow, 0 = not isolated */
+	/* When the flow was last refreshed (at most once a second, or on a
+	 * state change), in jiffies (bpf_jiffies64); in coarse CLOCK_MONOTONIC
+	 * ns where the programs could not learn CONFIG_HZ. */
+	__u64 last_seen;
+	__u32 seen;        /* EBPFCNI_CT_SEEN_* */
+	__u32 rule_id;     /* the rule that allowed the flow, 0 = not isolated */
+	/* The endpoint that owned the interface when the flow was allowed:
+	 * established packets are counted on it without an endpoint lookup. */
+	__u32 endpoint_id;
+	__u32 pad;
 };
 
 /* ---- drop reasons and verdicts (events, metrics, trace) ---------------- */

@@ -19,13 +19,23 @@
 
 #include "common/grpc/channel.h"
 #include "ebpfcni/datapath/v1/datapath.grpc.pb.h"
-#include "services/datapath/tc_attachment.h"
+#include "services/datapath/tc_attacher.h"
 #include "services/datapath/testing/kernel_fixtures.h"
 
 extern char** environ;
 
 namespace ebpfcni::datapath {
 namespace {
+
+// The program on the interface's ingress hook (TCX link or clsact filter);
+// 0 when there is none; fails the test when there are several.
+uint32_t OurIngressProgram(int ifindex) {
+  absl::StatusOr<std::vector<uint32_t>> programs = ProgramsOnHook(ifindex, TcDirection::kIngress);
+  EXPECT_TRUE(programs.ok()) << programs.status();
+  if (!programs.ok() || programs->empty()) return 0;
+  EXPECT_EQ(programs->size(), 1u);
+  return programs->front();
+}
 
 namespace v1 = ::ebpfcni::datapath::v1;
 
@@ -113,7 +123,7 @@ TEST(DatapathBinaryTest, ServesAttachesAndReadoptsAcrossRestart) {
   }
   // Filters outlive the daemon: pods keep their datapath while it is down.
   const int ifindex = static_cast<int>(pod.host_ifindex());
-  const uint32_t first_program = *QueryTcProgram(ifindex, TcDirection::kIngress);
+  const uint32_t first_program = OurIngressProgram(ifindex);
   EXPECT_NE(first_program, 0u);
 
   DaemonProcess daemon(args);
@@ -129,18 +139,13 @@ TEST(DatapathBinaryTest, ServesAttachesAndReadoptsAcrossRestart) {
   ASSERT_EQ(list.endpoints_size(), 1);
   EXPECT_EQ(list.endpoints(0).endpoint_id(), endpoint_id);
   EXPECT_EQ(list.endpoints(0).state(), v1::ATTACHMENT_STATE_ATTACHED);
-  const uint32_t second_program = *QueryTcProgram(ifindex, TcDirection::kIngress);
+  const uint32_t second_program = OurIngressProgram(ifindex);
   EXPECT_NE(second_program, first_program);
-  absl::StatusOr<std::string> filters =
-      testing::CommandOutput("tc filter show dev " + pod.host_name() + " ingress");
-  ASSERT_TRUE(filters.ok());
-  // One filter is printed as a chain line plus one line with its handle.
-  size_t handles = 0;
-  for (size_t at = filters->find("handle "); at != std::string::npos;
-       at = filters->find("handle ", at + 1)) {
-    ++handles;
-  }
-  EXPECT_EQ(handles, 1u) << *filters;
+  // Replaced in place, not added next to the old one (TCX link or clsact
+  // filter, whichever this kernel gets).
+  absl::StatusOr<std::vector<uint32_t>> on_hook = ProgramsOnHook(ifindex, TcDirection::kIngress);
+  ASSERT_TRUE(on_hook.ok()) << on_hook.status();
+  EXPECT_EQ(*on_hook, std::vector<uint32_t>{second_program});
 
   grpc::ClientContext delete_context;
   SetDeadline(delete_context, std::chrono::seconds(10));
@@ -149,7 +154,7 @@ TEST(DatapathBinaryTest, ServesAttachesAndReadoptsAcrossRestart) {
   v1::DeleteEndpointResponse deleted;
   ASSERT_TRUE(stub->DeleteEndpoint(&delete_context, delete_request, &deleted).ok());
   EXPECT_TRUE(deleted.deleted());
-  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kIngress), 0u);
+  EXPECT_EQ(OurIngressProgram(ifindex), 0u);
   EXPECT_EQ(daemon.Terminate(), 0);
 }
 

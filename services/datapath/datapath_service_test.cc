@@ -3,17 +3,24 @@
 // restarts that must re-adopt without duplicating filters.
 #include "services/datapath/datapath_service.h"
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include <bpf/bpf.h>
+#include <gmock/gmock.h>
+#include <net/if.h>
+#include <unistd.h>
+#include <absl/strings/str_cat.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "common/grpc/channel.h"
 #include "ebpfcni/datapath_abi.h"
+#include "services/datapath/tc_attacher.h"
 #include "services/datapath/tc_attachment.h"
+#include "services/datapath/tcx_link.h"
 #include "services/datapath/testing/kernel_fixtures.h"
 
 namespace ebpfcni::datapath {
@@ -29,27 +36,24 @@ using testing::SendFrames;
 
 constexpr size_t kFrameSize = 128;
 
-// Number of TC BPF filters bpftool sees on the interface, per clsact side.
+// Programs on each hook of the interface, however attached (TCX links or
+// clsact filters; see tc_attacher.h).
 struct FilterCount {
   int ingress = 0;
   int egress = 0;
 };
 
+std::vector<uint32_t> Hook(int ifindex, TcDirection direction) {
+  absl::StatusOr<std::vector<uint32_t>> programs = ProgramsOnHook(ifindex, direction);
+  EXPECT_TRUE(programs.ok()) << programs.status();
+  return programs.ok() ? *programs : std::vector<uint32_t>{};
+}
+
 FilterCount CountTcFilters(const std::string& ifname) {
-  FilterCount count;
-  absl::StatusOr<std::string> output =
-      testing::CommandOutput("bpftool -j net show dev " + ifname);
-  EXPECT_TRUE(output.ok()) << output.status();
-  if (!output.ok()) return count;
-  nlohmann::json doc = nlohmann::json::parse(*output);
-  for (const nlohmann::json& entry : doc) {
-    for (const nlohmann::json& filter : entry.value("tc", nlohmann::json::array())) {
-      std::string kind = filter.value("kind", "");
-      if (kind == "clsact/ingress") ++count.ingress;
-      if (kind == "clsact/egress") ++count.egress;
-    }
-  }
-  return count;
+  const int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (ifindex == 0) return {};
+  return {static_cast<int>(Hook(ifindex, TcDirection::kIngress).size()),
+          static_cast<int>(Hook(ifindex, TcDirection::kEgress).size())};
 }
 
 class DatapathServiceTest : public ::testing::Test {
@@ -64,6 +68,7 @@ class DatapathServiceTest : public ::testing::Test {
     EndpointManagerOptions options;
     options.bpf_dir = bpf_dir_.path();
     options.state_dir = state_dir_.path();
+    options.tc_attach_mode = attach_mode_;
     absl::StatusOr<std::unique_ptr<EndpointManager>> manager = EndpointManager::Start(options);
     ASSERT_TRUE(manager.ok()) << manager.status();
     manager_ = *std::move(manager);
@@ -151,6 +156,7 @@ class DatapathServiceTest : public ::testing::Test {
     ASSERT_TRUE(SendFrames("", pod.host_name(), to_pod, count).ok());
   }
 
+  TcAttachMode attach_mode_ = TcAttachMode::kAuto;
   ScopedBpfDir bpf_dir_{"svc"};
   ScopedTempDir state_dir_{"svc-state"};
   std::string socket_path_ = state_dir_.path() + "/datapath.sock";
@@ -174,8 +180,8 @@ TEST_F(DatapathServiceTest, CreateAttachesCountsSurvivesRestartAndDeleteDetaches
   // The kernel has exactly our programs in our filter slots.
   const int ifindex = static_cast<int>(pod_a_.host_ifindex());
   const ProgramIds first_programs = manager_->bpf().program_ids();
-  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kIngress), first_programs.from_container);
-  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kEgress), first_programs.to_container);
+  EXPECT_THAT(Hook(ifindex, TcDirection::kIngress), ::testing::ElementsAre(first_programs.from_container));
+  EXPECT_THAT(Hook(ifindex, TcDirection::kEgress), ::testing::ElementsAre(first_programs.to_container));
   FilterCount filters = CountTcFilters(pod_a_.host_name());
   EXPECT_EQ(filters.ingress, 1);
   EXPECT_EQ(filters.egress, 1);
@@ -205,8 +211,8 @@ TEST_F(DatapathServiceTest, CreateAttachesCountsSurvivesRestartAndDeleteDetaches
   EXPECT_EQ(manager_->bpf().previous_program_ids().from_container, first_programs.from_container);
   const ProgramIds second_programs = manager_->bpf().program_ids();
   EXPECT_NE(second_programs.from_container, first_programs.from_container);
-  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kIngress), second_programs.from_container);
-  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kEgress), second_programs.to_container);
+  EXPECT_THAT(Hook(ifindex, TcDirection::kIngress), ::testing::ElementsAre(second_programs.from_container));
+  EXPECT_THAT(Hook(ifindex, TcDirection::kEgress), ::testing::ElementsAre(second_programs.to_container));
   filters = CountTcFilters(pod_a_.host_name());
   EXPECT_EQ(filters.ingress, 1);
   EXPECT_EQ(filters.egress, 1);
@@ -227,8 +233,8 @@ TEST_F(DatapathServiceTest, CreateAttachesCountsSurvivesRestartAndDeleteDetaches
   bool deleted = false;
   ASSERT_TRUE(Delete("ctr-a", &deleted).ok());
   EXPECT_TRUE(deleted);
-  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kIngress), 0u);
-  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kEgress), 0u);
+  EXPECT_THAT(Hook(ifindex, TcDirection::kIngress), ::testing::IsEmpty());
+  EXPECT_THAT(Hook(ifindex, TcDirection::kEgress), ::testing::IsEmpty());
   filters = CountTcFilters(pod_a_.host_name());
   EXPECT_EQ(filters.ingress, 0);
   EXPECT_EQ(filters.egress, 0);
@@ -236,6 +242,95 @@ TEST_F(DatapathServiceTest, CreateAttachesCountsSurvivesRestartAndDeleteDetaches
   ASSERT_TRUE(Delete("ctr-a", &deleted).ok());
   EXPECT_FALSE(deleted);
   EXPECT_EQ(*manager_->bpf().EndpointForIfindex(pod_a_.host_ifindex()), std::nullopt);
+}
+
+// Pins of our TCX links (<bpf_dir>/links/<ifindex>-<hook>), sorted.
+std::vector<std::string> LinkPins(const std::string& bpf_dir) {
+  std::vector<std::string> names;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(bpf_dir + "/links", error)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// An upgrade from a clsact-only version, or an operator changing
+// --tc_attach, must move every endpoint to the new kind of attachment with
+// exactly one copy of our programs on each hook at the end, and traffic
+// counted throughout.
+TEST_F(DatapathServiceTest, SwitchingAttachModeAcrossRestartsLeavesOneCopyOnEachHook) {
+  if (!KernelSupportsTcx()) GTEST_SKIP() << "kernel without TCX";
+  const int ifindex = static_cast<int>(pod_a_.host_ifindex());
+  const std::vector<std::string> our_pins = {absl::StrCat(ifindex, "-egress"),
+                                             absl::StrCat(ifindex, "-ingress")};
+  attach_mode_ = TcAttachMode::kTcx;
+  RestartService();
+  ASSERT_EQ(manager_->tc_attach_mode(), TcAttachMode::kTcx);
+  v1::CreateEndpointResponse created;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());
+  EXPECT_THAT(Hook(ifindex, TcDirection::kIngress),
+              ::testing::ElementsAre(manager_->bpf().program_ids().from_container));
+  EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kIngress), 0u);  // no clsact filter
+  EXPECT_EQ(LinkPins(bpf_dir_.path()), our_pins);
+
+  for (TcAttachMode mode : {TcAttachMode::kClsact, TcAttachMode::kTcx}) {
+    SCOPED_TRACE(TcAttachModeName(mode));
+    attach_mode_ = mode;
+    RestartService();
+    ASSERT_EQ(manager_->tc_attach_mode(), mode);
+    ASSERT_EQ(manager_->restore_summary().readopted.size(), 1u);
+    const ProgramIds programs = manager_->bpf().program_ids();
+    EXPECT_THAT(Hook(ifindex, TcDirection::kIngress), ::testing::ElementsAre(programs.from_container));
+    EXPECT_THAT(Hook(ifindex, TcDirection::kEgress), ::testing::ElementsAre(programs.to_container));
+    const bool clsact = mode == TcAttachMode::kClsact;
+    EXPECT_EQ(*QueryTcProgram(ifindex, TcDirection::kIngress), clsact ? programs.from_container : 0u);
+    EXPECT_EQ(LinkPins(bpf_dir_.path()), clsact ? std::vector<std::string>{} : our_pins);
+    v1::Endpoint endpoint;
+    ASSERT_TRUE(Get("ctr-a", &endpoint).ok());
+    EXPECT_EQ(endpoint.state(), v1::ATTACHMENT_STATE_ATTACHED);
+    const uint64_t before = endpoint.counters().from_pod_packets();
+    SendTraffic(pod_a_, 5);
+    ASSERT_TRUE(Get("ctr-a", &endpoint).ok());
+    EXPECT_GE(endpoint.counters().from_pod_packets(), before + 5);
+  }
+
+  bool deleted = false;
+  ASSERT_TRUE(Delete("ctr-a", &deleted).ok());
+  EXPECT_THAT(Hook(ifindex, TcDirection::kIngress), ::testing::IsEmpty());
+  EXPECT_THAT(Hook(ifindex, TcDirection::kEgress), ::testing::IsEmpty());
+  EXPECT_THAT(LinkPins(bpf_dir_.path()), ::testing::IsEmpty());
+}
+
+// A veth deleted while the service is down takes its TCX links' attachment
+// with it, but not their pins: the restart that finds the endpoint stale
+// removes them, and a link pinned for an interface no endpoint has goes too.
+TEST_F(DatapathServiceTest, RestartRemovesTcxPinsOfGoneInterfacesAndUnknownLinks) {
+  if (!KernelSupportsTcx()) GTEST_SKIP() << "kernel without TCX";
+  ScopedVethPair pod_b("b", "10.251.0.6/30");
+  ASSERT_TRUE(pod_b.ok());
+  ASSERT_EQ(manager_->tc_attach_mode(), TcAttachMode::kTcx);
+  v1::CreateEndpointResponse created;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());
+  // A link of ours on pod_b that no endpoint knows of, as if a crash came
+  // between attaching and registering.
+  absl::StatusOr<int> stray = CreateTcxLink(manager_->bpf().from_container_fd(),
+                                            static_cast<int>(pod_b.host_ifindex()),
+                                            TcDirection::kIngress);
+  ASSERT_TRUE(stray.ok()) << stray.status();
+  const std::string stray_pin =
+      absl::StrCat(bpf_dir_.path(), "/links/", pod_b.host_ifindex(), "-ingress");
+  ASSERT_EQ(bpf_obj_pin(*stray, stray_pin.c_str()), 0);
+  close(*stray);
+  ASSERT_EQ(LinkPins(bpf_dir_.path()).size(), 3u);
+
+  StopService();
+  pod_a_.DeleteLink();
+  StartService();
+  EXPECT_EQ(manager_->restore_summary().removed_stale.size(), 1u);
+  EXPECT_THAT(LinkPins(bpf_dir_.path()), ::testing::IsEmpty());
+  EXPECT_THAT(Hook(static_cast<int>(pod_b.host_ifindex()), TcDirection::kIngress),
+              ::testing::IsEmpty());
 }
 
 // Frames cut inside the IP header cannot be fed to BPF_PROG_TEST_RUN (the

@@ -18,7 +18,7 @@
 #include "services/datapath/conntrack_map.h"
 #include "services/datapath/network_interface.h"
 #include "services/datapath/packet_builder.h"
-#include "services/datapath/tc_attachment.h"
+#include "services/datapath/tc_attacher.h"
 
 namespace ebpfcni::datapath {
 namespace {
@@ -55,6 +55,10 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
   load_options.conntrack = options.conntrack;
   absl::StatusOr<std::unique_ptr<BpfObjects>> bpf = BpfObjects::Load(load_options);
   if (!bpf.ok()) return bpf.status();
+  absl::StatusOr<std::unique_ptr<TcAttacher>> attacher =
+      MakeTcAttacher(options.tc_attach_mode, options.bpf_dir);
+  if (!attacher.ok()) return attacher.status();
+  spdlog::info("programs go on host veths as {}", TcAttachModeName((*attacher)->mode()));
   absl::StatusOr<std::unique_ptr<StateStore>> store =
       StateStore::Open(absl::StrCat(options.state_dir, "/datapath/state.db"),
                        absl::StrCat(options.state_dir, "/datapath"));
@@ -64,7 +68,8 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
   if (!registry.ok()) return registry.status();
 
   std::unique_ptr<EndpointManager> manager(
-      new EndpointManager(*std::move(bpf), *std::move(store), *std::move(registry)));
+      new EndpointManager(*std::move(bpf), *std::move(attacher), *std::move(store),
+                          *std::move(registry)));
   manager->default_identity_ = options.default_identity;
   const ProgramIds& ids = manager->bpf_->program_ids();
   const ProgramIds& previous = manager->bpf_->previous_program_ids();
@@ -214,8 +219,8 @@ AttachmentState EndpointManager::AttachmentStateOf(const EndpointRecord& record)
     return AttachmentState::kInterfaceGone;
   }
   int ifindex = static_cast<int>(record.host_ifindex);
-  absl::StatusOr<uint32_t> ingress = QueryTcProgram(ifindex, kFromContainer);
-  absl::StatusOr<uint32_t> egress = QueryTcProgram(ifindex, kToContainer);
+  absl::StatusOr<uint32_t> ingress = attacher_->Query(ifindex, kFromContainer);
+  absl::StatusOr<uint32_t> egress = attacher_->Query(ifindex, kToContainer);
   bool attached = ingress.ok() && egress.ok() &&
                   *ingress == bpf_->program_ids().from_container &&
                   *egress == bpf_->program_ids().to_container;
@@ -380,7 +385,7 @@ absl::Status EndpointManager::FlushConntrack(const EndpointRecord& record) {
     if (!still_used.contains(address)) addresses.push_back(address);
   }
   absl::StatusOr<size_t> deleted =
-      ConntrackMap(*bpf_).DeleteEndpointFlows(record.endpoint_id, addresses);
+      ConntrackMap(bpf_->conntrack_fd()).DeleteEndpointFlows(record.endpoint_id, addresses);
   if (!deleted.ok()) return deleted.status();
   if (*deleted > 0) {
     spdlog::info("endpoint {} (id {}): flushed {} conntrack entries", Describe(record.key),
@@ -476,6 +481,14 @@ absl::Status EndpointManager::Restore() {
                  record.endpoint_id, record.host_interface_name, record.host_ifindex);
     restore_summary_.readopted.push_back(record.key);
   }
+  // Links of endpoints a crash forgot between detaching and deregistering.
+  std::set<int> endpoint_ifindexes;
+  for (const EndpointRecord& record : registry_->List()) {
+    endpoint_ifindexes.insert(static_cast<int>(record.host_ifindex));
+  }
+  if (absl::Status status = attacher_->RemoveAllExcept(endpoint_ifindexes); !status.ok()) {
+    return status;
+  }
   return RemoveOrphanMapEntries();
 }
 
@@ -513,13 +526,12 @@ absl::Status EndpointManager::Attach(const EndpointRecord& record) {
       !status.ok()) {
     return status;
   }
-  if (absl::Status status = EnsureClsactQdisc(ifindex); !status.ok()) return status;
   const std::pair<TcDirection, std::pair<int, uint32_t>> wanted[] = {
       {kFromContainer, {bpf_->from_container_fd(), bpf_->program_ids().from_container}},
       {kToContainer, {bpf_->to_container_fd(), bpf_->program_ids().to_container}},
   };
   for (const auto& [direction, program] : wanted) {
-    absl::StatusOr<uint32_t> attached = QueryTcProgram(ifindex, direction);
+    absl::StatusOr<uint32_t> attached = attacher_->Query(ifindex, direction);
     if (!attached.ok()) return attached.status();
     if (*attached == program.second) continue;  // already ours, nothing to do
     if (*attached != 0) {
@@ -530,7 +542,7 @@ absl::Status EndpointManager::Attach(const EndpointRecord& record) {
                    *attached, from_previous_run ? "previous datapath run" : "unknown origin",
                    program.second, record.host_interface_name);
     }
-    absl::StatusOr<uint32_t> id = AttachTcProgram(ifindex, direction, program.first);
+    absl::StatusOr<uint32_t> id = attacher_->Attach(ifindex, direction, program.first);
     if (!id.ok()) return id.status();
   }
   return absl::OkStatus();
@@ -538,12 +550,16 @@ absl::Status EndpointManager::Attach(const EndpointRecord& record) {
 
 absl::Status EndpointManager::Forget(const EndpointRecord& record) {
   // An ifindex naming another interface now belongs to someone else (the
-  // kernel reused it); its filters are not ours to remove. A deleted veth
-  // took its qdisc and filters with it.
-  if (InterfaceStillNamed(record.host_ifindex, record.host_interface_name)) {
-    int ifindex = static_cast<int>(record.host_ifindex);
-    for (TcDirection direction : {kFromContainer, kToContainer}) {
-      if (absl::Status status = DetachTcProgram(ifindex, direction); !status.ok()) return status;
+  // kernel reused it); its attachments are not ours to remove. A deleted
+  // veth took its qdisc and filters with it, but a TCX link's pin outlives
+  // it and is removed here.
+  const bool interface_is_ours =
+      InterfaceStillNamed(record.host_ifindex, record.host_interface_name);
+  for (TcDirection direction : {kFromContainer, kToContainer}) {
+    if (absl::Status status = attacher_->Detach(static_cast<int>(record.host_ifindex), direction,
+                                                interface_is_ours);
+        !status.ok()) {
+      return status;
     }
   }
   if (absl::Status status = bpf_->RemoveIfindex(record.host_ifindex, record.endpoint_id);
@@ -639,13 +655,13 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
                                existing->host_interface_name != *actual_name)) {
     // Same endpoint on a new interface (e.g. a retried ADD recreated the
     // veth): take everything off the old one first.
-    if (InterfaceStillNamed(existing->host_ifindex, existing->host_interface_name)) {
-      for (TcDirection direction : {kFromContainer, kToContainer}) {
-        if (absl::Status status = DetachTcProgram(static_cast<int>(existing->host_ifindex),
-                                                  direction);
-            !status.ok()) {
-          return status;
-        }
+    const bool old_interface_is_ours =
+        InterfaceStillNamed(existing->host_ifindex, existing->host_interface_name);
+    for (TcDirection direction : {kFromContainer, kToContainer}) {
+      if (absl::Status status = attacher_->Detach(static_cast<int>(existing->host_ifindex),
+                                                  direction, old_interface_is_ours);
+          !status.ok()) {
+        return status;
       }
     }
     if (absl::Status status = bpf_->RemoveIfindex(existing->host_ifindex, existing->endpoint_id);

@@ -30,6 +30,7 @@
 #include "services/datapath/policy_map.h"
 #include "services/datapath/program_runner.h"
 #include "services/datapath/state_store.h"
+#include "services/datapath/tc_attacher.h"
 
 namespace ebpfcni::datapath {
 
@@ -80,6 +81,9 @@ struct EndpointManagerOptions {
   // (each costs an RCU grace period there, so the first pods' ADDs do not
   // pay it); 0 = none.
   int prefill_spares = 32;
+  // How programs go on host veths (tc_attacher.h): TCX links where the
+  // kernel has them, so chained plugins' tc qdiscs coexist with ours.
+  TcAttachMode tc_attach_mode = TcAttachMode::kAuto;
 };
 
 class EndpointManager {
@@ -158,15 +162,18 @@ class EndpointManager {
 
   const RestoreSummary& restore_summary() const { return restore_summary_; }
   const BpfObjects& bpf() const { return *bpf_; }
+  // TcAttachMode::kTcx or kClsact: how this run attaches programs.
+  TcAttachMode tc_attach_mode() const { return attacher_->mode(); }
 
  private:
-  EndpointManager(std::unique_ptr<BpfObjects> bpf, std::unique_ptr<StateStore> store,
-                  std::unique_ptr<EndpointRegistry> registry)
+  EndpointManager(std::unique_ptr<BpfObjects> bpf, std::unique_ptr<TcAttacher> attacher,
+                  std::unique_ptr<StateStore> store, std::unique_ptr<EndpointRegistry> registry)
       : bpf_(std::move(bpf)),
+        attacher_(std::move(attacher)),
         store_(std::move(store)),
         registry_(std::move(registry)),
         policy_(bpf_->policy_maps_fd(), bpf_->policy_stats_fd()),
-        ipcache_(*bpf_) {}
+        ipcache_(bpf_->ipcache_fd()) {}
 
   // Installs (or removes) the policy in the kernel and keeps the stored
   // copy in line.
@@ -212,6 +219,7 @@ class EndpointManager {
 
   absl::Mutex mutex_;
   std::unique_ptr<BpfObjects> bpf_ ABSL_GUARDED_BY(mutex_);
+  const std::unique_ptr<TcAttacher> attacher_;
   // The registry and the policy copies persist here; before registry_,
   // which uses it.
   std::unique_ptr<StateStore> store_ ABSL_GUARDED_BY(mutex_);

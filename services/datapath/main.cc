@@ -20,6 +20,10 @@
 
 ABSL_FLAG(std::string, bpf_dir, "/sys/fs/bpf/ebpf-cni",
           "Directory on bpffs where maps and programs are pinned");
+ABSL_FLAG(std::string, tc_attach, "auto",
+          "How programs go on pods' host veths: tcx (bpf_links, Linux >= 6.6; chained plugins' "
+          "tc qdiscs such as the bandwidth plugin's coexist), clsact (a clsact qdisc filter), or "
+          "auto (tcx when the kernel has it). Switching across a restart moves every endpoint");
 ABSL_FLAG(std::string, state_dir, "/var/lib/ebpf-cni",
           "Directory for persistent state (the endpoint registry)");
 ABSL_FLAG(uint32_t, default_identity, 0,
@@ -57,6 +61,13 @@ int main(int argc, char** argv) {
   options.bpf_dir = absl::GetFlag(FLAGS_bpf_dir);
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.default_identity = absl::GetFlag(FLAGS_default_identity);
+  absl::StatusOr<ebpfcni::datapath::TcAttachMode> attach_mode =
+      ebpfcni::datapath::ParseTcAttachMode(absl::GetFlag(FLAGS_tc_attach));
+  if (!attach_mode.ok()) {
+    spdlog::critical("--tc_attach: {}", attach_mode.status().ToString());
+    return EXIT_FAILURE;
+  }
+  options.tc_attach_mode = *attach_mode;
   auto manager = ebpfcni::datapath::EndpointManager::Start(options);
   if (!manager.ok()) {
     spdlog::critical("cannot start the datapath: {}", manager.status().ToString());

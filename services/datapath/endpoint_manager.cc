@@ -385,7 +385,7 @@ absl::Status EndpointManager::FlushConntrack(const EndpointRecord& record) {
     if (!still_used.contains(address)) addresses.push_back(address);
   }
   absl::StatusOr<size_t> deleted =
-      ConntrackMap(bpf_->conntrack_fd()).DeleteEndpointFlows(record.endpoint_id, addresses);
+      ConntrackMap(*bpf_).DeleteEndpointFlows(record.endpoint_id, addresses);
   if (!deleted.ok()) return deleted.status();
   if (*deleted > 0) {
     spdlog::info("endpoint {} (id {}): flushed {} conntrack entries", Describe(record.key),

@@ -173,7 +173,7 @@ class EndpointManager {
         store_(std::move(store)),
         registry_(std::move(registry)),
         policy_(bpf_->policy_maps_fd(), bpf_->policy_stats_fd()),
-        ipcache_(bpf_->ipcache_fd()) {}
+        ipcache_(*bpf_) {}
 
   // Installs (or removes) the policy in the kernel and keeps the stored
   // copy in line.

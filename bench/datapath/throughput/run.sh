@@ -237,7 +237,7 @@ setup_cni() {
   for pod in cc cs; do
     veth=$("$PROBE" endpoints "$EBPF_CNI_RUN_DIR/datapath.sock" |
       jq -r --arg cid "tput-$tag-$pod" '.endpoints[] | select(.key.container_id == $cid) | .host_interface_name')
-    [[ $(tc filter show dev "$veth" ingress; tc filter show dev "$veth" egress) == *bpf* ]] ||
+    [[ $(ebpf_cni_hook_programs "$veth" | grep -c .) == 2 ]] ||
       { log "no BPF program on $veth"; exit 1; }
   done
   # A listener on a port the policy does not name: reachable without our

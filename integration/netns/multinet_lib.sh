@@ -77,3 +77,34 @@ cni_gc() {
 
 # Negation usable with check: check "gone" not has_endpoint x.
 not() { ! "$@"; }
+
+# ---- policy agent (when the node runs one) ----
+
+multinet_ctl() { "$EBPF_CNI_CTL" --socket="$EBPF_CNI_RUN_DIR/policy.sock" "$@"; }
+multinet_policy_agent_running() { [[ -S $EBPF_CNI_RUN_DIR/policy.sock && -x $EBPF_CNI_CTL ]]; }
+
+# Writes a manifest file atomically (the agent reloads renamed files).
+multinet_manifest_write() {
+  local name=$1 tmp
+  mkdir -p "$EBPF_CNI_MANIFEST_DIR" "$ROOT/tmp"
+  tmp=$(mktemp "$ROOT/tmp/$name.XXXXXX")
+  cat >"$tmp"
+  mv -f "$tmp" "$EBPF_CNI_MANIFEST_DIR/$name"
+}
+
+# Waits (bounded, 20 s) until the agent knows POLICIES NetworkPolicies and
+# has compiled and applied everything to the kernel, past generation BEFORE.
+multinet_policy_wait() {
+  local before=$1 policies=$2 json deadline=$((SECONDS + 20))
+  multinet_ctl status --wait --min_generation="$before" --timeout=20s >/dev/null 2>&1 || true
+  while ((SECONDS < deadline)); do
+    json=$(multinet_ctl status --json 2>/dev/null || true)
+    jq -e --argjson p "$policies" '(.source.synced == true)
+      and ((.source.network_policies // 0) == $p)
+      and ((.compiled_generation // "0") | tonumber) == ((.applied_generation // "0") | tonumber)
+      and ((.endpoints_pending // 0) == 0)' >/dev/null 2>&1 <<<"$json" && return 0
+    sleep 0.1
+  done
+  fail "policy agent not in sync with $policies NetworkPolicies within 20 s: ${json:-no status}"
+}
+multinet_policy_generation() { multinet_ctl status --json 2>/dev/null | jq -r '.compiled_generation // "0"'; }

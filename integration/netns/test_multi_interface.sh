@@ -8,12 +8,27 @@
 #     traffic from net1/net2 addresses out of their own interface;
 #   - real traffic to other pods over each interface (ICMP from and to each
 #     address, TCP to net1), counted by that interface's own endpoint;
+#   - with the policy agent (policySocket): every interface is an endpoint
+#     of the same Pod object; a NetworkPolicy that admits only pod "peer"
+#     into x is enforced on each of x's endpoints;
 #   - CHECK passes for all three; DEL of eth0 leaves net1 and net2 working
 #     and passing CHECK; DEL of the rest leaves nothing (links, rules,
 #     endpoints, allocations in both IPAMs, host veths).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/multinet_lib.sh"
 itest_init multiif 31
+
+# Pod objects for the policy agent (ignored without one): all of x's
+# interfaces belong to Pod x.
+k8s_ns=$TEST_ID
+{
+  printf -- '---\napiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {ns: multinet}}\n' "$k8s_ns"
+  for pod in x peer peerb; do
+    printf -- '---\napiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: %s, labels: {app: %s}}\n' \
+      "$pod" "$k8s_ns" "$pod"
+    printf -- 'spec: {containers: [{name: c, image: none}]}\n'
+  done
+} | multinet_manifest_write 00-pods.yaml
 
 node_up
 net_a=$EBPF_CNI_NETWORK_NAME
@@ -23,11 +38,12 @@ second_network "$net_b" "${EBPF_CNI_VETH_PREFIX}b" "$ROOT/ipam-b/ipam.sock"
 
 for pod in x peer peerb; do pod_netns_create "$pod"; done
 log "ADD x: eth0 and net1 on $net_a, net2 on $net_b; peers on each network"
-net_cni "$net_a" ADD x eth0
-net_cni "$net_a" ADD x net1
-net_cni "$net_b" ADD x net2
-net_cni "$net_a" ADD peer eth0
-net_cni "$net_b" ADD peerb eth0
+pod_args() { echo "K8S_POD_NAMESPACE=$k8s_ns;K8S_POD_NAME=$1"; }
+net_cni "$net_a" ADD x eth0 --args "$(pod_args x)"
+net_cni "$net_a" ADD x net1 --args "$(pod_args x)"
+net_cni "$net_b" ADD x net2 --args "$(pod_args x)"
+net_cni "$net_a" ADD peer eth0 --args "$(pod_args peer)"
+net_cni "$net_b" ADD peerb eth0 --args "$(pod_args peerb)"
 
 x_eth0=$(attachment_ip x eth0 4) x_net1=$(attachment_ip x net1 4) x_net2=$(attachment_ip x net2 4)
 x_net1_6=$(attachment_ip x net1 6) x_net2_6=$(attachment_ip x net2 6)
@@ -87,6 +103,37 @@ traffic_over net2 "x -> peerb (IPv6)" ping_ok x "$peerb6"
 tcp_server_start x 8080
 traffic_over net1 "TCP peer -> x net1" tcp_ok peer "$x_net1" 8080
 traffic_over eth0 "TCP peer -> x eth0" tcp_ok peer "$x_eth0" 8080
+
+if multinet_policy_agent_running; then
+  log "NetworkPolicy: only peer may reach x, on every one of x's interfaces"
+  before=$(multinet_policy_generation)
+  multinet_manifest_write 10-policy.yaml <<POLICY
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: x-from-peer, namespace: $k8s_ns}
+spec:
+  podSelector: {matchLabels: {app: x}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: peer}}}]
+POLICY
+  multinet_policy_wait "$before" 1
+  expect_eq "x's endpoints with the same identity" 1 \
+    "$(endpoints_json | jq --arg cid "$(pod_container_id x)" \
+      '[.endpoints[] | select(.key.container_id == $cid) | .identity] | unique | length')"
+  check "peer -> x eth0 allowed" ping_ok peer "$x_eth0"
+  check "peer -> x net1 allowed" ping_ok peer "$x_net1"
+  check "peer -> x net2 allowed" ping_ok peer "$x_net2"
+  check "peerb -> x net2 denied" not ping_ok peerb "$x_net2"
+  check "peerb -> x eth0 denied" not ping_ok peerb "$x_eth0"
+  check "peerb -> x net1 denied" not ping_ok peerb "$x_net1"
+  before=$(multinet_policy_generation)
+  rm -f "$EBPF_CNI_MANIFEST_DIR/10-policy.yaml"
+  multinet_policy_wait "$before" 0
+  check "peerb -> x net2 allowed again" ping_ok peerb "$x_net2"
+else
+  log "no policy agent on this node: NetworkPolicy part skipped"
+fi
 
 log "CHECK each attachment"
 net_cni "$net_a" CHECK x eth0

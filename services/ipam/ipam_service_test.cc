@@ -53,6 +53,17 @@ class IpamServiceTest : public ::testing::Test {
     return stub_->Allocate(&context, request, response);
   }
 
+  // ListAllocations (of one container, or all); fails the test on error.
+  v1::ListAllocationsResponse ListAllocations(const std::string& container_id = "") {
+    grpc::ClientContext context;
+    v1::ListAllocationsRequest request;
+    request.set_container_id(container_id);
+    v1::ListAllocationsResponse list;
+    grpc::Status status = stub_->ListAllocations(&context, request, &list);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return list;
+  }
+
   TestTempDir dir_;
   std::unique_ptr<AllocationStore> store_;
   std::unique_ptr<IpamServiceImpl> service_;
@@ -141,11 +152,7 @@ TEST_F(IpamServiceTest, ReleaseListGarbageCollectAndPools) {
     EXPECT_EQ(released.released_count(), 0u);
   }
   {
-    grpc::ClientContext context;
-    v1::ListAllocationsRequest request;
-    request.set_container_id("b");
-    v1::ListAllocationsResponse list;
-    ASSERT_TRUE(stub_->ListAllocations(&context, request, &list).ok());
+    v1::ListAllocationsResponse list = ListAllocations("b");
     ASSERT_EQ(list.allocations_size(), 1);
     EXPECT_EQ(list.allocations(0).attachment().container_id(), "b");
     EXPECT_EQ(list.allocations(0).pod_namespace(), "default");
@@ -165,9 +172,7 @@ TEST_F(IpamServiceTest, ReleaseListGarbageCollectAndPools) {
     EXPECT_EQ(gc.released(0).container_id(), "c");
   }
   {
-    grpc::ClientContext context;
-    v1::ListAllocationsResponse list;
-    ASSERT_TRUE(stub_->ListAllocations(&context, v1::ListAllocationsRequest(), &list).ok());
+    v1::ListAllocationsResponse list = ListAllocations();
     ASSERT_EQ(list.allocations_size(), 1);
     EXPECT_EQ(list.allocations(0).attachment().container_id(), "b");
   }
@@ -184,11 +189,7 @@ TEST_F(IpamServiceTest, NetworkNameIsRecordedListedAndScopesGarbageCollection) {
   ASSERT_TRUE(Allocate(second, &response).ok());
   ASSERT_TRUE(Allocate(AllocateRequest("unnamed"), &response).ok());
   {
-    grpc::ClientContext context;
-    v1::ListAllocationsRequest request;
-    request.set_container_id("a");
-    v1::ListAllocationsResponse list;
-    ASSERT_TRUE(stub_->ListAllocations(&context, request, &list).ok());
+    v1::ListAllocationsResponse list = ListAllocations("a");
     ASSERT_EQ(list.allocations_size(), 2);
     EXPECT_EQ(list.allocations(0).attachment().interface_name(), "eth0");
     EXPECT_EQ(list.allocations(0).network_name(), "net-a");
@@ -206,9 +207,7 @@ TEST_F(IpamServiceTest, NetworkNameIsRecordedListedAndScopesGarbageCollection) {
     EXPECT_EQ(gc.released(0).interface_name(), "net1");
   }
   {
-    grpc::ClientContext context;
-    v1::ListAllocationsResponse list;
-    ASSERT_TRUE(stub_->ListAllocations(&context, v1::ListAllocationsRequest(), &list).ok());
+    v1::ListAllocationsResponse list = ListAllocations();
     ASSERT_EQ(list.allocations_size(), 2);
     EXPECT_EQ(list.allocations(0).network_name(), "net-a");
     EXPECT_EQ(list.allocations(1).attachment().container_id(), "unnamed");

@@ -406,6 +406,29 @@ void RunStreamProbe(Probe* probe, const sockaddr_storage& dst, socklen_t len, in
   probe->detail = "echoed";
 }
 
+enum class Await { kMatched, kTimedOut, kFailed };
+
+// Reads datagrams from fd for up to timeout_ms until `matches` accepts one.
+// kFailed: recv failed (the probe's result says why).
+template <typename Matches>
+Await AwaitDatagram(int fd, int timeout_ms, const char* step, Probe* probe, Matches matches) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now())
+            .count());
+    if (left <= 0 || !WaitFor(fd, POLLIN, left, step, probe)) return Await::kTimedOut;
+    char buf[2048];
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      ClassifyErrno(errno, "recv", probe);
+      return Await::kFailed;
+    }
+    if (matches(std::string(buf, static_cast<size_t>(n)))) return Await::kMatched;
+  }
+}
+
 void RunUdpProbe(Probe* probe, const sockaddr_storage& dst, socklen_t len, int timeout_ms, int attempts) {
   Fd fd = OpenSocket(*probe, dst, SOCK_DGRAM, 0, probe);
   if (!fd.valid()) return;
@@ -421,24 +444,13 @@ void RunUdpProbe(Probe* probe, const sockaddr_storage& dst, socklen_t len, int t
       if (probe->result != "timeout") return;
       continue;
     }
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    for (;;) {
-      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      deadline - std::chrono::steady_clock::now())
-                                      .count());
-      if (left <= 0 || !WaitFor(fd.get(), POLLIN, left, "echo", probe)) break;
-      char buf[2048];
-      ssize_t n = recv(fd.get(), buf, sizeof(buf), 0);
-      if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR) continue;
-        ClassifyErrno(errno, "recv", probe);
-        return;
-      }
-      if (std::string(buf, static_cast<size_t>(n)) == payload) {
-        probe->result = "ok";
-        probe->detail = absl::StrCat("echoed (attempt ", attempt, ")");
-        return;
-      }
+    Await got = AwaitDatagram(fd.get(), timeout_ms, "echo", probe,
+                              [&](const std::string& datagram) { return datagram == payload; });
+    if (got == Await::kFailed) return;
+    if (got == Await::kMatched) {
+      probe->result = "ok";
+      probe->detail = absl::StrCat("echoed (attempt ", attempt, ")");
+      return;
     }
     probe->result = "timeout";
     probe->detail = absl::StrCat("no echo after ", attempt, " datagram(s) x ", timeout_ms, " ms");
@@ -501,35 +513,26 @@ void RunIcmpProbe(Probe* probe, const sockaddr_storage& dst, socklen_t len, int 
       if (probe->result != "timeout") return;
       continue;
     }
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    for (;;) {
-      int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      deadline - std::chrono::steady_clock::now())
-                                      .count());
-      if (left <= 0 || !WaitFor(fd.get(), POLLIN, left, "echo reply", probe)) break;
-      char buf[2048];
-      ssize_t n = recv(fd.get(), buf, sizeof(buf), 0);
-      if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR) continue;
-        ClassifyErrno(errno, "recv", probe);
-        return;
-      }
+    auto is_our_reply = [&](const std::string& datagram) {
       // IPv4 raw sockets deliver the IP header too; IPv6 ones do not.
       size_t offset = 0;
       if (!v6) {
-        if (n < 20) continue;
-        offset = static_cast<size_t>(buf[0] & 0x0f) * 4;
+        if (datagram.size() < 20) return false;
+        offset = static_cast<size_t>(datagram[0] & 0x0f) * 4;
       }
-      if (static_cast<size_t>(n) < offset + 8) continue;
-      const std::string reply(buf + offset, static_cast<size_t>(n) - offset);
+      if (datagram.size() < offset + 8) return false;
+      const std::string reply = datagram.substr(offset);
       const uint16_t reply_id = static_cast<uint16_t>(static_cast<uint8_t>(reply[4]) << 8 |
                                                       static_cast<uint8_t>(reply[5]));
-      if (static_cast<uint8_t>(reply[0]) == reply_type && reply_id == identifier &&
-          reply.compare(8, std::string::npos, payload) == 0) {
-        probe->result = "ok";
-        probe->detail = absl::StrCat("echo reply (attempt ", attempt, ")");
-        return;
-      }
+      return static_cast<uint8_t>(reply[0]) == reply_type && reply_id == identifier &&
+             reply.compare(8, std::string::npos, payload) == 0;
+    };
+    Await got = AwaitDatagram(fd.get(), timeout_ms, "echo reply", probe, is_our_reply);
+    if (got == Await::kFailed) return;
+    if (got == Await::kMatched) {
+      probe->result = "ok";
+      probe->detail = absl::StrCat("echo reply (attempt ", attempt, ")");
+      return;
     }
     probe->result = "timeout";
     probe->detail = absl::StrCat("no echo reply after ", attempt, " request(s) x ", timeout_ms, " ms");

@@ -109,8 +109,8 @@ ebpf_cni_hook_programs() {
     if [[ -e $pin ]]; then
       bpftool -j link show pinned "$pin" 2>/dev/null | jq -r --arg h "$hook" '"\($h):\(.prog_id)"'
     fi
-    tc filter show dev "$dev" "$hook" 2>/dev/null | grep ' bpf ' | grep -o ' id [0-9]*' |
-      sed "s/^ id /$hook:/"
+    { tc filter show dev "$dev" "$hook" 2>/dev/null | grep ' bpf ' | grep -o ' id [0-9]*' |
+      sed "s/^ id /$hook:/"; } || true  # no filter: grep fails, pipefail would too
   done | sort
 }
 

@@ -14,9 +14,9 @@ ip_a=$(pod_ip a 4)
 ip_b=$(pod_ip b 4)
 check "a -> b before" ping_ok a "$ip_b"
 
-# "id N" of the programs attached to a veth, sorted, for before/after compares.
+# "hook:id" of the programs attached to a veth, sorted, for before/after compares.
 attached_prog_ids() {
-  { tc filter show dev "$1" ingress; tc filter show dev "$1" egress; } | grep -o ' id [0-9]*' | sort | tr -d '\n'
+  ebpf_cni_hook_programs "$1" | tr '\n' ' '
 }
 veth_a=$(pod_host_veth a)
 veth_b=$(pod_host_veth b)

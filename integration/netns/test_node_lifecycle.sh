@@ -34,14 +34,29 @@ expect_eq "portmap capability" true "$(jq -r '.plugins[1].capabilities.portMappi
 expect_eq "bandwidth capability" true "$(jq -r '.plugins[2].capabilities.bandwidth' "$conflist")"
 
 log "a pod through the whole chain, with port mapping and bandwidth runtime config"
-# Ingress (to-pod) shaping only: the bandwidth plugin shapes pod egress with
-# an "ingress" qdisc on the host veth, which cannot coexist with the clsact
-# qdisc carrying our TC programs ("create ingress qdisc: file exists").
+# Both directions: to-pod shaping is a tbf root qdisc on the host veth;
+# from-pod shaping is an "ingress" qdisc there redirecting to an ifb device
+# with its own tbf. Our programs are TCX links, so neither qdisc is in their
+# way (with clsact filters the ingress qdisc could not be created).
 pod_add a --runtime-config '{"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}],
-  "bandwidth": {"ingressRate": 100000000, "ingressBurst": 1000000}}'
+  "bandwidth": {"ingressRate": 100000000, "ingressBurst": 1000000,
+                "egressRate": 20000000, "egressBurst": 200000}}'
+pod_add b
 ip_a=$(pod_ip a 4)
-check "bandwidth plugin shaped the pod (tbf qdisc on the host veth)" \
-  bash -c "tc qdisc show dev $(pod_host_veth a) | grep -q tbf"
+veth_a=$(pod_host_veth a)
+check "bandwidth plugin shaped traffic to the pod (tbf root qdisc on the host veth)" \
+  bash -c "tc qdisc show dev $veth_a | grep -q 'tbf.*rate 100Mbit'"
+ifb=$(tc filter show dev "$veth_a" ingress | sed -n 's/.*Redirect to device \([^)]*\)).*/\1/p' | head -n1)
+[[ -n $ifb ]] || fail "no redirect to an ifb device on $veth_a: $(tc filter show dev "$veth_a" ingress)"
+check "bandwidth plugin shapes traffic from the pod (tbf on its ifb $ifb)" \
+  bash -c "tc qdisc show dev $ifb | grep -q 'tbf.*rate 20Mbit'"
+expect_eq "our programs on $veth_a next to the bandwidth plugin's qdiscs" 2 "$(tc_bpf_filter_count "$veth_a")"
+ifb_tx() { cat "/sys/class/net/$ifb/statistics/tx_packets"; }
+ifb_before=$(ifb_tx)
+check "a -> b through the ifb shaper and our programs" ping_ok b "$ip_a"
+check "a -> b through the ifb shaper and our programs" ping_ok a "$(pod_ip b 4)"
+check "a's packets went through $ifb" test "$(ifb_tx)" -gt "$ifb_before"
+pod_del b
 portmap_rules() { iptables-save -t nat | grep -cF "id: \\\"$(pod_container_id a)\\\"" || true; }
 expect_eq "portmap DNAT rules for a (host port 18080)" 1 "$(portmap_rules)"
 
@@ -68,6 +83,8 @@ expect_eq "allocation of a after down/up" "$ip_a" \
 expect_eq "endpoint of a re-adopted" 1 "$(endpoint_count)"
 pod_del a
 expect_eq "host veth (and its tbf qdisc) gone with the pod" "" "$(host_veths)"
+check "bandwidth plugin's ifb $ifb gone with the pod" test ! -e "/sys/class/net/$ifb"
+expect_eq "TCX link pins left" "" "$(ls "$EBPF_CNI_BPF_DIR/links" 2>/dev/null)"
 expect_eq "portmap DNAT rules for a after DEL" 0 "$(portmap_rules)"
 
 log "down.sh --purge removes state and pins"

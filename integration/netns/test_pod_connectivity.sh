@@ -32,7 +32,13 @@ for pod in "${PODS[@]}"; do
   [[ -n $veth ]] || fail "datapath has no endpoint for $pod"
   [[ $veth == "$EBPF_CNI_VETH_PREFIX"* ]] || fail "host veth $veth lacks prefix $EBPF_CNI_VETH_PREFIX"
   expect_eq "BPF filters (ingress+egress) on $veth" 2 "$(tc_bpf_filter_count "$veth")"
-  check "bpftool sees TC programs on $veth" bash -c "bpftool net show dev $veth | grep -q clsact"
+  programs=$(ebpf_cni_hook_programs "$veth" | tr '\n' ' ')
+  from_pod=$(sed -n 's/.*ingress:\([0-9]*\).*/\1/p' <<<"$programs")
+  to_pod=$(sed -n 's/.*egress:\([0-9]*\).*/\1/p' <<<"$programs")
+  expect_eq "program on $veth's ingress ($programs)" from_container \
+    "$(bpftool -j prog show id "${from_pod:-0}" 2>/dev/null | jq -r .name)"
+  expect_eq "program on $veth's egress ($programs)" to_container \
+    "$(bpftool -j prog show id "${to_pod:-0}" 2>/dev/null | jq -r .name)"
   state=$(endpoints_json | jq -r --arg v "$veth" '.endpoints[] | select(.host_interface_name == $v) | .state')
   expect_eq "endpoint state of $pod" ATTACHMENT_STATE_ATTACHED "$state"
 done

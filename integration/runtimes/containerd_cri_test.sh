@@ -3,8 +3,10 @@
 # through CNI: two pod sandboxes started with RunPodSandbox get addresses
 # from the network's pool (reported back in PodSandboxStatus), reach each
 # other, a hostPort mapping (portmap via CRI's portMappings capability)
-# reaches a server in a pod, an ingress-bandwidth annotation becomes a tbf
-# qdisc (bandwidth plugin), and StopPodSandbox/RemovePodSandbox run CNI DEL
+# reaches a server in a pod, ingress- and egress-bandwidth annotations become
+# tbf qdiscs on the host veth and on an ifb device the host veth's ingress
+# redirects to (bandwidth plugin, next to our TCX-attached programs), and
+# StopPodSandbox/RemovePodSandbox run CNI DEL
 # so nothing is left behind.
 #
 # Usage: containerd_cri_test.sh --cni=bridge | --cni=ebpf-cni
@@ -43,9 +45,9 @@ sandboxes=()
 rt_defer "for id in \$(cat '$RT_WORK/sandboxes' 2>/dev/null); do
     '$cri_client' '$RT_CTR_SOCK' stop \$id; '$cri_client' '$RT_CTR_SOCK' remove \$id; done; true"
 for pod in p1 p2; do
-  # p1: an ingress limit (containerd turns the annotation into the CNI
-  # "bandwidth" capability); p2: a hostPort (the "portMappings" capability).
-  options=(--annotation kubernetes.io/ingress-bandwidth=10M)
+  # p1: ingress and egress limits (containerd turns the annotations into the
+  # CNI "bandwidth" capability); p2: a hostPort (the "portMappings" capability).
+  options=(--annotation kubernetes.io/ingress-bandwidth=10M --annotation kubernetes.io/egress-bandwidth=5M)
   [[ $pod == p2 ]] && options=(--port "127.0.0.1:$host_port:8080")
   id=$(cri run "rt-$RT_TAG-$pod" "rt-$RT_TAG" "uid-$RT_TAG-$pod" "${options[@]}") ||
     { tail -20 "$RT_WORK/containerd.log" >&2; rt_die "RunPodSandbox $pod failed"; }
@@ -87,10 +89,17 @@ veth2=$(host_veth_of "$pid2")
 rt_log "host veths: p1=$veth1 p2=$veth2"
 rt_expect "p1's host veth ($veth1) has the bandwidth plugin's tbf qdisc (10M ingress)" \
   bash -c "tc qdisc show dev '$veth1' | grep -q 'tbf.*rate 10Mbit'"
+ifb1=$(tc filter show dev "$veth1" ingress | sed -n 's/.*Redirect to device \([^)]*\)).*/\1/p' | head -n1)
+rt_expect "p1's host veth ($veth1) redirects what p1 sends to an ifb device ('$ifb1')" test -n "$ifb1"
+rt_expect "p1's ifb ($ifb1) has the bandwidth plugin's tbf qdisc (5M egress)" \
+  bash -c "tc qdisc show dev '$ifb1' | grep -q 'tbf.*rate 5Mbit'"
 rt_expect "p2's host veth ($veth2) has no rate limit" \
   bash -c "! tc qdisc show dev '$veth2' | grep -q tbf"
 
+ifb1_tx_before=$(cat "/sys/class/net/$ifb1/statistics/tx_packets" 2>/dev/null || echo 0)
 rt_expect "p1 pings p2" nsenter --net="/proc/$pid1/ns/net" ping -q -c 2 -W 2 "$ip2"
+rt_expect "p1's packets went through its ifb shaper" \
+  test "$(cat "/sys/class/net/$ifb1/statistics/tx_packets" 2>/dev/null || echo 0)" -gt "$ifb1_tx_before"
 rt_expect "p2 pings p1" nsenter --net="/proc/$pid2/ns/net" ping -q -c 2 -W 2 "$ip1"
 # A fresh IPv6 address may be tentative (DAD) for a moment.
 rt_expect "p1 pings p2 over IPv6" \
@@ -120,6 +129,7 @@ rt_expect "no pod netns left under containerd's state dir" \
   test -z "$(ls "$RT_WORK/containerd-state/io.containerd.grpc.v1.cri/netns" 2>/dev/null)"
 rt_expect "hostPort no longer answers" \
   bash -c "! curl -sf --max-time 2 'http://127.0.0.1:$host_port/index.html' >/dev/null"
+rt_expect "p1's ifb ($ifb1) went with its sandbox" test ! -e "/sys/class/net/$ifb1"
 rt_expect_no_pod_leftovers
 
 ((RT_FAILURES == 0)) && rt_log "PASS"

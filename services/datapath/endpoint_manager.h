@@ -198,8 +198,8 @@ class EndpointManager {
 
   absl::Status Restore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   absl::Status RemoveOrphanMapEntries() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
-  // Map entry + clsact + both filters; replaces filters that run other
-  // programs, never adds a second one.
+  // Map entry + both programs (TCX links or clsact filters); replaces an
+  // attachment that runs other programs, never adds a second one.
   absl::Status Attach(const EndpointRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Filters (only while the ifindex still names the recorded interface),
   // map entries and the record.

@@ -109,7 +109,9 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 	__u32 endpoint_identity;
 	int parse_reason;
 
-	parse_reason = parse_packet(skb, &pkt);
+	/* Most packets are plain TCP/UDP: a short parse for them, the full
+	 * one for everything else (same result either way). */
+	parse_reason = parse_simple(skb, &pkt) ? EBPFCNI_DROP_NONE : parse_packet(skb, &pkt);
 	/* Traces take the slow path, which reports identities. */
 	if (!trace && pass_tracked(skb, direction, &pkt, parse_reason))
 		return EBPFCNI_TC_PASS;

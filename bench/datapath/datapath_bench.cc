@@ -19,12 +19,18 @@
 //                     of the key shapes in use, metrics and a (rate-limited)
 //                     drop event
 //
+//   empty program     a TC program that only returns (made here from two
+//                     instructions): what BPF_PROG_TEST_RUN itself costs on
+//                     this machine at this moment, the floor of every row
+//
 // "hot keys": the same frame `--repeat` times, so every map entry it touches
 // stays in the CPU caches. "rotating keys": --rotating_runs single runs, each
 // with a different flow (source port) and, for denies, a different peer
 // address and identity, spread over the whole table; each single run also
 // pays the kernel's per-call timer overhead, which the "not an endpoint" row
 // of the same column shows.
+#include <bpf/bpf.h>
+#include <linux/bpf.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -149,6 +155,18 @@ std::vector<std::vector<uint8_t>> DeniedFromManyPeers(int runs, uint32_t prefixe
   return frames;
 }
 
+// A TC program that returns TC_ACT_UNSPEC at once.
+int LoadEmptyProgram() {
+  const bpf_insn instructions[] = {
+      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .src_reg = 0, .off = 0, .imm = -1},
+      {.code = BPF_JMP | BPF_EXIT, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},
+  };
+  int fd = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "bench_empty", "GPL", instructions,
+                         sizeof(instructions) / sizeof(instructions[0]), nullptr);
+  if (fd < 0) Die("loading the empty reference program");
+  return fd;
+}
+
 struct Row {
   std::string path;
   uint32_t entries;
@@ -178,6 +196,12 @@ int main(int argc, char** argv) {
       PacketBuilder::Tcp(Ip("10.0.0.2"), Ip("10.0.0.1"), 40000, 81, kTcpSyn).Build();
 
   std::vector<Row> rows;
+  {
+    int empty = LoadEmptyProgram();
+    rows.push_back({"empty program (reference)", 0, Hot(empty, kIfindex, allowed, repeat),
+                    Rotating(empty, kIfindex, std::vector<std::vector<uint8_t>>(runs, allowed))});
+    close(empty);
+  }
   for (uint32_t size : sizes) {
     std::unique_ptr<BpfObjects> tracked = LoadObjects(/*every_packet_is_new=*/false);
     Populate(*tracked, size, size);

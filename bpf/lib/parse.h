@@ -344,6 +344,70 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 	return EBPFCNI_DROP_IPV6_EXTENSION_LIMIT;
 }
 
+/* The common shape in a handful of loads: IPv4 without options or a
+ * fragment offset, or IPv6 without extension headers, carrying TCP or UDP,
+ * all headers in the linear data. Applies the same checks as the full
+ * parser and, on success, fills `pkt` exactly as parse_packet() would (only
+ * then: a false return leaves `pkt` untouched for parse_packet()). Returns
+ * false for anything else, including packets the full parser drops. */
+static __always_inline bool parse_simple(struct __sk_buff *skb, struct packet *pkt)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	const struct ethhdr *eth = data;
+	const __be16 *ports;
+	__u8 protocol;
+	__u32 l4_length;
+
+	if ((void *)(eth + 1) > data_end)
+		return false;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		const struct iphdr *ip = (const void *)(eth + 1);
+		__u32 total_length;
+
+		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl != 5 ||
+		    (bpf_ntohs(ip->frag_off) & 0x1fff))
+			return false;
+		total_length = bpf_ntohs(ip->tot_len);
+		if (total_length < sizeof(*ip) || skb->len < ETH_HLEN + total_length)
+			return false;
+		protocol = ip->protocol;
+		l4_length = protocol == IPPROTO_TCP_ ? 20 : 8;
+		ports = (const void *)(ip + 1);
+		if ((protocol != IPPROTO_TCP_ && protocol != IPPROTO_UDP_) ||
+		    (void *)ports + l4_length > data_end)
+			return false;
+		pkt->family = EBPFCNI_FAMILY_IPV4;
+		__builtin_memcpy(pkt->saddr, &ip->saddr, 4);
+		__builtin_memcpy(pkt->daddr, &ip->daddr, 4);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		const struct ipv6hdr *ip6 = (const void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6 ||
+		    (ip6->payload_len &&
+		     skb->len < ETH_HLEN + sizeof(*ip6) + (__u32)bpf_ntohs(ip6->payload_len)))
+			return false;
+		protocol = ip6->nexthdr;
+		l4_length = protocol == IPPROTO_TCP_ ? 20 : 8;
+		ports = (const void *)(ip6 + 1);
+		if ((protocol != IPPROTO_TCP_ && protocol != IPPROTO_UDP_) ||
+		    (void *)ports + l4_length > data_end)
+			return false;
+		pkt->family = EBPFCNI_FAMILY_IPV6;
+		__builtin_memcpy(pkt->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(pkt->daddr, &ip6->daddr, 16);
+	} else {
+		return false;
+	}
+	pkt->protocol = protocol;
+	pkt->sport = ports[0];
+	pkt->dport = ports[1];
+	pkt->policy_port = ports[1];
+	if (protocol == IPPROTO_TCP_)
+		pkt->tcp_flags = ((const __u8 *)ports)[13];
+	return true;
+}
+
 /* Fills `pkt`; returns EBPFCNI_DROP_NONE or why the packet must be dropped. */
 static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *pkt)
 {

@@ -98,13 +98,6 @@ absl::StatusOr<size_t> DeleteWhere(int fd, const char* what,
   return deleted;
 }
 
-}  // namespace
-
-ConntrackMap::ConntrackMap(const BpfObjects& bpf)
-    : ConntrackMap(bpf.conntrack4_fd(), bpf.conntrack6_fd()) {}
-
-namespace {
-
 absl::StatusOr<size_t> DeleteBoth(int v4_fd, int v6_fd,
                                   const std::function<bool(const ConntrackEntry&)>& stale) {
   absl::StatusOr<size_t> v4 = DeleteWhere<ebpfcni_ct4_key>(v4_fd, "the IPv4 conntrack table", stale);
@@ -115,6 +108,9 @@ absl::StatusOr<size_t> DeleteBoth(int v4_fd, int v6_fd,
 }
 
 }  // namespace
+
+ConntrackMap::ConntrackMap(const BpfObjects& bpf)
+    : ConntrackMap(bpf.conntrack4_fd(), bpf.conntrack6_fd()) {}
 
 absl::StatusOr<size_t> ConntrackMap::DeleteEndpointFlows(uint32_t endpoint_id,
                                                          const std::vector<IpAddress>& addresses) {

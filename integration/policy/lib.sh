@@ -586,6 +586,7 @@ held_connection_wait_for() {
 # it and require a clean exit (it never broke).
 held_connection_check() {
   local before rc=0
+  [[ -n $HELD_PID ]] || { echo "  no held connection: held_connection_start runs in the scenario before"; return 1; }
   before=$(held_connection_count)
   held_connection_wait_for $((before + 5)) || rc=1
   touch "$HELD_FILE.stop"

@@ -84,7 +84,18 @@ static __always_inline __u8 ct_other_scope(__u8 scope)
 						  EBPFCNI_CT_SCOPE_EGRESS;
 }
 
-/* The packet's tuple as a key (`reversed`: as its reply would have it). */
+/* The packet's tuple (`reversed`: as its reply would have it) into the
+ * fields of a key of either family; `len` is the address length. */
+static __always_inline void ct_fill_tuple(__u8 *saddr, __u8 *daddr, __be16 *sport,
+					  __be16 *dport, const struct packet *pkt,
+					  bool reversed, const __u32 len)
+{
+	__builtin_memcpy(saddr, reversed ? pkt->daddr : pkt->saddr, len);
+	__builtin_memcpy(daddr, reversed ? pkt->saddr : pkt->daddr, len);
+	*sport = reversed ? pkt->dport : pkt->sport;
+	*dport = reversed ? pkt->sport : pkt->dport;
+}
+
 static __always_inline void ct4_fill_key(struct ebpfcni_ct4_key *key,
 					 const struct packet *pkt, __u32 ifindex,
 					 __u8 scope, bool reversed)
@@ -92,17 +103,7 @@ static __always_inline void ct4_fill_key(struct ebpfcni_ct4_key *key,
 	key->protocol = pkt->protocol;
 	key->scope = scope;
 	key->ifindex = ifindex;
-	if (!reversed) {
-		__builtin_memcpy(key->saddr, pkt->saddr, 4);
-		__builtin_memcpy(key->daddr, pkt->daddr, 4);
-		key->sport = pkt->sport;
-		key->dport = pkt->dport;
-	} else {
-		__builtin_memcpy(key->saddr, pkt->daddr, 4);
-		__builtin_memcpy(key->daddr, pkt->saddr, 4);
-		key->sport = pkt->dport;
-		key->dport = pkt->sport;
-	}
+	ct_fill_tuple(key->saddr, key->daddr, &key->sport, &key->dport, pkt, reversed, 4);
 }
 
 static __always_inline void ct6_fill_key(struct ebpfcni_ct6_key *key,
@@ -112,17 +113,7 @@ static __always_inline void ct6_fill_key(struct ebpfcni_ct6_key *key,
 	key->protocol = pkt->protocol;
 	key->scope = scope;
 	key->ifindex = ifindex;
-	if (!reversed) {
-		__builtin_memcpy(key->saddr, pkt->saddr, 16);
-		__builtin_memcpy(key->daddr, pkt->daddr, 16);
-		key->sport = pkt->sport;
-		key->dport = pkt->dport;
-	} else {
-		__builtin_memcpy(key->saddr, pkt->daddr, 16);
-		__builtin_memcpy(key->daddr, pkt->saddr, 16);
-		key->sport = pkt->dport;
-		key->dport = pkt->sport;
-	}
+	ct_fill_tuple(key->saddr, key->daddr, &key->sport, &key->dport, pkt, reversed, 16);
 }
 
 /* The entry for the packet's tuple in `scope` on `ifindex`, NULL if none.

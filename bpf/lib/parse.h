@@ -355,14 +355,15 @@ static __always_inline bool parse_simple(struct __sk_buff *skb, struct packet *p
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	const struct ethhdr *eth = data;
+	const struct iphdr *ip = (const void *)(eth + 1);
+	const struct ipv6hdr *ip6 = (const void *)(eth + 1);
 	const __be16 *ports;
 	__u8 protocol;
-	__u32 l4_length;
+	__u8 family;
 
 	if ((void *)(eth + 1) > data_end)
 		return false;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		const struct iphdr *ip = (const void *)(eth + 1);
 		__u32 total_length;
 
 		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl != 5 ||
@@ -371,33 +372,33 @@ static __always_inline bool parse_simple(struct __sk_buff *skb, struct packet *p
 		total_length = bpf_ntohs(ip->tot_len);
 		if (total_length < sizeof(*ip) || skb->len < ETH_HLEN + total_length)
 			return false;
+		family = EBPFCNI_FAMILY_IPV4;
 		protocol = ip->protocol;
-		l4_length = protocol == IPPROTO_TCP_ ? 20 : 8;
 		ports = (const void *)(ip + 1);
-		if ((protocol != IPPROTO_TCP_ && protocol != IPPROTO_UDP_) ||
-		    (void *)ports + l4_length > data_end)
-			return false;
-		pkt->family = EBPFCNI_FAMILY_IPV4;
-		__builtin_memcpy(pkt->saddr, &ip->saddr, 4);
-		__builtin_memcpy(pkt->daddr, &ip->daddr, 4);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		const struct ipv6hdr *ip6 = (const void *)(eth + 1);
-
 		if ((void *)(ip6 + 1) > data_end || ip6->version != 6 ||
 		    (ip6->payload_len &&
 		     skb->len < ETH_HLEN + sizeof(*ip6) + (__u32)bpf_ntohs(ip6->payload_len)))
 			return false;
+		family = EBPFCNI_FAMILY_IPV6;
 		protocol = ip6->nexthdr;
-		l4_length = protocol == IPPROTO_TCP_ ? 20 : 8;
 		ports = (const void *)(ip6 + 1);
-		if ((protocol != IPPROTO_TCP_ && protocol != IPPROTO_UDP_) ||
-		    (void *)ports + l4_length > data_end)
-			return false;
-		pkt->family = EBPFCNI_FAMILY_IPV6;
-		__builtin_memcpy(pkt->saddr, &ip6->saddr, 16);
-		__builtin_memcpy(pkt->daddr, &ip6->daddr, 16);
 	} else {
 		return false;
+	}
+	/* The L4 header the full parser requires: TCP's 20 bytes, UDP's 8. */
+	if ((protocol != IPPROTO_TCP_ && protocol != IPPROTO_UDP_) ||
+	    (void *)ports + (protocol == IPPROTO_TCP_ ? 20 : 8) > data_end)
+		return false;
+	/* `family`, not the ethertype again: the verifier knows it per path,
+	 * a second read of the packet it would not connect to the first. */
+	pkt->family = family;
+	if (family == EBPFCNI_FAMILY_IPV4) {
+		__builtin_memcpy(pkt->saddr, &ip->saddr, 4);
+		__builtin_memcpy(pkt->daddr, &ip->daddr, 4);
+	} else {
+		__builtin_memcpy(pkt->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(pkt->daddr, &ip6->daddr, 16);
 	}
 	pkt->protocol = protocol;
 	pkt->sport = ports[0];

@@ -104,6 +104,15 @@ absl::StatusOr<std::optional<std::vector<AttachmentRef>>> ParseValidAttachments(
 
 }  // namespace
 
+bool RuntimeConfig::LimitsPodEgress() const {
+  if (!bandwidth.is_object()) return false;
+  for (absl::string_view key : {"egressRate", "egressBurst"}) {
+    const nlohmann::json* value = FindKeyCaseInsensitive(bandwidth, key);
+    if (value != nullptr && value->is_number() && value->get<double>() > 0) return true;
+  }
+  return false;
+}
+
 const nlohmann::json* FindKeyCaseInsensitive(const nlohmann::json& object, absl::string_view key) {
   if (!object.is_object()) return nullptr;
   // An exact match wins over a case-insensitive one.

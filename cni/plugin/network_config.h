@@ -38,10 +38,16 @@ struct AttachmentRef {
 // runtimeConfig, keys matched case-insensitively. We do not act on any of
 // these (portmap and bandwidth later in the chain do); we read what is
 // there so we can refuse capabilities we cannot honour instead of silently
-// ignoring them.
+// ignoring them, and so that a pod the bandwidth plugin will shape on its
+// way out gets its programs attached in a way that leaves that plugin room.
 struct RuntimeConfig {
   nlohmann::json port_mappings;  // null when absent
-  nlohmann::json bandwidth;      // null when absent
+  nlohmann::json bandwidth;      // null when absent (needs the "bandwidth"
+                                 // capability on our conflist entry too)
+  // True when `bandwidth` limits what the pod sends (egressRate or
+  // egressBurst > 0): the bandwidth plugin then adds an `ingress` qdisc to
+  // the host veth, which cannot share it with a clsact qdisc.
+  bool LimitsPodEgress() const;
   // Capabilities that ask *this* plugin to do something it does not
   // support ("ips", "mac", "infinibandGUID", ...). ADD fails with code 2
   // naming them.

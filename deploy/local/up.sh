@@ -18,7 +18,7 @@
 #   EBPF_CNI_MANIFEST_DIR  the policy agent's Pods, Namespaces and
 #                        NetworkPolicies (YAML)             ($STATE_DIR/manifests)
 #   EBPF_CNI_POLICY      auto|1|0: run the policy agent     (auto: when built)
-#   EBPF_CNI_TC_ATTACH   auto|tcx|clsact: how the datapath hooks host veths (auto)
+#   EBPF_CNI_TC_ATTACH   auto|tcx|clsact: default hook of host veths (auto=clsact)
 #   EBPF_CNI_POD_CIDR / EBPF_CNI_POD_CIDR6   pod pools (empty CIDR6: IPv4 only)
 #   EBPF_CNI_NETWORK_NAME, EBPF_CNI_VETH_PREFIX, EBPF_CNI_LOG_LEVEL
 set -euo pipefail
@@ -99,7 +99,8 @@ service_flags() {
     echo "--pool_cidr6=$EBPF_CNI_POD_CIDR6"
   fi
   has veth_prefix && echo "--veth_prefix=$EBPF_CNI_VETH_PREFIX"
-  # auto (default): TCX links where the kernel has them, else clsact filters.
+  # The mode of pods that do not ask (auto = clsact); pods with an egress
+  # bandwidth limit always get TCX links (docs/datapath.md, "Attachment").
   has tc_attach && echo "--tc_attach=${EBPF_CNI_TC_ATTACH:-auto}"
   return 0
 }

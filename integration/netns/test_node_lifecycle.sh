@@ -32,6 +32,9 @@ expect_eq "ebpf-cni hostVethPrefix" "$EBPF_CNI_VETH_PREFIX" "$(jq -r '.plugins[0
 expect_eq "ebpf-cni logFile" "$EBPF_CNI_LOG_DIR/cni.log" "$(jq -r '.plugins[0].logFile' "$conflist")"
 expect_eq "portmap capability" true "$(jq -r '.plugins[1].capabilities.portMappings' "$conflist")"
 expect_eq "bandwidth capability" true "$(jq -r '.plugins[2].capabilities.bandwidth' "$conflist")"
+# ebpf-cni reads the bandwidth runtime config too, to attach a pod with an
+# egress limit as TCX links (which leave the bandwidth plugin its qdiscs).
+expect_eq "ebpf-cni sees the bandwidth capability" true "$(jq -r '.plugins[0].capabilities.bandwidth' "$conflist")"
 
 log "a pod through the whole chain, with port mapping and bandwidth runtime config"
 # Both directions: to-pod shaping is a tbf root qdisc on the host veth;
@@ -51,6 +54,11 @@ ifb=$(tc filter show dev "$veth_a" ingress | sed -n 's/.*Redirect to device \([^
 check "bandwidth plugin shapes traffic from the pod (tbf on its ifb $ifb)" \
   bash -c "tc qdisc show dev $ifb | grep -q 'tbf.*rate 20Mbit'"
 expect_eq "our programs on $veth_a next to the bandwidth plugin's qdiscs" 2 "$(tc_bpf_filter_count "$veth_a")"
+expect_eq "a (egress limit) is attached with TCX links" "$(cat "/sys/class/net/$veth_a/ifindex")-egress $(cat "/sys/class/net/$veth_a/ifindex")-ingress" \
+  "$(ls "$EBPF_CNI_BPF_DIR/links" | sort | tr '\n' ' ' | sed 's/ $//')"
+veth_b=$(pod_host_veth b)
+check "b (no limit) has the node's default clsact filters" \
+  bash -c "tc filter show dev $veth_b ingress | grep -q ' bpf '"
 ifb_tx() { cat "/sys/class/net/$ifb/statistics/tx_packets"; }
 ifb_before=$(ifb_tx)
 check "a -> b through the ifb shaper and our programs" ping_ok b "$ip_a"

@@ -189,6 +189,8 @@ void ToProto(const EndpointStatus& status, v1::Endpoint* out) {
   out->set_state(ToProto(status.state));
   out->set_identity(r.identity);
   ToProto(status.policy, out->mutable_policy());
+  out->set_tc_attach_mode(r.attach_mode == TcAttachMode::kTcx ? v1::TC_ATTACH_MODE_TCX
+                                                              : v1::TC_ATTACH_MODE_CLSACT);
 }
 
 }  // namespace
@@ -205,6 +207,20 @@ grpc::Status DatapathServiceImpl::CreateEndpoint(grpc::ServerContext*,
   record.pod_namespace = request->pod_namespace();
   record.pod_name = request->pod_name();
   record.identity = request->identity();
+  switch (request->tc_attach_mode()) {
+    case v1::TC_ATTACH_MODE_UNSPECIFIED:
+      record.attach_mode = TcAttachMode::kAuto;
+      break;
+    case v1::TC_ATTACH_MODE_CLSACT:
+      record.attach_mode = TcAttachMode::kClsact;
+      break;
+    case v1::TC_ATTACH_MODE_TCX:
+      record.attach_mode = TcAttachMode::kTcx;
+      break;
+    default:
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "tc_attach_mode must be UNSPECIFIED, CLSACT or TCX");
+  }
   std::optional<EndpointPolicy> policy;
   if (request->has_policy()) {
     absl::StatusOr<EndpointPolicy> parsed = FromProto(request->policy());

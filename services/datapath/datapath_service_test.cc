@@ -302,6 +302,48 @@ TEST_F(DatapathServiceTest, SwitchingAttachModeAcrossRestartsLeavesOneCopyOnEach
   EXPECT_THAT(LinkPins(bpf_dir_.path()), ::testing::IsEmpty());
 }
 
+// The CNI asks for TCX only for pods whose chained plugins need the veth's
+// qdiscs (egress bandwidth limits); other endpoints on the same node keep
+// the cheaper clsact filters, and each keeps its mode across restarts.
+TEST_F(DatapathServiceTest, EndpointsAskingForTcxGetLinksOthersTheNodeDefault) {
+  if (!KernelSupportsTcx()) GTEST_SKIP() << "kernel without TCX";
+  ScopedVethPair pod_b("b", "10.251.0.6/30");
+  ASSERT_TRUE(pod_b.ok());
+  ASSERT_EQ(manager_->tc_attach_mode(), TcAttachMode::kClsact);  // the default
+  v1::CreateEndpointResponse created_a;
+  ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created_a).ok());
+  EXPECT_EQ(created_a.endpoint().tc_attach_mode(), v1::TC_ATTACH_MODE_CLSACT);
+  v1::CreateEndpointRequest request_b = CreateRequest("ctr-b", pod_b);
+  request_b.set_tc_attach_mode(v1::TC_ATTACH_MODE_TCX);
+  v1::CreateEndpointResponse created_b;
+  grpc::Status status = Create(request_b, &created_b);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(created_b.endpoint().tc_attach_mode(), v1::TC_ATTACH_MODE_TCX);
+
+  const int ifindex_a = static_cast<int>(pod_a_.host_ifindex());
+  const int ifindex_b = static_cast<int>(pod_b.host_ifindex());
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round == 0 ? "created" : "after a restart");
+    const ProgramIds programs = manager_->bpf().program_ids();
+    EXPECT_EQ(*QueryTcProgram(ifindex_a, TcDirection::kIngress), programs.from_container);
+    EXPECT_EQ(*QueryTcProgram(ifindex_b, TcDirection::kIngress), 0u);
+    EXPECT_THAT(Hook(ifindex_b, TcDirection::kIngress), ::testing::ElementsAre(programs.from_container));
+    EXPECT_THAT(Hook(ifindex_b, TcDirection::kEgress), ::testing::ElementsAre(programs.to_container));
+    EXPECT_EQ(LinkPins(bpf_dir_.path()),
+              (std::vector<std::string>{absl::StrCat(ifindex_b, "-egress"),
+                                        absl::StrCat(ifindex_b, "-ingress")}));
+    v1::Endpoint b;
+    ASSERT_TRUE(Get("ctr-b", &b).ok());
+    EXPECT_EQ(b.state(), v1::ATTACHMENT_STATE_ATTACHED);
+    EXPECT_EQ(b.tc_attach_mode(), v1::TC_ATTACH_MODE_TCX);
+    RestartService();
+  }
+  bool deleted = false;
+  ASSERT_TRUE(Delete("ctr-b", &deleted).ok());
+  EXPECT_THAT(Hook(ifindex_b, TcDirection::kIngress), ::testing::IsEmpty());
+  EXPECT_THAT(LinkPins(bpf_dir_.path()), ::testing::IsEmpty());
+}
+
 // A veth deleted while the service is down takes its TCX links' attachment
 // with it, but not their pins: the restart that finds the endpoint stale
 // removes them, and a link pinned for an interface no endpoint has goes too.
@@ -309,6 +351,8 @@ TEST_F(DatapathServiceTest, RestartRemovesTcxPinsOfGoneInterfacesAndUnknownLinks
   if (!KernelSupportsTcx()) GTEST_SKIP() << "kernel without TCX";
   ScopedVethPair pod_b("b", "10.251.0.6/30");
   ASSERT_TRUE(pod_b.ok());
+  attach_mode_ = TcAttachMode::kTcx;
+  RestartService();
   ASSERT_EQ(manager_->tc_attach_mode(), TcAttachMode::kTcx);
   v1::CreateEndpointResponse created;
   ASSERT_TRUE(Create(CreateRequest("ctr-a", pod_a_), &created).ok());

@@ -55,10 +55,24 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
   load_options.conntrack = options.conntrack;
   absl::StatusOr<std::unique_ptr<BpfObjects>> bpf = BpfObjects::Load(load_options);
   if (!bpf.ok()) return bpf.status();
-  absl::StatusOr<std::unique_ptr<TcAttacher>> attacher =
-      MakeTcAttacher(options.tc_attach_mode, options.bpf_dir);
-  if (!attacher.ok()) return attacher.status();
-  spdlog::info("programs go on host veths as {}", TcAttachModeName((*attacher)->mode()));
+  absl::StatusOr<std::unique_ptr<TcAttacher>> clsact =
+      MakeTcAttacher(TcAttachMode::kClsact, options.bpf_dir);
+  if (!clsact.ok()) return clsact.status();
+  std::unique_ptr<TcAttacher> tcx;
+  if (!options.bpf_dir.empty() && KernelSupportsTcx()) {
+    absl::StatusOr<std::unique_ptr<TcAttacher>> made =
+        MakeTcAttacher(TcAttachMode::kTcx, options.bpf_dir);
+    if (!made.ok()) return made.status();
+    tcx = *std::move(made);
+  }
+  TcAttachMode default_mode =
+      options.tc_attach_mode == TcAttachMode::kTcx ? TcAttachMode::kTcx : TcAttachMode::kClsact;
+  if (default_mode == TcAttachMode::kTcx && tcx == nullptr) {
+    return absl::FailedPreconditionError(
+        "TCX attachment needs Linux 6.6 or newer and a BPF pin directory; use --tc_attach=clsact");
+  }
+  spdlog::info("programs go on host veths as {} unless an endpoint asks otherwise (TCX {})",
+               TcAttachModeName(default_mode), tcx ? "available" : "unavailable");
   absl::StatusOr<std::unique_ptr<StateStore>> store =
       StateStore::Open(absl::StrCat(options.state_dir, "/datapath/state.db"),
                        absl::StrCat(options.state_dir, "/datapath"));
@@ -68,7 +82,8 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
   if (!registry.ok()) return registry.status();
 
   std::unique_ptr<EndpointManager> manager(
-      new EndpointManager(*std::move(bpf), *std::move(attacher), *std::move(store),
+      new EndpointManager(*std::move(bpf), *std::move(clsact), std::move(tcx), default_mode,
+                          *std::move(store),
                           *std::move(registry)));
   manager->default_identity_ = options.default_identity;
   const ProgramIds& ids = manager->bpf_->program_ids();
@@ -209,6 +224,7 @@ PolicySummary EndpointManager::CachedPolicySummary(uint32_t endpoint_id) {
 EndpointStatus EndpointManager::WatchViewOf(const EndpointRecord& record) {
   EndpointStatus view;
   view.record = record;
+  view.record.attach_mode = ModeOf(record);
   view.policy = CachedPolicySummary(record.endpoint_id);
   view.state = AttachmentStateOf(record);
   return view;
@@ -219,8 +235,8 @@ AttachmentState EndpointManager::AttachmentStateOf(const EndpointRecord& record)
     return AttachmentState::kInterfaceGone;
   }
   int ifindex = static_cast<int>(record.host_ifindex);
-  absl::StatusOr<uint32_t> ingress = attacher_->Query(ifindex, kFromContainer);
-  absl::StatusOr<uint32_t> egress = attacher_->Query(ifindex, kToContainer);
+  absl::StatusOr<uint32_t> ingress = AttacherFor(record).Query(ifindex, kFromContainer);
+  absl::StatusOr<uint32_t> egress = AttacherFor(record).Query(ifindex, kToContainer);
   bool attached = ingress.ok() && egress.ok() &&
                   *ingress == bpf_->program_ids().from_container &&
                   *egress == bpf_->program_ids().to_container;
@@ -486,8 +502,10 @@ absl::Status EndpointManager::Restore() {
   for (const EndpointRecord& record : registry_->List()) {
     endpoint_ifindexes.insert(static_cast<int>(record.host_ifindex));
   }
-  if (absl::Status status = attacher_->RemoveAllExcept(endpoint_ifindexes); !status.ok()) {
-    return status;
+  if (tcx_ != nullptr) {
+    if (absl::Status status = tcx_->RemoveAllExcept(endpoint_ifindexes); !status.ok()) {
+      return status;
+    }
   }
   return RemoveOrphanMapEntries();
 }
@@ -531,7 +549,7 @@ absl::Status EndpointManager::Attach(const EndpointRecord& record) {
       {kToContainer, {bpf_->to_container_fd(), bpf_->program_ids().to_container}},
   };
   for (const auto& [direction, program] : wanted) {
-    absl::StatusOr<uint32_t> attached = attacher_->Query(ifindex, direction);
+    absl::StatusOr<uint32_t> attached = AttacherFor(record).Query(ifindex, direction);
     if (!attached.ok()) return attached.status();
     if (*attached == program.second) continue;  // already ours, nothing to do
     if (*attached != 0) {
@@ -542,8 +560,22 @@ absl::Status EndpointManager::Attach(const EndpointRecord& record) {
                    *attached, from_previous_run ? "previous datapath run" : "unknown origin",
                    program.second, record.host_interface_name);
     }
-    absl::StatusOr<uint32_t> id = attacher_->Attach(ifindex, direction, program.first);
+    absl::StatusOr<uint32_t> id = AttacherFor(record).Attach(ifindex, direction, program.first);
     if (!id.ok()) return id.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EndpointManager::DetachAll(uint32_t ifindex, bool interface_is_ours) {
+  for (TcAttacher* attacher : {clsact_.get(), tcx_.get()}) {
+    if (attacher == nullptr) continue;
+    for (TcDirection direction : {kFromContainer, kToContainer}) {
+      if (absl::Status status =
+              attacher->Detach(static_cast<int>(ifindex), direction, interface_is_ours);
+          !status.ok()) {
+        return status;
+      }
+    }
   }
   return absl::OkStatus();
 }
@@ -553,14 +585,10 @@ absl::Status EndpointManager::Forget(const EndpointRecord& record) {
   // kernel reused it); its attachments are not ours to remove. A deleted
   // veth took its qdisc and filters with it, but a TCX link's pin outlives
   // it and is removed here.
-  const bool interface_is_ours =
-      InterfaceStillNamed(record.host_ifindex, record.host_interface_name);
-  for (TcDirection direction : {kFromContainer, kToContainer}) {
-    if (absl::Status status = attacher_->Detach(static_cast<int>(record.host_ifindex), direction,
-                                                interface_is_ours);
-        !status.ok()) {
-      return status;
-    }
+  if (absl::Status status = DetachAll(
+          record.host_ifindex, InterfaceStillNamed(record.host_ifindex, record.host_interface_name));
+      !status.ok()) {
+    return status;
   }
   if (absl::Status status = bpf_->RemoveIfindex(record.host_ifindex, record.endpoint_id);
       !status.ok()) {
@@ -594,6 +622,7 @@ absl::Status EndpointManager::Forget(const EndpointRecord& record) {
 absl::StatusOr<EndpointStatus> EndpointManager::StatusOf(const EndpointRecord& record) {
   EndpointStatus status;
   status.record = record;
+  status.record.attach_mode = ModeOf(record);
   absl::StatusOr<EndpointCounters> counters = bpf_->ReadCounters(record.endpoint_id);
   if (!counters.ok()) return counters.status();
   status.counters = *counters;
@@ -606,6 +635,11 @@ absl::StatusOr<EndpointStatus> EndpointManager::StatusOf(const EndpointRecord& r
 
 absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
     const EndpointRecord& request, const std::optional<EndpointPolicy>& policy) {
+  if (ModeOf(request) == TcAttachMode::kTcx && tcx_ == nullptr) {
+    return absl::FailedPreconditionError(
+        "TCX attachment was asked for, but this node has no TCX (Linux 6.6 or newer and a BPF pin "
+        "directory); create the endpoint with clsact, or drop the pod's egress bandwidth limit");
+  }
   if (request.key.container_id.empty()) {
     return absl::InvalidArgumentError("key.container_id is required");
   }
@@ -655,14 +689,11 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
                                existing->host_interface_name != *actual_name)) {
     // Same endpoint on a new interface (e.g. a retried ADD recreated the
     // veth): take everything off the old one first.
-    const bool old_interface_is_ours =
-        InterfaceStillNamed(existing->host_ifindex, existing->host_interface_name);
-    for (TcDirection direction : {kFromContainer, kToContainer}) {
-      if (absl::Status status = attacher_->Detach(static_cast<int>(existing->host_ifindex),
-                                                  direction, old_interface_is_ours);
-          !status.ok()) {
-        return status;
-      }
+    if (absl::Status status =
+            DetachAll(existing->host_ifindex,
+                      InterfaceStillNamed(existing->host_ifindex, existing->host_interface_name));
+        !status.ok()) {
+      return status;
     }
     if (absl::Status status = bpf_->RemoveIfindex(existing->host_ifindex, existing->endpoint_id);
         !status.ok()) {
@@ -672,6 +703,9 @@ absl::StatusOr<EndpointStatus> EndpointManager::CreateEndpoint(
 
   EndpointRecord record = request;
   record.host_interface_name = *actual_name;
+  // record.attach_mode stays as asked (kAuto: follow the node's default,
+  // also after a restart that changed it).
+
   if (record.identity == EBPFCNI_IDENTITY_UNKNOWN) {
     record.identity = existing.has_value() && existing->identity != EBPFCNI_IDENTITY_UNKNOWN
                           ? existing->identity

@@ -81,8 +81,9 @@ struct EndpointManagerOptions {
   // (each costs an RCU grace period there, so the first pods' ADDs do not
   // pay it); 0 = none.
   int prefill_spares = 32;
-  // How programs go on host veths (tc_attacher.h): TCX links where the
-  // kernel has them, so chained plugins' tc qdiscs coexist with ours.
+  // How programs go on the host veths of endpoints that do not ask for a
+  // mode (tc_attacher.h). kAuto = clsact: the cheapest to attach; TCX costs
+  // an RCU grace period per hook, paid only by endpoints that need it.
   TcAttachMode tc_attach_mode = TcAttachMode::kAuto;
 };
 
@@ -162,14 +163,19 @@ class EndpointManager {
 
   const RestoreSummary& restore_summary() const { return restore_summary_; }
   const BpfObjects& bpf() const { return *bpf_; }
-  // TcAttachMode::kTcx or kClsact: how this run attaches programs.
-  TcAttachMode tc_attach_mode() const { return attacher_->mode(); }
+  // kTcx or kClsact: the mode of endpoints that do not ask for one.
+  TcAttachMode tc_attach_mode() const { return default_attach_mode_; }
+  // Whether endpoints may ask for TCX here (kernel support, a pin dir).
+  bool tcx_available() const { return tcx_ != nullptr; }
 
  private:
-  EndpointManager(std::unique_ptr<BpfObjects> bpf, std::unique_ptr<TcAttacher> attacher,
+  EndpointManager(std::unique_ptr<BpfObjects> bpf, std::unique_ptr<TcAttacher> clsact,
+                  std::unique_ptr<TcAttacher> tcx, TcAttachMode default_attach_mode,
                   std::unique_ptr<StateStore> store, std::unique_ptr<EndpointRegistry> registry)
       : bpf_(std::move(bpf)),
-        attacher_(std::move(attacher)),
+        clsact_(std::move(clsact)),
+        tcx_(std::move(tcx)),
+        default_attach_mode_(default_attach_mode),
         store_(std::move(store)),
         registry_(std::move(registry)),
         policy_(bpf_->policy_maps_fd(), bpf_->policy_stats_fd()),
@@ -219,7 +225,19 @@ class EndpointManager {
 
   absl::Mutex mutex_;
   std::unique_ptr<BpfObjects> bpf_ ABSL_GUARDED_BY(mutex_);
-  const std::unique_ptr<TcAttacher> attacher_;
+  // One attacher per mode; tcx_ is null where TCX is unavailable.
+  const std::unique_ptr<TcAttacher> clsact_;
+  const std::unique_ptr<TcAttacher> tcx_;
+  const TcAttachMode default_attach_mode_;
+  // The mode the record's programs are attached with (kAuto: the default).
+  TcAttachMode ModeOf(const EndpointRecord& record) const {
+    return record.attach_mode == TcAttachMode::kAuto ? default_attach_mode_ : record.attach_mode;
+  }
+  TcAttacher& AttacherFor(const EndpointRecord& record) const {
+    return ModeOf(record) == TcAttachMode::kTcx ? *tcx_ : *clsact_;
+  }
+  // Takes our programs off the interface whichever way they are attached.
+  absl::Status DetachAll(uint32_t ifindex, bool interface_is_ours);
   // The registry and the policy copies persist here; before registry_,
   // which uses it.
   std::unique_ptr<StateStore> store_ ABSL_GUARDED_BY(mutex_);

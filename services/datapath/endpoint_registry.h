@@ -17,6 +17,8 @@
 #include <absl/status/status.h>
 #include <absl/status/statusor.h>
 
+#include "services/datapath/tc_attacher.h"
+
 namespace ebpfcni::datapath {
 
 struct EndpointKey {
@@ -36,6 +38,9 @@ struct EndpointRecord {
   std::string pod_name;
   // Security identity; 0 = not known yet (the endpoint is "init": dropped).
   uint32_t identity = 0;
+  // How its programs are attached; kAuto (records of older versions) means
+  // the datapath's default.
+  TcAttachMode attach_mode = TcAttachMode::kAuto;
   bool operator==(const EndpointRecord&) const = default;
 };
 

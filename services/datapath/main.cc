@@ -21,9 +21,12 @@
 ABSL_FLAG(std::string, bpf_dir, "/sys/fs/bpf/ebpf-cni",
           "Directory on bpffs where maps and programs are pinned");
 ABSL_FLAG(std::string, tc_attach, "auto",
-          "How programs go on pods' host veths: tcx (bpf_links, Linux >= 6.6; chained plugins' "
-          "tc qdiscs such as the bandwidth plugin's coexist), clsact (a clsact qdisc filter), or "
-          "auto (tcx when the kernel has it). Switching across a restart moves every endpoint");
+          "How programs go on the host veths of endpoints whose CreateEndpoint does not ask for a "
+          "mode: clsact (a clsact qdisc filter: cheapest to attach) or tcx (bpf_links, Linux >= "
+          "6.6: chained plugins' tc qdiscs, such as the bandwidth plugin's egress shaping, "
+          "coexist; each attach and detach waits for an RCU grace period). auto = clsact. The CNI "
+          "asks for tcx for pods with egress bandwidth limits. Changing it across a restart moves "
+          "every endpoint that did not ask");
 ABSL_FLAG(std::string, state_dir, "/var/lib/ebpf-cni",
           "Directory for persistent state (the endpoint registry)");
 ABSL_FLAG(uint32_t, default_identity, 0,

@@ -32,6 +32,7 @@ nlohmann::json RecordToJson(const EndpointRecord& r) {
       {"pod_namespace", r.pod_namespace},
       {"pod_name", r.pod_name},
       {"identity", r.identity},
+      {"tc_attach", TcAttachModeName(r.attach_mode)},
   };
 }
 
@@ -47,6 +48,8 @@ EndpointRecord RecordFromJson(const nlohmann::json& j) {
   r.pod_namespace = j.value("pod_namespace", "");
   r.pod_name = j.value("pod_name", "");
   r.identity = j.value("identity", 0u);
+  // Absent (older versions) or unknown: the datapath's default mode.
+  r.attach_mode = ParseTcAttachMode(j.value("tc_attach", "auto")).value_or(TcAttachMode::kAuto);
   return r;
 }
 

@@ -234,6 +234,12 @@ absl::StatusOr<CniResult> AddTransaction::Run() {
   create.set_pod_namespace(args->pod_namespace);
   create.set_pod_name(args->pod_name);
   create.set_identity(identity_);
+  // The bandwidth plugin shapes what the pod sends through an `ingress`
+  // qdisc on the host veth, which clsact would block: TCX links leave the
+  // qdiscs free. Other pods take the node's default (cheaper to attach).
+  if (config_.runtime_config.LimitsPodEgress()) {
+    create.set_tc_attach_mode(datapath::v1::TC_ATTACH_MODE_TCX);
+  }
   if (resolved->policy && !AllowsEverything(*resolved->policy)) *create.mutable_policy() = *resolved->policy;
   endpoint_attempted_ = true;
   absl::StatusOr<datapath::v1::Endpoint> endpoint = context_.datapath.CreateEndpoint(create);

@@ -762,6 +762,27 @@ TEST_F(CommandsTest, AddIgnoresOtherPluginsRuntimeConfig) {
   EXPECT_EQ(Run("ADD", config).exit_code, 0);
 }
 
+// A pod the chained bandwidth plugin will shape on its way out needs the
+// host veth's ingress qdisc left free: its programs go on as TCX links.
+// Everything else takes the datapath's default (cheaper to attach).
+TEST_F(CommandsTest, AddAsksForTcxOnlyWhenThePodsEgressIsLimited) {
+  nlohmann::json config = Config();
+  config["runtimeConfig"] = {{"bandwidth", {{"ingressRate", 1000000}, {"ingressBurst", 10000}}}};
+  ASSERT_EQ(Run("ADD", config, "ingress-only").exit_code, 0);
+  EXPECT_EQ(datapath_.create_requests.at({"ingress-only", "eth0"}).tc_attach_mode(),
+            datapath::v1::TC_ATTACH_MODE_UNSPECIFIED);
+
+  config["runtimeConfig"] = {{"Bandwidth", {{"egressRate", 1000000}, {"egressBurst", 10000}}}};
+  ASSERT_EQ(Run("ADD", config, "egress").exit_code, 0);
+  EXPECT_EQ(datapath_.create_requests.at({"egress", "eth0"}).tc_attach_mode(),
+            datapath::v1::TC_ATTACH_MODE_TCX);
+
+  config["runtimeConfig"] = {{"bandwidth", {{"egressRate", 0}}}};
+  ASSERT_EQ(Run("ADD", config, "zero").exit_code, 0);
+  EXPECT_EQ(datapath_.create_requests.at({"zero", "eth0"}).tc_attach_mode(),
+            datapath::v1::TC_ATTACH_MODE_UNSPECIFIED);
+}
+
 TEST_F(CommandsTest, DelUndoesAddAndIsIdempotent) {
   nlohmann::json config = AddAndGetPrevResultConfig();
   std::string host_ifname = config["prevResult"]["interfaces"][0]["name"];

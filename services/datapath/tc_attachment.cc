@@ -19,9 +19,11 @@ bool IsGoneError(int err) {
   return err == -ENOENT || err == -ENODEV || err == -EINVAL;
 }
 
-absl::Status ErrnoStatus(int err, const std::string& what) {
-  std::string message = absl::StrCat(what, ": ", std::strerror(-err));
-  switch (-err) {
+}  // namespace
+
+absl::Status TcErrnoStatus(int errno_value, const std::string& what) {
+  std::string message = absl::StrCat(what, ": ", std::strerror(errno_value));
+  switch (errno_value) {
     case ENODEV:
     case ENOENT:
       return absl::NotFoundError(message);
@@ -33,8 +35,6 @@ absl::Status ErrnoStatus(int err, const std::string& what) {
   }
 }
 
-}  // namespace
-
 const char* TcDirectionName(TcDirection direction) {
   return direction == TcDirection::kIngress ? "ingress" : "egress";
 }
@@ -45,7 +45,7 @@ absl::Status EnsureClsactQdisc(int ifindex) {
               .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
   int err = bpf_tc_hook_create(&hook);
   if (err == 0 || err == -EEXIST) return absl::OkStatus();
-  return ErrnoStatus(err, absl::StrCat("creating clsact qdisc on ifindex ", ifindex));
+  return TcErrnoStatus(-err, absl::StrCat("creating clsact qdisc on ifindex ", ifindex));
 }
 
 absl::StatusOr<uint32_t> AttachTcProgram(int ifindex, TcDirection direction, int prog_fd) {
@@ -54,7 +54,7 @@ absl::StatusOr<uint32_t> AttachTcProgram(int ifindex, TcDirection direction, int
               .handle = kTcFilterHandle, .priority = kTcFilterPriority);
   int err = bpf_tc_attach(&hook, &opts);
   if (err != 0) {
-    return ErrnoStatus(err, absl::StrCat("attaching TC ", TcDirectionName(direction),
+    return TcErrnoStatus(-err, absl::StrCat("attaching TC ", TcDirectionName(direction),
                                          " program on ifindex ", ifindex));
   }
   return opts.prog_id;
@@ -66,7 +66,7 @@ absl::StatusOr<uint32_t> QueryTcProgram(int ifindex, TcDirection direction) {
   int err = bpf_tc_query(&hook, &opts);
   if (err == 0) return opts.prog_id;
   if (err == -ENOENT || err == -EINVAL) return 0u;  // no qdisc or no filter
-  return ErrnoStatus(err, absl::StrCat("querying TC ", TcDirectionName(direction),
+  return TcErrnoStatus(-err, absl::StrCat("querying TC ", TcDirectionName(direction),
                                        " filter on ifindex ", ifindex));
 }
 
@@ -75,7 +75,7 @@ absl::Status DetachTcProgram(int ifindex, TcDirection direction) {
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcFilterHandle, .priority = kTcFilterPriority);
   int err = bpf_tc_detach(&hook, &opts);
   if (err == 0 || IsGoneError(err)) return absl::OkStatus();
-  return ErrnoStatus(err, absl::StrCat("detaching TC ", TcDirectionName(direction),
+  return TcErrnoStatus(-err, absl::StrCat("detaching TC ", TcDirectionName(direction),
                                        " program from ifindex ", ifindex));
 }
 

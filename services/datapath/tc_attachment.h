@@ -6,6 +6,7 @@
 // duplicate, and a restarted service can find and swap what an earlier run
 // attached without touching anybody else's filters.
 #include <cstdint>
+#include <string>
 
 #include <absl/status/status.h>
 #include <absl/status/statusor.h>
@@ -18,6 +19,11 @@ enum class TcDirection {
 };
 
 const char* TcDirectionName(TcDirection direction);
+
+// A failed attach/detach call (positive errno) as a status: a missing
+// interface is NOT_FOUND, missing privileges PERMISSION_DENIED, anything
+// else INTERNAL.
+absl::Status TcErrnoStatus(int errno_value, const std::string& what);
 
 inline constexpr uint32_t kTcFilterHandle = 0xeb1;
 inline constexpr uint32_t kTcFilterPriority = 0xeb;

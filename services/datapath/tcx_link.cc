@@ -25,21 +25,14 @@ struct RawTcxLinkInfo {
 };
 static_assert(sizeof(RawTcxLinkInfo) % 8 == 0);
 
+// As TcErrnoStatus, but EINVAL from a TCX call usually means a kernel
+// without TCX, which the message should say.
 absl::Status ErrnoStatus(int err, const std::string& what) {
-  std::string message = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENODEV:
-    case ENOENT:
-      return absl::NotFoundError(message);
-    case EPERM:
-    case EACCES:
-      return absl::PermissionDeniedError(message);
-    case EINVAL:
-      return absl::FailedPreconditionError(
-          absl::StrCat(message, " (does this kernel support TCX? it needs Linux 6.6 or newer)"));
-    default:
-      return absl::InternalError(message);
+  if (err == EINVAL) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": ", std::strerror(err), " (does this kernel support TCX? it needs Linux 6.6 or newer)"));
   }
+  return TcErrnoStatus(err, what);
 }
 
 }  // namespace

@@ -241,6 +241,13 @@ class ManifestDirectorySource final : public ClusterStateSource {
       }
       if (pending.any) {
         if (Clock::now() < pending.Due(options_.debounce)) continue;
+        if (watch_descriptor_ < 0) {
+          // The directory went away (rm -rf deletes its files first): those
+          // deletions are part of the removal, and its objects are kept
+          // until it comes back, when a rescan settles every file.
+          pending = PendingChanges();
+          continue;
+        }
         if (pending.rescan) {
           RescanAll();
         } else {

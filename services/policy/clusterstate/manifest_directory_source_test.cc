@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_replace.h>
@@ -191,6 +192,8 @@ TEST_F(ManifestDirectorySourceTest, DirectoryRemovedKeepsObjectsUntilItComesBack
   ASSERT_TRUE(WaitStatus([&](const ClusterStateStatus& s) {
     return s.errors.size() == 1 && s.errors[0].find("removed or renamed") != std::string::npos;
   })) << ::testing::PrintToString(source_->Status().errors);
+  // Past the debounce, when the files' own deletions would have been applied.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(listener_.batch_count(), batches);  // nothing withdrawn
   EXPECT_EQ(source_->Status().namespaces, 2u);
 

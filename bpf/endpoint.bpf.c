@@ -8,8 +8,9 @@
  *                 judged by the pod's ingress policy.
  *
  * Order of decisions (docs/datapath.md has the full table):
- *   a packet of a flow this interface already allowed (conntrack) -> pass,
- *   counted on the entry's endpoint, without the endpoint lookup;
+ *   a packet of a flow this interface already allowed (conntrack; not
+ *   a pure SYN, which opens a new one) -> pass, counted on the entry's
+ *   endpoint, without the endpoint lookup;
  *   otherwise: not an endpoint -> pass; malformed -> drop; ARP / neighbour
  *   discovery -> pass; identity unknown (init) -> drop; an ICMP error about
  *   a tracked flow -> pass; otherwise policy for a new flow, and a
@@ -57,10 +58,12 @@ static __always_inline void decide(struct __sk_buff *skb,
 		return;
 	}
 
-	/* A real packet's conntrack lookup already missed on the fast path;
-	 * a trace (which skips that path) looks now, without side effects.
-	 * ICMP errors about tracked flows skip the policy too. */
-	if ((trace && ct_lookup(pkt, ifindex, own_scope, true, &ct_endpoint) != CT_NEW) ||
+	/* A real packet's conntrack lookup already missed on the fast path
+	 * (or was skipped: a pure SYN); a trace (which skips that path) looks
+	 * now, without side effects. ICMP errors about tracked flows skip the
+	 * policy too. */
+	if ((trace && !ct_opens_connection(pkt) &&
+	     ct_lookup(pkt, ifindex, own_scope, true, &ct_endpoint) != CT_NEW) ||
 	    ct_related(pkt, ifindex, own_scope)) {
 		verdict_allow(v, EBPFCNI_VERDICT_ALLOWED_CONNTRACK, 0);
 		return;
@@ -78,7 +81,8 @@ static __always_inline void decide(struct __sk_buff *skb,
 
 /* Established flows and replies: one conntrack lookup (two for a reply)
  * keyed by the interface, then counters and metrics, both inlined array
- * slots. True when the packet passes this way. */
+ * slots. True when the packet passes this way; never for a pure SYN,
+ * which opens a connection and goes to policy. */
 static __always_inline bool pass_tracked(struct __sk_buff *skb,
 					 enum ebpfcni_direction direction,
 					 const struct packet *pkt, int parse_reason)
@@ -89,7 +93,8 @@ static __always_inline bool pass_tracked(struct __sk_buff *skb,
 	__u32 bytes;
 
 	if (parse_reason != EBPFCNI_DROP_NONE ||
-	    (pkt->flags & (PACKET_F_ARP | PACKET_F_NEIGHBOUR)))
+	    (pkt->flags & (PACKET_F_ARP | PACKET_F_NEIGHBOUR)) ||
+	    ct_opens_connection(pkt))
 		return false;
 	if (ct_lookup(pkt, skb->ifindex, own_scope, false, &endpoint_id) == CT_NEW)
 		return false;

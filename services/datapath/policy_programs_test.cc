@@ -381,6 +381,33 @@ TEST_F(PolicyProgramsTest, NewSynOnAClosedTuplePassesPolicyAgain) {
   EXPECT_EQ(FromPod(PacketBuilder::Tcp(kPod4, kPeer4, 2000, 80)), kTcActShot);
 }
 
+TEST_F(PolicyProgramsTest, PureSynSkipsConntrackAndIsJudgedByTodaysPolicy) {
+  // A pure SYN opens a connection: it never rides on an entry, even a live
+  // one, and an allowed one rewrites its tuple's entry instead of adding one.
+  SetPolicy(Isolated({Rule(kEgress, kPeerIdentity, kProtoTcp, 80, kAllow, 1)}));
+  const std::vector<uint8_t> syn = PacketBuilder::Tcp(kPod4, kPeer4, 2100, 80, kTcpSyn).Build();
+  const std::vector<uint8_t> ack = PacketBuilder::Tcp(kPod4, kPeer4, 2100, 80, kTcpAck).Build();
+  ASSERT_EQ(*RunProgram(bpf_->from_container_fd(), kIfindex, syn), kTcActOk);
+  ASSERT_EQ(ToPod(PacketBuilder::Tcp(kPeer4, kPod4, 80, 2100, kTcpSyn | kTcpAck)), kTcActOk);
+  uint64_t by_policy = Metric(EBPFCNI_METRIC_VERDICT(EBPFCNI_VERDICT_ALLOWED_POLICY));
+  uint64_t by_conntrack = Metric(EBPFCNI_METRIC_VERDICT(EBPFCNI_VERDICT_ALLOWED_CONNTRACK));
+  // A retransmitted SYN goes to policy again; the flow keeps one entry.
+  ASSERT_EQ(*RunProgram(bpf_->from_container_fd(), kIfindex, syn), kTcActOk);
+  EXPECT_EQ(Metric(EBPFCNI_METRIC_VERDICT(EBPFCNI_VERDICT_ALLOWED_POLICY)), by_policy + 1);
+  EXPECT_EQ(Metric(EBPFCNI_METRIC_VERDICT(EBPFCNI_VERDICT_ALLOWED_CONNTRACK)), by_conntrack);
+  EXPECT_EQ(ConntrackEntries(), 1u);
+  EXPECT_EQ(TraceFromPod(PacketBuilder::Tcp(kPod4, kPeer4, 2100, 80, kTcpSyn)).verdict,
+            EBPFCNI_VERDICT_ALLOWED_POLICY);
+  EXPECT_EQ(TraceFromPod(PacketBuilder::Tcp(kPod4, kPeer4, 2100, 80, kTcpAck)).verdict,
+            EBPFCNI_VERDICT_ALLOWED_CONNTRACK);
+  // Under a policy that no longer allows the peer, the live flow's packets
+  // still pass (conntrack) but a SYN on its tuple does not.
+  SetPolicy(Isolated());
+  EXPECT_EQ(*RunProgram(bpf_->from_container_fd(), kIfindex, ack), kTcActOk);
+  EXPECT_EQ(*RunProgram(bpf_->from_container_fd(), kIfindex, syn), kTcActShot);
+  EXPECT_EQ(*RunProgram(bpf_->from_container_fd(), kIfindex, ack), kTcActOk);
+}
+
 TEST_F(PolicyProgramsTest, ConntrackEntriesBelongToOneEndpoint) {
   // The interface changing hands (endpoint 10 -> 11 on the same ifindex)
   // takes the old endpoint's flows along: endpoint 11 (isolated, no rules)
@@ -437,7 +464,7 @@ TEST_F(PolicyProgramsTest, EstablishedPacketsAreCountedOnTheEntrysEndpoint) {
   const std::vector<uint8_t> syn = PacketBuilder::Tcp(kPod4, kPeer4, 3200, 80, kTcpSyn).Build();
   const std::vector<uint8_t> reply =
       PacketBuilder::Tcp(kPeer4, kPod4, 80, 3200, kTcpSyn | kTcpAck).Build();
-  const std::vector<uint8_t> ack = PacketBuilder::Tcp(kPod4, kPeer4, 3200, 80).Build();
+  const std::vector<uint8_t> ack = PacketBuilder::Tcp(kPod4, kPeer4, 3200, 80, kTcpAck).Build();
   ASSERT_EQ(*RunProgram(bpf_->from_container_fd(), kIfindex, syn), kTcActOk);
   uint64_t conntrack_before = Metric(EBPFCNI_METRIC_VERDICT(EBPFCNI_VERDICT_ALLOWED_CONNTRACK));
   ASSERT_EQ(*RunProgram(bpf_->to_container_fd(), kIfindex, reply), kTcActOk);

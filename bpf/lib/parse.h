@@ -42,7 +42,9 @@
 
 /* Packet classification flags. */
 #define PACKET_F_ARP (1u << 0)
-/* IPv6 neighbour/router discovery (ICMPv6 133..137): always passes. */
+/* IPv6 link control that always passes: neighbour/router discovery
+ * (ICMPv6 133..137) and multicast listener discovery from a link-scoped
+ * source (icmp6_is_link_mld). */
 #define PACKET_F_NEIGHBOUR (1u << 1)
 /* A fragment other than the first: it carries no L4 header, so its ports
  * are 0 ("unknown") and only any-port rules can allow it. */
@@ -78,6 +80,26 @@ struct packet {
 
 static __always_inline const void *packet_header(struct __sk_buff *skb, __u32 offset,
 						 void *buffer, const __u32 len);
+
+/* Multicast listener discovery (MLDv1 RFC 2710: query 130, report 131,
+ * done 132; MLDv2 RFC 3810: report 143) is how a pod's kernel tells its
+ * link which multicast groups it listens to, and how the node asks. RFC
+ * 4890 (4.4.1) lists it with neighbour discovery as local traffic that
+ * must not be dropped, and an isolated pod would otherwise log a drop for
+ * every report. It passes only from a link-local (fe80::/10) or
+ * unspecified source, as the RFCs require of it: the node never forwards
+ * such a packet off the veth (link-local scope), so this lets nothing
+ * reach another pod. */
+static __always_inline bool icmp6_is_link_mld(__u8 type, const __u8 *saddr)
+{
+	const __u32 *words = (const __u32 *)saddr;
+
+	if (type != 130 && type != 131 && type != 132 && type != 143)
+		return false;
+	if (saddr[0] == 0xfe && (saddr[1] & 0xc0) == 0x80)
+		return true;
+	return !(words[0] | words[1] | words[2] | words[3]);
+}
 
 /* Parses the packet an ICMP error quotes (its IP header and the first 8
  * bytes after it, which RFC 792/4443 guarantee) starting at `offset`. A
@@ -224,7 +246,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 offset,
 			pkt->sport = ((const __be16 *)icmp)[2];
 			pkt->dport = pkt->sport;
 		}
-		if (v6 && type >= 133 && type <= 137)
+		if (v6 && ((type >= 133 && type <= 137) || icmp6_is_link_mld(type, pkt->saddr)))
 			pkt->flags |= PACKET_F_NEIGHBOUR;
 		if ((!v6 && (type == 3 || type == 11 || type == 12)) ||
 		    (v6 && type >= 1 && type <= 4))

@@ -173,6 +173,37 @@ TEST_F(PolicyProgramsTest, EndpointWithoutIdentityIsInitAndDropsAllButArpAndNeig
   EXPECT_EQ(Metric(EBPFCNI_METRIC_DROP(EBPFCNI_DROP_INIT_IDENTITY)), 3u);
 }
 
+TEST_F(PolicyProgramsTest, LinkLocalMulticastListenerDiscoveryPassesLikeNeighbourDiscovery) {
+  // An isolated pod without rules: its kernel's MLD reports (behind the
+  // hop-by-hop router alert they carry) and the node's queries pass; the
+  // same ICMPv6 types from a routable source do not.
+  SetPolicy(Isolated());
+  const IpAddress pod_link_local = Ip("fe80::1234"), node_link_local = Ip("fe80::1");
+  const IpAddress all_mld_routers = Ip("ff02::16"), all_nodes = Ip("ff02::1");
+  const IpAddress unspecified = Ip("::");
+  uint64_t neighbour_before = Metric(EBPFCNI_METRIC_VERDICT(EBPFCNI_VERDICT_ALLOWED_NEIGHBOUR));
+  for (uint8_t report : {131, 132, 143}) {
+    EXPECT_EQ(FromPod(PacketBuilder::Icmp(pod_link_local, all_mld_routers, report)
+                          .Ipv6Extension(kIpv6HopByHop)),
+              kTcActOk)
+        << int(report);
+  }
+  EXPECT_EQ(FromPod(PacketBuilder::Icmp(unspecified, all_mld_routers, 143)
+                        .Ipv6Extension(kIpv6HopByHop)),
+            kTcActOk);
+  EXPECT_EQ(ToPod(PacketBuilder::Icmp(node_link_local, all_nodes, 130)
+                      .Ipv6Extension(kIpv6HopByHop)),
+            kTcActOk);
+  EXPECT_EQ(Metric(EBPFCNI_METRIC_VERDICT(EBPFCNI_VERDICT_ALLOWED_NEIGHBOUR)),
+            neighbour_before + 5);
+  EXPECT_TRUE(DrainEvents().empty());
+  // MLD types from the pod's routable address, to a peer, are policy's.
+  EXPECT_EQ(FromPod(PacketBuilder::Icmp(kPod6, kPeer6, 143)), kTcActShot);
+  EXPECT_EQ(ToPod(PacketBuilder::Icmp(kPeer6, kPod6, 130)), kTcActShot);
+  // Other ICMPv6 from a link-local source is policy's too.
+  EXPECT_EQ(FromPod(PacketBuilder::Icmp(pod_link_local, all_nodes, 128)), kTcActShot);
+}
+
 // ---- not isolated / default deny -------------------------------------------
 
 TEST_F(PolicyProgramsTest, WithoutPolicyEverythingPassesAndFlowsAreTracked) {
@@ -808,10 +839,11 @@ TEST_F(PolicyProgramsTest, UnknownInterfacePassesUnjudged) {
 
 // ---- randomized ---------------------------------------------------------------
 
-// Independent of the BPF parser: is this frame ARP or IPv6 neighbour
-// discovery without extension headers, the only things an isolated endpoint
-// with no rules may pass? (ND behind extension headers is legal, so when
-// the frame has them, we accept a pass only if the walk reaches ICMPv6 ND.)
+// Independent of the BPF parser: is this frame ARP, IPv6 neighbour
+// discovery or multicast listener discovery from a link-local or unspecified
+// source, the only things an isolated endpoint with no rules may pass? (They
+// are legal behind extension headers, so when the frame has them, we accept
+// a pass only if the walk reaches such an ICMPv6 message.)
 bool IsArpOrNeighbourDiscovery(const std::vector<uint8_t>& f) {
   if (f.size() < 14) return false;
   uint16_t ethertype = (f[12] << 8) | f[13];
@@ -834,7 +866,14 @@ bool IsArpOrNeighbourDiscovery(const std::vector<uint8_t>& f) {
       break;
     }
   }
-  return next == 58 && f.size() >= offset + 8 && f[offset] >= 133 && f[offset] <= 137;
+  if (next != 58 || f.size() < offset + 8) return false;
+  uint8_t type = f[offset];
+  if (type >= 133 && type <= 137) return true;
+  bool mld = type == 130 || type == 131 || type == 132 || type == 143;
+  const uint8_t* source = &f[14 + 8];
+  bool link_local = source[0] == 0xfe && (source[1] & 0xc0) == 0x80;
+  bool unspecified = std::all_of(source, source + 16, [](uint8_t b) { return b == 0; });
+  return mld && (link_local || unspecified);
 }
 
 TEST_F(PolicyProgramsTest, RandomAndTruncatedPacketsNeverPassAnIsolatedEndpointWithoutRules) {

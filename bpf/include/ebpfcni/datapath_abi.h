@@ -247,7 +247,7 @@ enum ebpfcni_verdict {
 	EBPFCNI_VERDICT_ALLOWED_CONNTRACK = 1,    /* established flow or reply */
 	EBPFCNI_VERDICT_ALLOWED_POLICY = 2,       /* new flow, an allow rule matched */
 	EBPFCNI_VERDICT_ALLOWED_NOT_ISOLATED = 3, /* new flow, direction not isolated */
-	EBPFCNI_VERDICT_ALLOWED_NEIGHBOUR = 4,    /* ARP / IPv6 neighbour discovery */
+	EBPFCNI_VERDICT_ALLOWED_NEIGHBOUR = 4,    /* ARP, IPv6 neighbour discovery, link-local MLD */
 	EBPFCNI_VERDICT_DROPPED = 5,              /* see the drop reason */
 	EBPFCNI_VERDICT_NOT_AN_ENDPOINT = 6,      /* interface is not ours: passed */
 	EBPFCNI_VERDICT_MAX = 7,

@@ -8,7 +8,7 @@
 #include "maps.h"
 
 /* Identity of `addr` (family EBPFCNI_FAMILY_*); the reserved world identity
- * when nothing covers it. */
+ * of the family (world-ipv4, world-ipv6) when nothing covers it. */
 static __always_inline __u32 ipcache_lookup(__u8 family, const __u8 *addr)
 {
 	struct ebpfcni_ipcache_exact_key exact = {};
@@ -33,7 +33,10 @@ static __always_inline __u32 ipcache_lookup(__u8 family, const __u8 *addr)
 		__builtin_memcpy(key.addr, addr, 16);
 	}
 	value = bpf_map_lookup_elem(&ipcache, &key);
-	return value ? value->identity : EBPFCNI_IDENTITY_WORLD;
+	if (value)
+		return value->identity;
+	return family == EBPFCNI_FAMILY_IPV4 ? EBPFCNI_IDENTITY_WORLD_IPV4 :
+					       EBPFCNI_IDENTITY_WORLD_IPV6;
 }
 
 #endif /* EBPFCNI_BPF_LIB_IPCACHE_H */

@@ -541,8 +541,10 @@ run
 # The docs leave open whether ipBlock matches pod addresses ("cluster-external
 # IPs"); ebpf-cni follows Cilium: pod addresses are matched by pod and
 # namespace selectors only (docs/network-policy.md), so 0.0.0.0/0 here
-# reaches outside addresses but no pod.
-scenario "egress ipBlock 0.0.0.0/0 except one address: outside addresses only"
+# reaches outside addresses but no pod. Outside addresses are the world
+# identity of their family (world-ipv4, world-ipv6), so 0.0.0.0/0 opens no
+# IPv6 address and ::/0 no IPv4 one.
+scenario "egress ipBlock 0.0.0.0/0 except one address: outside IPv4 addresses only"
 policy a-egress-world x <<EOF
 podSelector: {matchLabels: {pod: a}}
 policyTypes: [Egress]
@@ -551,8 +553,24 @@ egress:
   - ipBlock: {cidr: 0.0.0.0/0, except: [$EXT.2/32]}
 EOF
 expect deny 'x/a' '*'
-expect allow 'x/a' 'ext2'
-run
+expect allow 'x/a' 'ext2' '*' 4
+trace_expect x/a ext2 tcp 80 allow 4
+trace_expect x/a ext2 tcp 80 deny 6
+run --ipv6
+
+scenario "egress ipBlock ::/0: outside IPv6 addresses only, no IPv4 one"
+policy a-egress-world6 x <<EOF
+podSelector: {matchLabels: {pod: a}}
+policyTypes: [Egress]
+egress:
+- to:
+  - ipBlock: {cidr: '::/0'}
+EOF
+expect deny 'x/a' '*'
+expect allow 'x/a' 'ext[12]' '*' 6
+trace_expect x/a ext1 tcp 80 allow 6
+trace_expect x/a ext1 tcp 80 deny 4
+run --ipv6
 
 # ipBlock is the one family-aware peer: an IPv6 CIDR says nothing about the
 # IPv4 addresses of the same hosts.

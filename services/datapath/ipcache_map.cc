@@ -117,7 +117,9 @@ absl::StatusOr<uint32_t> IpCacheMap::Lookup(const IpAddress& address) const {
   // A full-length key: the trie answers with the longest matching prefix.
   ebpfcni_ipcache_key key = TrieKeyOf(IpPrefix(address, address.max_prefix_length()));
   if (bpf_map_lookup_elem(trie_fd_, &key, &value) != 0) {
-    if (errno == ENOENT) return EBPFCNI_IDENTITY_WORLD;
+    if (errno == ENOENT) {
+      return address.is_v4() ? EBPFCNI_IDENTITY_WORLD_IPV4 : EBPFCNI_IDENTITY_WORLD_IPV6;
+    }
     return BpfErrno(absl::StrCat("looking up ", address.ToString(), " in the ipcache"), errno);
   }
   return value.identity;

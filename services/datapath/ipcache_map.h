@@ -25,7 +25,8 @@ class IpCacheMap {
   // False when the prefix was not there.
   absl::StatusOr<bool> Delete(const IpPrefix& prefix);
   // Identity the programs would find for `address` (longest prefix match),
-  // EBPFCNI_IDENTITY_WORLD when nothing covers it.
+  // the family's world identity (EBPFCNI_IDENTITY_WORLD_IPV4/_IPV6) when
+  // nothing covers it.
   absl::StatusOr<uint32_t> Lookup(const IpAddress& address) const;
   absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>> List() const;
 

@@ -42,6 +42,7 @@ const IpAddress kOther4 = Ip("10.0.0.3");
 const IpAddress kWorld4 = Ip("192.0.2.1");
 const IpAddress kPod6 = Ip("fd00::1");
 const IpAddress kPeer6 = Ip("fd00::2");
+const IpAddress kWorld6 = Ip("2001:db8::1");
 
 PolicyRule Rule(PolicyDirection direction, uint32_t peer, uint8_t protocol, uint16_t port,
                 PolicyAction action, uint32_t rule_id) {
@@ -264,10 +265,25 @@ TEST_F(PolicyProgramsTest, AllowRuleMatchesPeerProtocolAndPortOnly) {
   // The rule is for ingress: the same tuple leaving the pod is not allowed.
   EXPECT_EQ(TraceFromPod(PacketBuilder::Tcp(kPod4, kPeer4, 40000, 80)).reason,
             EBPFCNI_DROP_POLICY_DEFAULT_DENY);
-  // Unknown addresses are the world identity.
-  SetPolicy(Isolated({Rule(kIngress, EBPFCNI_IDENTITY_WORLD, 0, 0, kAllow, 9)}));
-  EXPECT_EQ(TraceToPod(PacketBuilder::Udp(kWorld4, kPod4, 1, 2)).rule_id, 9u);
+  // Unknown addresses are their family's world identity: a rule for one
+  // family's world admits nothing of the other (what ::/0 compiles to must
+  // not open IPv4).
+  SetPolicy(Isolated({Rule(kIngress, EBPFCNI_IDENTITY_WORLD_IPV4, 0, 0, kAllow, 9)}));
+  TraceResult world4 = TraceToPod(PacketBuilder::Udp(kWorld4, kPod4, 1, 2));
+  EXPECT_EQ(world4.rule_id, 9u);
+  EXPECT_EQ(world4.peer_identity, uint32_t{EBPFCNI_IDENTITY_WORLD_IPV4});
   EXPECT_EQ(TraceToPod(PacketBuilder::Udp(kPeer4, kPod4, 1, 2)).reason,
+            EBPFCNI_DROP_POLICY_DEFAULT_DENY);
+  TraceResult world6 = TraceToPod(PacketBuilder::Udp(kWorld6, kPod6, 1, 2));
+  EXPECT_EQ(world6.peer_identity, uint32_t{EBPFCNI_IDENTITY_WORLD_IPV6});
+  EXPECT_EQ(world6.reason, EBPFCNI_DROP_POLICY_DEFAULT_DENY);
+  SetPolicy(Isolated({Rule(kIngress, EBPFCNI_IDENTITY_WORLD_IPV6, 0, 0, kAllow, 10)}));
+  EXPECT_EQ(TraceToPod(PacketBuilder::Udp(kWorld6, kPod6, 1, 2)).rule_id, 10u);
+  EXPECT_EQ(TraceToPod(PacketBuilder::Udp(kWorld4, kPod4, 1, 2)).reason,
+            EBPFCNI_DROP_POLICY_DEFAULT_DENY);
+  // The umbrella world identity (2) is a label name; no packet carries it.
+  SetPolicy(Isolated({Rule(kIngress, EBPFCNI_IDENTITY_WORLD, 0, 0, kAllow, 2)}));
+  EXPECT_EQ(TraceToPod(PacketBuilder::Udp(kWorld4, kPod4, 1, 2)).reason,
             EBPFCNI_DROP_POLICY_DEFAULT_DENY);
 }
 
@@ -784,7 +800,8 @@ TEST_F(PolicyProgramsTest, ExactAddressesWinOverPrefixesInTheProgramsAndTheServi
   EXPECT_EQ(peer_of(neighbour), 4100u);
   EXPECT_EQ(peer_of(Ip("fd09::5")), 4400u);
   EXPECT_EQ(peer_of(Ip("fd09::6")), 4300u);
-  EXPECT_EQ(peer_of(Ip("10.10.0.1")), uint32_t{EBPFCNI_IDENTITY_WORLD});
+  EXPECT_EQ(peer_of(Ip("10.10.0.1")), uint32_t{EBPFCNI_IDENTITY_WORLD_IPV4});
+  EXPECT_EQ(peer_of(Ip("fd0a::1")), uint32_t{EBPFCNI_IDENTITY_WORLD_IPV6});
   EXPECT_EQ(*ipcache_->Lookup(inside), 4200u);
   EXPECT_EQ(*ipcache_->Lookup(neighbour), 4100u);
   absl::StatusOr<std::vector<std::pair<IpPrefix, uint32_t>>> listed = ipcache_->List();
@@ -826,7 +843,8 @@ TEST_F(PolicyProgramsTest, WholeAddressLeftInTheTrieByAnEarlierVersionIsKeptCurr
 
   ASSERT_TRUE(*ipcache_->Delete(IpPrefix(address, 32)));
   EXPECT_NE(bpf_map_lookup_elem(bpf_->ipcache_fd(), &key, &in_trie), 0) << "trie copy left";
-  EXPECT_EQ(*ipcache_->Lookup(address), uint32_t{EBPFCNI_IDENTITY_WORLD});
+  EXPECT_EQ(*ipcache_->Lookup(address), uint32_t{EBPFCNI_IDENTITY_WORLD_IPV4});
+  EXPECT_EQ(*ipcache_->Lookup(Ip("fd0a::1")), uint32_t{EBPFCNI_IDENTITY_WORLD_IPV6});
 }
 
 TEST_F(PolicyProgramsTest, UnknownInterfacePassesUnjudged) {

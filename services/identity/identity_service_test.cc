@@ -90,11 +90,21 @@ TEST_F(IdentityServiceTest, ReservedIdentitiesHaveFixedNumbers) {
   EXPECT_TRUE(response.identity().reserved());
   ASSERT_EQ(response.identity().labels_size(), 1);
   EXPECT_EQ(response.identity().labels(0).key(), "world");
+  // What the datapath gives addresses outside the cluster, per family.
+  for (auto [id, name] : {std::pair{ReservedIdentity::kWorldIpv4, "world-ipv4"},
+                          std::pair{ReservedIdentity::kWorldIpv6, "world-ipv6"}}) {
+    grpc::ClientContext context;
+    request.set_id(static_cast<uint32_t>(id));
+    ASSERT_TRUE(stub_->GetIdentity(&context, request, &response).ok()) << name;
+    EXPECT_TRUE(response.identity().reserved());
+    ASSERT_EQ(response.identity().labels_size(), 1);
+    EXPECT_EQ(response.identity().labels(0).key(), name);
+  }
 
   grpc::ClientContext c2;
   v1::ListIdentitiesResponse list;
   ASSERT_TRUE(stub_->ListIdentities(&c2, {}, &list).ok());
-  EXPECT_GE(list.identities_size(), 7);
+  EXPECT_GE(list.identities_size(), 9);
 
   grpc::ClientContext c3;
   request.set_id(4242);

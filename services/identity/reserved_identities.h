@@ -17,6 +17,12 @@ enum class ReservedIdentity : uint32_t {
   kInit = 5,
   kRemoteNode = 6,
   kKubeApiServer = 7,
+  // Addresses outside the cluster, one identity per family, so a policy
+  // that allows ::/0 does not also admit every IPv4 address outside the
+  // cluster (and 0.0.0.0/0 no IPv6 one). `world` (2) stays the name of
+  // both in labels; the datapath gives a miss one of these.
+  kWorldIpv4 = 9,
+  kWorldIpv6 = 10,
 };
 
 inline constexpr uint32_t kFirstAllocatableIdentity = 256;
@@ -37,7 +43,15 @@ inline constexpr ReservedIdentityInfo kReservedIdentities[] = {
     {ReservedIdentity::kInit, "init"},
     {ReservedIdentity::kRemoteNode, "remote-node"},
     {ReservedIdentity::kKubeApiServer, "kube-apiserver"},
+    {ReservedIdentity::kWorldIpv4, "world-ipv4"},
+    {ReservedIdentity::kWorldIpv6, "world-ipv6"},
 };
+
+// The world identity of an address family: what the datapath gives an
+// address no pod, node or listed prefix covers.
+inline constexpr ReservedIdentity WorldOf(bool ipv4) {
+  return ipv4 ? ReservedIdentity::kWorldIpv4 : ReservedIdentity::kWorldIpv6;
+}
 
 inline std::optional<ReservedIdentityInfo> FindReserved(uint32_t id) {
   for (const auto& info : kReservedIdentities) {

@@ -26,8 +26,12 @@
  * Cilium's). Allocated identities start at 256. */
 #define EBPFCNI_IDENTITY_UNKNOWN 0
 #define EBPFCNI_IDENTITY_HOST 1
-#define EBPFCNI_IDENTITY_WORLD 2 /* ipcache miss: anything outside the cluster */
+#define EBPFCNI_IDENTITY_WORLD 2 /* anything outside the cluster: the label's name */
 #define EBPFCNI_IDENTITY_INIT 5  /* endpoint whose identity is not known yet */
+/* What an ipcache miss gives, per family: a rule for ::/0 must not admit
+ * IPv4 addresses outside the cluster, nor one for 0.0.0.0/0 IPv6 ones. */
+#define EBPFCNI_IDENTITY_WORLD_IPV4 9
+#define EBPFCNI_IDENTITY_WORLD_IPV6 10
 
 /* Capacities. Inner policy maps and the ipcache are not preallocated, so
  * these bound memory without reserving it. */

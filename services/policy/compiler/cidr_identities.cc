@@ -5,7 +5,9 @@
 namespace ebpfcni::policy {
 
 std::pair<uint32_t, bool> CidrIdentities::Acquire(const IpPrefix& prefix) {
-  if (IsWorld(prefix)) return {static_cast<uint32_t>(identity::ReservedIdentity::kWorld), false};
+  if (IsWorld(prefix)) {
+    return {static_cast<uint32_t>(identity::WorldOf(prefix.address().is_v4())), false};
+  }
   auto [it, inserted] = entries_.try_emplace(prefix, Entry{0, 0});
   if (inserted) {
     it->second.id = next_id_++;

@@ -6,8 +6,9 @@
 // The ipcache's longest-prefix match then gives an address the identity of
 // the most specific listed prefix containing it, so an ipBlock (P except E…)
 // is exactly the set of prefix identities inside P and outside every E.
-// 0.0.0.0/0 and ::/0 are the reserved identity world, which the datapath
-// gives every address it knows nothing about; they are never installed.
+// 0.0.0.0/0 and ::/0 are the reserved identities world-ipv4 and world-ipv6,
+// which the datapath gives every address of that family it knows nothing
+// about; they are never installed.
 #include <cstdint>
 #include <map>
 #include <optional>

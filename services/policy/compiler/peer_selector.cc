@@ -3,6 +3,8 @@
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_join.h>
 
+#include "services/identity/reserved_identities.h"
+
 namespace ebpfcni::policy {
 
 IdentityLabels IdentityLabels::FromLabelSet(const identity::LabelSet& labels) {
@@ -96,6 +98,9 @@ bool PeerSelector::MatchesPrefix(const IpPrefix& prefix) const {
   return true;
 }
 
-bool PeerSelector::MatchesWorld() const { return kind == Kind::kIpBlock && ip_block.cidr.length() == 0; }
+uint32_t PeerSelector::WorldIdentity() const {
+  if (kind != Kind::kIpBlock || ip_block.cidr.length() != 0) return 0;
+  return static_cast<uint32_t>(identity::WorldOf(ip_block.cidr.address().is_v4()));
+}
 
 }  // namespace ebpfcni::policy

@@ -57,9 +57,10 @@ struct PeerSelector {
   // addresses only it covers) is allowed iff Q is inside cidr and not inside
   // any except.
   bool MatchesPrefix(const IpPrefix& prefix) const;
-  // kIpBlock with a /0 cidr: addresses outside every known prefix carry the
-  // reserved identity world.
-  bool MatchesWorld() const;
+  // kIpBlock with a /0 cidr: addresses of its family outside every known
+  // prefix carry that family's reserved world identity (world-ipv4 or
+  // world-ipv6), which this returns; 0 for any other selector.
+  uint32_t WorldIdentity() const;
 };
 
 }  // namespace ebpfcni::policy

@@ -29,14 +29,14 @@ using Contributors = std::vector<std::pair<EntryKey, uint32_t>>;
 using NamedPort = std::tuple<std::string, uint8_t, uint16_t>;
 
 constexpr uint32_t kHostIdentity = static_cast<uint32_t>(identity::ReservedIdentity::kHost);
-constexpr uint32_t kWorldIdentity = static_cast<uint32_t>(identity::ReservedIdentity::kWorld);
 
 // One selector-cache entry: a peer selector and the identities it matches
 // now, shared by every rule of every policy that names the same peer.
 struct CachedSelector {
   PeerSelector selector;
   std::set<uint32_t> matches;
-  bool matches_world = false;
+  // The family's world identity for a /0 ipBlock, else 0.
+  uint32_t world_identity = 0;
   // Policy -> how many of its peers use this entry, in total and in
   // egress rules whose ports are all named.
   struct Use {
@@ -164,7 +164,7 @@ struct PolicyEngine::State {
     std::vector<uint32_t> peers;
     for (const CachedSelector* selector : source.peers) {
       peers.insert(peers.end(), selector->matches.begin(), selector->matches.end());
-      if (selector->matches_world) peers.push_back(kWorldIdentity);
+      if (selector->world_identity != 0) peers.push_back(selector->world_identity);
     }
     if (source.peers.size() > 1) {
       std::sort(peers.begin(), peers.end());
@@ -349,7 +349,7 @@ struct PolicyEngine::State {
         ++stats.selector_evaluations;
         if (entry.selector.MatchesPrefix(prefix)) entry.matches.insert(id);
       }
-      entry.matches_world = entry.selector.MatchesWorld();
+      entry.world_identity = entry.selector.WorldIdentity();
     }
   }
 
@@ -906,7 +906,7 @@ uint32_t PolicyEngine::IdentityOfAddress(const IpAddress& address) const {
     if (identity != 0) return identity;
   }
   if (uint32_t identity = s.cidrs.Lookup(address); identity != 0) return identity;
-  return kWorldIdentity;
+  return static_cast<uint32_t>(identity::WorldOf(address.is_v4()));
 }
 
 std::vector<PolicySummary> PolicyEngine::ListPolicies(const std::string& namespace_filter) const {

@@ -154,7 +154,8 @@ class PolicyEngine {  // not thread-safe: the agent serialises calls
   DirectionTrace TraceFor(uint32_t identity, const std::string& pod_namespace, const std::string& pod_name,
                           Direction direction, uint32_t peer_identity, uint8_t protocol, uint16_t port);
   // Local endpoints' and known pods' identities, CIDR identities (longest
-  // prefix), else reserved world (2).
+  // prefix), else the family's reserved world identity (world-ipv4 9,
+  // world-ipv6 10).
   uint32_t IdentityOfAddress(const IpAddress& address) const;
 
   std::vector<PolicySummary> ListPolicies(const std::string& namespace_filter = "") const;

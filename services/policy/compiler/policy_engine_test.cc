@@ -20,7 +20,9 @@ using ::testing::UnorderedElementsAre;
 using test_support::TestCluster;
 
 constexpr uint32_t kHost = 1;
-constexpr uint32_t kWorld = 2;
+// The peer identity of an IPv4 / IPv6 address outside the cluster.
+constexpr uint32_t kWorld4 = 9;
+constexpr uint32_t kWorld6 = 10;
 
 std::vector<uint32_t> RuleIds(const DirectionTrace& trace) {
   std::vector<uint32_t> ids;
@@ -67,7 +69,7 @@ TEST_F(DocumentationExampleTest, IngressToDb) {
       << "a podSelector alone selects in the policy's own namespace";
   EXPECT_TRUE(cluster.IngressAllowed("default", "db", cluster.CidrIdentity("172.17.0.0/16"), 6379));
   EXPECT_FALSE(cluster.IngressAllowed("default", "db", cluster.CidrIdentity("172.17.1.0/24"), 6379)) << "except";
-  EXPECT_FALSE(cluster.IngressAllowed("default", "db", kWorld, 6379));
+  EXPECT_FALSE(cluster.IngressAllowed("default", "db", kWorld4, 6379));
   EXPECT_TRUE(cluster.IngressAllowed("default", "db", kHost, 22)) << "the node always reaches its pods";
 }
 
@@ -76,7 +78,7 @@ TEST_F(DocumentationExampleTest, EgressFromDb) {
   EXPECT_TRUE(cluster.EgressAllowed("default", "db", allowed_cidr, 5978));
   EXPECT_FALSE(cluster.EgressAllowed("default", "db", allowed_cidr, 5979));
   EXPECT_FALSE(cluster.EgressAllowed("default", "db", frontend, 5978));
-  EXPECT_FALSE(cluster.EgressAllowed("default", "db", kWorld, 5978));
+  EXPECT_FALSE(cluster.EgressAllowed("default", "db", kWorld4, 5978));
   EXPECT_TRUE(cluster.EgressAllowed("default", "db", kHost, 5978)) << "traffic to the node is always allowed";
 }
 
@@ -129,7 +131,7 @@ TEST_F(DocumentationExampleTest, PrefixIdentitiesAndAddresses) {
   auto address = [](const char* text) { return *IpAddress::Parse(text); };
   EXPECT_EQ(cluster.engine.IdentityOfAddress(address("172.17.1.9")), cluster.CidrIdentity("172.17.1.0/24"));
   EXPECT_EQ(cluster.engine.IdentityOfAddress(address("172.17.9.9")), cluster.CidrIdentity("172.17.0.0/16"));
-  EXPECT_EQ(cluster.engine.IdentityOfAddress(address("8.8.8.8")), kWorld);
+  EXPECT_EQ(cluster.engine.IdentityOfAddress(address("8.8.8.8")), kWorld4);
   EXPECT_EQ(cluster.engine.IdentityOfAddress(address("10.244.0.11")), frontend) << "local endpoint";
   EXPECT_EQ(cluster.engine.IdentityOfAddress(address("10.244.1.5")), myproject_pod) << "pod of another node";
 
@@ -196,7 +198,7 @@ TEST(DefaultPoliciesTest, AllowAllIngress) {
   EXPECT_TRUE(policy.ingress_isolated);
   EXPECT_THAT(policy.rules, ::testing::Contains(Field(&CompiledRule::peer_identity, 0u)));
   EXPECT_TRUE(cluster.IngressAllowed("x", "a", a, 1));
-  EXPECT_TRUE(cluster.IngressAllowed("x", "a", kWorld, 65535, k8s::kProtocolUdp));
+  EXPECT_TRUE(cluster.IngressAllowed("x", "a", kWorld4, 65535, k8s::kProtocolUdp));
   EXPECT_TRUE(cluster.IngressAllowed("x", "a", 12345, 9, 132));
 }
 
@@ -219,7 +221,7 @@ TEST(DefaultPoliciesTest, DefaultDenyEgressAndAllowAllEgress) {
                      "spec": {"podSelector": {}, "egress": [{}], "policyTypes": ["Egress"]}})");
   EXPECT_TRUE(cluster.PolicyOf("y", "b").egress_isolated);
   EXPECT_TRUE(cluster.EgressAllowed("y", "b", a, 53, k8s::kProtocolUdp));
-  EXPECT_TRUE(cluster.EgressAllowed("y", "b", kWorld, 443));
+  EXPECT_TRUE(cluster.EgressAllowed("y", "b", kWorld4, 443));
 }
 
 TEST(DefaultPoliciesTest, DefaultDenyAll) {
@@ -427,8 +429,8 @@ TEST(IsolationTest, EachDirectionIndependently) {
       "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}})");
   EXPECT_FALSE(cluster.PolicyOf("x", "a").ingress_isolated);
   EXPECT_TRUE(cluster.PolicyOf("x", "a").egress_isolated);
-  EXPECT_TRUE(cluster.EgressAllowed("x", "a", kWorld, 53, k8s::kProtocolUdp));
-  EXPECT_FALSE(cluster.EgressAllowed("x", "a", kWorld, 53, k8s::kProtocolTcp));
+  EXPECT_TRUE(cluster.EgressAllowed("x", "a", kWorld4, 53, k8s::kProtocolUdp));
+  EXPECT_FALSE(cluster.EgressAllowed("x", "a", kWorld4, 53, k8s::kProtocolTcp));
   EXPECT_EQ(cluster.Ingress("x", "a", a, 80).decision, TraceDecision::kAllowedNotIsolated);
   // egress rules without policyTypes: both directions (Ingress is always implied).
   cluster.Policy(R"({"metadata": {"name": "egress-only", "namespace": "x"},
@@ -462,7 +464,7 @@ TEST(IpBlockTest, ExceptAndNestedPrefixesOfOtherPolicies) {
   EXPECT_TRUE(cluster.EgressAllowed("x", "a", inside, 1));
   EXPECT_FALSE(cluster.EgressAllowed("x", "a", excepted, 1));
   EXPECT_FALSE(cluster.EgressAllowed("x", "a", inside_except, 1)) << "inside the except";
-  EXPECT_FALSE(cluster.EgressAllowed("x", "a", kWorld, 1));
+  EXPECT_FALSE(cluster.EgressAllowed("x", "a", kWorld4, 1));
   EXPECT_TRUE(cluster.EgressAllowed("x", "b", inside_except, 1));
   EXPECT_FALSE(cluster.EgressAllowed("x", "b", wide, 1));
 
@@ -470,12 +472,39 @@ TEST(IpBlockTest, ExceptAndNestedPrefixesOfOtherPolicies) {
   cluster.Policy(R"({"metadata": {"name": "narrow", "namespace": "x"},
       "spec": {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Egress"],
         "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]}]}})");
-  EXPECT_TRUE(cluster.EgressAllowed("x", "b", kWorld, 1));
+  EXPECT_TRUE(cluster.EgressAllowed("x", "b", kWorld4, 1));
   EXPECT_FALSE(cluster.EgressAllowed("x", "b", wide, 1));
   EXPECT_FALSE(cluster.EgressAllowed("x", "b", excepted, 1));
+  EXPECT_FALSE(cluster.EgressAllowed("x", "b", kWorld6, 1)) << "0.0.0.0/0 is IPv4 only";
   for (const auto& [prefix, id] : cluster.engine.PrefixIdentities()) {
     EXPECT_NE(prefix.length(), 0) << "/0 is world, never a prefix identity";
   }
+}
+
+TEST(IpBlockTest, EachFamilysWorldIsItsOwn) {
+  // ::/0 must not admit IPv4 addresses outside the cluster (nor 0.0.0.0/0
+  // IPv6 ones): the datapath gives a miss its family's world identity.
+  TestCluster cluster;
+  cluster.Namespace("x");
+  cluster.Pod("x", "v6", {{"app", "v6"}});
+  cluster.Pod("x", "v4", {{"app", "v4"}});
+  cluster.Policy(R"({"metadata": {"name": "v6-out", "namespace": "x"},
+      "spec": {"podSelector": {"matchLabels": {"app": "v6"}}, "policyTypes": ["Egress", "Ingress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "::/0"}}]}],
+        "ingress": [{"from": [{"ipBlock": {"cidr": "::/0", "except": ["2001:db8::/32"]}}]}]}})");
+  cluster.Policy(R"({"metadata": {"name": "v4-out", "namespace": "x"},
+      "spec": {"podSelector": {"matchLabels": {"app": "v4"}}, "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}})");
+  EXPECT_TRUE(cluster.EgressAllowed("x", "v6", kWorld6, 443));
+  EXPECT_FALSE(cluster.EgressAllowed("x", "v6", kWorld4, 443));
+  EXPECT_TRUE(cluster.IngressAllowed("x", "v6", kWorld6, 443));
+  EXPECT_FALSE(cluster.IngressAllowed("x", "v6", kWorld4, 443));
+  EXPECT_FALSE(cluster.IngressAllowed("x", "v6", cluster.CidrIdentity("2001:db8::/32"), 443));
+  EXPECT_TRUE(cluster.EgressAllowed("x", "v4", kWorld4, 443));
+  EXPECT_FALSE(cluster.EgressAllowed("x", "v4", kWorld6, 443));
+  auto address = [](const char* text) { return *IpAddress::Parse(text); };
+  EXPECT_EQ(cluster.engine.IdentityOfAddress(address("192.0.2.1")), kWorld4);
+  EXPECT_EQ(cluster.engine.IdentityOfAddress(address("2001:db9::1")), kWorld6);
 }
 
 TEST(RuleIdTest, MapBackStableAcrossUpdatesAndNeverReused) {
@@ -506,7 +535,7 @@ TEST(RuleIdTest, MapBackStableAcrossUpdatesAndNeverReused) {
       "ingress": [{"ports": [{"port": 10}]}], "egress": [{"ports": [{"port": 30}]}]}})");
   EXPECT_EQ(cluster.engine.DescribeRule(egress0.rule_id), egress0);
   EXPECT_EQ(cluster.engine.DescribeRule(ingress1.rule_id), std::nullopt);
-  EXPECT_EQ(cluster.Egress("x", "a", kWorld, 30).allowing_rules.at(0).rule_id, egress0.rule_id);
+  EXPECT_EQ(cluster.Egress("x", "a", kWorld4, 30).allowing_rules.at(0).rule_id, egress0.rule_id);
 
   // Delete then re-create: new ids, so old drop events cannot be misread.
   cluster.engine.DeletePolicy("x", "p");

@@ -31,13 +31,19 @@
 #
 # Usage: bench/datapath/throughput/run.sh [--seconds S] [--rounds R]
 #          [--entries N] [--threads T] [--modes noprog,ebpf,...]
-#          [--wait-load L] [--out DIR] [--smoke]
+#          [--wait-load L] [--steady-cpu] [--out DIR] [--smoke]
 #   --seconds S    length of each measurement (default 10)
 #   --rounds R     rounds over all modes (default 3)
 #   --entries N    policy entries / iptables rules (default 10000)
 #   --threads T    concurrent connections of the connection-rate test (4)
 #   --wait-load L  before each round wait (at most 10 min) until the 1-minute
 #                  load average is below L (default: do not wait)
+#   --steady-cpu   keep idle CPUs polling instead of halting for the run (a
+#                  0 µs CPU latency request on /dev/cpu_dma_latency, dropped
+#                  when the run exits): on an idle VM every ping-pong half
+#                  otherwise pays a halt and wake-up of the vCPU, which is
+#                  bimodal here (36 or 43 µs round trips in either mode) and
+#                  buries what filtering costs. Applies to every mode alike.
 #   --out DIR      keep results.csv (raw) and summary.md there
 #   --smoke        1 s per measurement, 200 entries, one round: what CTest
 #                  runs (bench.datapath.throughput.smoke); fails on any error
@@ -60,6 +66,7 @@ entries=10000
 threads=4
 modes=noprog,ebpf,legacy,legacy-est,nft,nft-est
 wait_load=
+steady_cpu=0
 out_dir=
 smoke=0
 while (($#)); do
@@ -70,9 +77,10 @@ while (($#)); do
     --threads) threads=$2; shift 2 ;;
     --modes) modes=$2; shift 2 ;;
     --wait-load) wait_load=$2; shift 2 ;;
+    --steady-cpu) steady_cpu=1; shift ;;
     --out) out_dir=$2; shift 2 ;;
     --smoke) smoke=1; seconds=1; rounds=1; entries=200; shift ;;
-    -h | --help) sed -n '2,48p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,54p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -101,6 +109,7 @@ for bin in "${needed[@]}"; do
   [[ -x $bin ]] || { echo "$bin not built (cmake --build \$EBPF_CNI_BUILD_DIR --target tput-conn-rate tput-policy-loader ebpf-cni-grpc-probe)" >&2; exit 1; }
 done
 
+server_cpu=$(($(nproc) - 1))
 bench_new_run tput
 ns_prefix="tput-$tag-"
 chain="TPUT-$tag"
@@ -316,7 +325,11 @@ start_servers() {
   local ns=$1 address=$2 life=$((budget + 60))
   ip netns exec "$ns" timeout "$life" iperf3 -s -B "$address" -p "$PORT_IPERF" >>"$work/servers.log" 2>&1 &
   bg_pids+=($!)
-  ip netns exec "$ns" timeout "$life" sockperf server --tcp -i "$address" -p "$PORT_SOCKPERF" >>"$work/servers.log" 2>&1 &
+  # Like iperf3 -A 0,1: the ping-pong's two ends on CPUs of their own (the
+  # server on the last CPU, the client on CPU 0), so a round's latency does
+  # not depend on whether the scheduler put both on one CPU.
+  ip netns exec "$ns" timeout "$life" taskset -c "$server_cpu" sockperf server --tcp -i "$address" \
+    -p "$PORT_SOCKPERF" >>"$work/servers.log" 2>&1 &
   bg_pids+=($!)
   ip netns exec "$ns" timeout "$life" "$CONN_RATE" server --listen="$address:$PORT_CONN" \
     --threads="$threads" --max_seconds="$life" >>"$work/servers.log" 2>&1 &
@@ -369,8 +382,8 @@ measure() {
   fi
 
   load=$(load1)
-  if ip netns exec "$ns" timeout "$bound" sockperf ping-pong --tcp -i "$server" -p "$PORT_SOCKPERF" \
-    -t "$seconds" -m 64 >"$tag_out.sockperf.txt" 2>&1; then
+  if ip netns exec "$ns" timeout "$bound" taskset -c 0 sockperf ping-pong --tcp -i "$server" \
+    -p "$PORT_SOCKPERF" -t "$seconds" -m 64 >"$tag_out.sockperf.txt" 2>&1; then
     value=$(sed -n 's/.*percentile 50.000 = *\([0-9.]*\).*/\1/p' "$tag_out.sockperf.txt")
     local p99
     p99=$(sed -n 's/.*percentile 99.000 = *\([0-9.]*\).*/\1/p' "$tag_out.sockperf.txt")
@@ -460,6 +473,7 @@ check_targets() {
 
 summarize() {
   {
+    ((steady_cpu)) && echo "CPUs kept polling when idle (--steady-cpu) for every mode." && echo
     echo "| mode | TCP Gbit/s | UDP 64 B kpps | latency p50 µs | latency p99 µs | connections/s | load (1 min) |"
     echo "|---|---:|---:|---:|---:|---:|---|"
     local mode
@@ -531,7 +545,14 @@ summarize() {
   cat "$work/summary.md"
 }
 
-log "run $tag: seconds=$seconds rounds=$rounds entries=$entries threads=$threads modes=$modes ($(nproc) CPUs, kernel $(uname -r), load $(load1))"
+if ((steady_cpu)); then
+  # The request lives as long as this descriptor: the shell's exit (any
+  # exit) closes it and the kernel drops the request.
+  exec {cpu_latency_fd}>/dev/cpu_dma_latency ||
+    { echo "cannot open /dev/cpu_dma_latency for --steady-cpu" >&2; exit 1; }
+  printf 0 >&"$cpu_latency_fd"
+fi
+log "run $tag: seconds=$seconds rounds=$rounds entries=$entries threads=$threads modes=$modes steady_cpu=$steady_cpu ($(nproc) CPUs, kernel $(uname -r), load $(load1))"
 need_plain=0
 [[ ,$modes, =~ ,(noprog|legacy|legacy-est|nft|nft-est), ]] && need_plain=1
 ((need_plain)) && { setup_plain; start_servers "${ns_prefix}ps" "$plain_server" || exit 1; }

@@ -5,11 +5,6 @@
 // (the pods are dual-stack, as the CNI makes them). Ends with the restart
 // test: continuous allowed and denied traffic of both families while the
 // daemon is killed -9 and restarted ten times.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -145,121 +140,6 @@ absl::Status Exchange(const NetnsSocket& socket, const std::string& message) {
   if (!echoed.ok()) return echoed.status();
   if (*echoed != message) return absl::DataLossError("echo differs");
   return absl::OkStatus();
-}
-
-// IPv6 sockets inside a pod. The shared helpers of testing/pod_network.h
-// make IPv4 sockets; these make AF_INET6 ones, and the rest of those
-// helpers (Accept, SendAll, ReceiveExactly) work on either.
-absl::Status ErrnoError(const std::string& what) {
-  return absl::InternalError(what + ": " + std::strerror(errno));
-}
-
-sockaddr_in6 Ipv6(const std::string& ip, uint16_t port) {
-  sockaddr_in6 address{};
-  address.sin6_family = AF_INET6;
-  address.sin6_port = htons(port);
-  inet_pton(AF_INET6, ip.c_str(), &address.sin6_addr);
-  return address;
-}
-
-// socket(AF_INET6) on a thread that entered the namespace (setns moves only
-// the calling thread; the socket stays in the namespace it was made in).
-absl::StatusOr<NetnsSocket> Socket6In(const std::string& netns_path, int type) {
-  absl::StatusOr<NetnsSocket> result = absl::InternalError("not run");
-  std::thread worker([&] {
-    int ns = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
-      result = ErrnoError("entering " + netns_path);
-      if (ns >= 0) close(ns);
-      return;
-    }
-    close(ns);
-    int fd = socket(AF_INET6, type | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      result = ErrnoError("socket(AF_INET6)");
-      return;
-    }
-    result = NetnsSocket(fd);
-  });
-  worker.join();
-  return result;
-}
-
-absl::StatusOr<NetnsSocket> ListenTcp6(const std::string& netns_path, uint16_t port) {
-  absl::StatusOr<NetnsSocket> socket = Socket6In(netns_path, SOCK_STREAM);
-  if (!socket.ok()) return socket.status();
-  int one = 1;
-  setsockopt(socket->fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  setsockopt(socket->fd(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-  sockaddr_in6 address = Ipv6("::", port);
-  if (bind(socket->fd(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      listen(socket->fd(), 64) != 0) {
-    return ErrnoError("listening on [::]:" + std::to_string(port));
-  }
-  return socket;
-}
-
-absl::StatusOr<NetnsSocket> BindUdp6(const std::string& netns_path, uint16_t port) {
-  absl::StatusOr<NetnsSocket> socket = Socket6In(netns_path, SOCK_DGRAM);
-  if (!socket.ok()) return socket.status();
-  int one = 1;
-  setsockopt(socket->fd(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-  sockaddr_in6 address = Ipv6("::", port);
-  if (bind(socket->fd(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    return ErrnoError("binding UDP [::]:" + std::to_string(port));
-  }
-  return socket;
-}
-
-// DEADLINE_EXCEEDED when nothing answers within the timeout.
-absl::StatusOr<NetnsSocket> ConnectTcp6(const std::string& netns_path, const std::string& ip,
-                                        uint16_t port, std::chrono::milliseconds timeout) {
-  absl::StatusOr<NetnsSocket> socket = Socket6In(netns_path, SOCK_STREAM | SOCK_NONBLOCK);
-  if (!socket.ok()) return socket.status();
-  sockaddr_in6 address = Ipv6(ip, port);
-  const std::string target = "[" + ip + "]:" + std::to_string(port);
-  if (connect(socket->fd(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 &&
-      errno != EINPROGRESS) {
-    return ErrnoError("connecting to " + target);
-  }
-  pollfd p{socket->fd(), POLLOUT, 0};
-  if (poll(&p, 1, static_cast<int>(timeout.count())) != 1) {
-    return absl::DeadlineExceededError("no answer from " + target);
-  }
-  int error = 0;
-  socklen_t length = sizeof(error);
-  getsockopt(socket->fd(), SOL_SOCKET, SO_ERROR, &error, &length);
-  if (error != 0) {
-    return absl::UnavailableError("connecting to " + target + ": " + std::strerror(error));
-  }
-  fcntl(socket->fd(), F_SETFL, fcntl(socket->fd(), F_GETFL) & ~O_NONBLOCK);
-  return socket;
-}
-
-absl::Status SendUdp6(const NetnsSocket& socket, const std::string& ip, uint16_t port,
-                      const std::string& data) {
-  sockaddr_in6 address = Ipv6(ip, port);
-  if (sendto(socket.fd(), data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&address),
-             sizeof(address)) != static_cast<ssize_t>(data.size())) {
-    return ErrnoError("sending UDP to [" + ip + "]:" + std::to_string(port));
-  }
-  return absl::OkStatus();
-}
-
-// One datagram within the timeout, with the sender's port.
-absl::StatusOr<std::pair<std::string, uint16_t>> ReceiveUdp6(const NetnsSocket& socket,
-                                                            std::chrono::milliseconds timeout) {
-  pollfd p{socket.fd(), POLLIN, 0};
-  if (poll(&p, 1, static_cast<int>(timeout.count())) != 1) {
-    return absl::DeadlineExceededError("no datagram in time");
-  }
-  char buffer[2048];
-  sockaddr_in6 from{};
-  socklen_t length = sizeof(from);
-  ssize_t n = recvfrom(socket.fd(), buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from),
-                       &length);
-  if (n < 0) return ErrnoError("recvfrom");
-  return std::make_pair(std::string(buffer, static_cast<size_t>(n)), ntohs(from.sin6_port));
 }
 
 class PolicyEndToEndTest : public ::testing::Test {
@@ -547,10 +427,10 @@ TEST_F(PolicyEndToEndTest, Ipv6AllowsAndDeniesTcpUdpAndIcmpv6RepliesPassAndDrops
 
   // TCP over IPv6: the rule for A's identity serves both families; the
   // reply enters A through conntrack.
-  absl::StatusOr<NetnsSocket> listener = ListenTcp6(b, kAllowedTcpPort);
+  absl::StatusOr<NetnsSocket> listener = testing::ListenTcp(b, kAllowedTcpPort, AF_INET6);
   ASSERT_TRUE(listener.ok()) << listener.status();
   EchoServer echo(*std::move(listener));
-  absl::StatusOr<NetnsSocket> connection = ConnectTcp6(a, kPodB6, kAllowedTcpPort, 3s);
+  absl::StatusOr<NetnsSocket> connection = testing::ConnectTcp(a, kPodB6, kAllowedTcpPort, 3s);
   ASSERT_TRUE(connection.ok()) << connection.status();
   EXPECT_TRUE(Exchange(*connection, "hello over IPv6").ok());
   // Neighbour discovery crossed the isolated programs both ways: the node
@@ -564,29 +444,32 @@ TEST_F(PolicyEndToEndTest, Ipv6AllowsAndDeniesTcpUdpAndIcmpv6RepliesPassAndDrops
         << "node's neighbour entry for " << Ipv6Of(*pod) << ": '" << neighbour << "'";
   }
 
-  absl::StatusOr<NetnsSocket> unlisted = ListenTcp6(b, kUnlistedTcpPort);
-  absl::StatusOr<NetnsSocket> denied = ListenTcp6(b, kDeniedTcpPort);
-  absl::StatusOr<NetnsSocket> a_listener = ListenTcp6(a, kAllowedTcpPort);
+  absl::StatusOr<NetnsSocket> unlisted = testing::ListenTcp(b, kUnlistedTcpPort, AF_INET6);
+  absl::StatusOr<NetnsSocket> denied = testing::ListenTcp(b, kDeniedTcpPort, AF_INET6);
+  absl::StatusOr<NetnsSocket> a_listener = testing::ListenTcp(a, kAllowedTcpPort, AF_INET6);
   ASSERT_TRUE(unlisted.ok() && denied.ok() && a_listener.ok());
-  EXPECT_TRUE(absl::IsDeadlineExceeded(ConnectTcp6(a, kPodB6, kUnlistedTcpPort, 700ms).status()));
-  EXPECT_TRUE(absl::IsDeadlineExceeded(ConnectTcp6(a, kPodB6, kDeniedTcpPort, 700ms).status()));
-  EXPECT_TRUE(absl::IsDeadlineExceeded(ConnectTcp6(b, kPodA6, kAllowedTcpPort, 700ms).status()));
+  EXPECT_TRUE(
+      absl::IsDeadlineExceeded(testing::ConnectTcp(a, kPodB6, kUnlistedTcpPort, 700ms).status()));
+  EXPECT_TRUE(
+      absl::IsDeadlineExceeded(testing::ConnectTcp(a, kPodB6, kDeniedTcpPort, 700ms).status()));
+  EXPECT_TRUE(
+      absl::IsDeadlineExceeded(testing::ConnectTcp(b, kPodA6, kAllowedTcpPort, 700ms).status()));
 
   // UDP over IPv6: answered on the allowed port, silence on the other.
-  absl::StatusOr<NetnsSocket> server = BindUdp6(b, kAllowedUdpPort);
-  absl::StatusOr<NetnsSocket> silent = BindUdp6(b, kUnlistedUdpPort);
-  absl::StatusOr<NetnsSocket> client = BindUdp6(a, 0);
+  absl::StatusOr<NetnsSocket> server = testing::BindUdp(b, kAllowedUdpPort, AF_INET6);
+  absl::StatusOr<NetnsSocket> silent = testing::BindUdp(b, kUnlistedUdpPort, AF_INET6);
+  absl::StatusOr<NetnsSocket> client = testing::BindUdp(a, 0, AF_INET6);
   ASSERT_TRUE(server.ok() && silent.ok() && client.ok());
-  ASSERT_TRUE(SendUdp6(*client, kPodB6, kAllowedUdpPort, "question6").ok());
-  absl::StatusOr<std::pair<std::string, uint16_t>> request = ReceiveUdp6(*server, 2s);
+  ASSERT_TRUE(testing::SendUdp(*client, kPodB6, kAllowedUdpPort, "question6").ok());
+  absl::StatusOr<std::pair<std::string, uint16_t>> request = testing::ReceiveUdp(*server, 2s);
   ASSERT_TRUE(request.ok()) << request.status();
   EXPECT_EQ(request->first, "question6");
-  ASSERT_TRUE(SendUdp6(*server, kPodA6, request->second, "answer6").ok());
-  absl::StatusOr<std::pair<std::string, uint16_t>> reply = ReceiveUdp6(*client, 2s);
+  ASSERT_TRUE(testing::SendUdp(*server, kPodA6, request->second, "answer6").ok());
+  absl::StatusOr<std::pair<std::string, uint16_t>> reply = testing::ReceiveUdp(*client, 2s);
   ASSERT_TRUE(reply.ok()) << "the UDP reply must pass A's ingress: " << reply.status();
   EXPECT_EQ(reply->first, "answer6");
-  ASSERT_TRUE(SendUdp6(*client, kPodB6, kUnlistedUdpPort, "nobody").ok());
-  EXPECT_FALSE(ReceiveUdp6(*silent, 500ms).ok());
+  ASSERT_TRUE(testing::SendUdp(*client, kPodB6, kUnlistedUdpPort, "nobody").ok());
+  EXPECT_FALSE(testing::ReceiveUdp(*silent, 500ms).ok());
 
   // ICMPv6 echo: A -> B allowed by the type-128 rule (reply via conntrack),
   // B -> A denied; the IPv4 echo rule (type 8) does not open ICMPv6.
@@ -680,11 +563,12 @@ TEST_F(PolicyEndToEndTest, EstablishedConnectionSurvivesPolicyReplacement) {
       testing::ConnectTcp(node_.a().netns_path, node_.b().ip, kAllowedTcpPort, 2s);
   ASSERT_TRUE(connection.ok()) << connection.status();
   ASSERT_TRUE(Exchange(*connection, "before").ok());
-  absl::StatusOr<NetnsSocket> listener6 = ListenTcp6(node_.b().netns_path, kAllowedTcpPort);
+  absl::StatusOr<NetnsSocket> listener6 =
+      testing::ListenTcp(node_.b().netns_path, kAllowedTcpPort, AF_INET6);
   ASSERT_TRUE(listener6.ok()) << listener6.status();
   EchoServer echo6(*std::move(listener6));
   absl::StatusOr<NetnsSocket> connection6 =
-      ConnectTcp6(node_.a().netns_path, kPodB6, kAllowedTcpPort, 3s);
+      testing::ConnectTcp(node_.a().netns_path, kPodB6, kAllowedTcpPort, 3s);
   ASSERT_TRUE(connection6.ok()) << connection6.status();
   ASSERT_TRUE(Exchange(*connection6, "before, IPv6").ok());
 
@@ -703,8 +587,8 @@ TEST_F(PolicyEndToEndTest, EstablishedConnectionSurvivesPolicyReplacement) {
 
   EXPECT_TRUE(Exchange(*connection, "after an unrelated rule was added").ok());
   EXPECT_TRUE(Exchange(*connection6, "after an unrelated rule was added, IPv6").ok());
-  EXPECT_TRUE(ConnectTcp6(node_.a().netns_path, kPodB6, kAllowedTcpPort, 3s).ok());
-  EXPECT_FALSE(ConnectTcp6(node_.a().netns_path, kPodB6, kUnlistedTcpPort, 500ms).ok());
+  EXPECT_TRUE(testing::ConnectTcp(node_.a().netns_path, kPodB6, kAllowedTcpPort, 3s).ok());
+  EXPECT_FALSE(testing::ConnectTcp(node_.a().netns_path, kPodB6, kUnlistedTcpPort, 500ms).ok());
   // And a new connection is still judged by the (new) policy.
   EXPECT_TRUE(testing::ConnectTcp(node_.a().netns_path, node_.b().ip, kAllowedTcpPort, 2s).ok());
   EXPECT_FALSE(
@@ -864,13 +748,14 @@ TEST_F(PolicyEndToEndTest, RestartsUnderTrafficNeverBreakAllowedOrPassDeniedTraf
   };
   Family families[2] = {{false, node_.b().ip}, {true, kPodB6}};
   auto connect = [&](const Family& f, uint16_t port, std::chrono::milliseconds timeout) {
-    return f.v6 ? ConnectTcp6(a, f.b_ip, port, timeout) : testing::ConnectTcp(a, f.b_ip, port, timeout);
+    return testing::ConnectTcp(a, f.b_ip, port, timeout);  // the family of f.b_ip
   };
   for (Family& f : families) {
-    f.listener = f.v6 ? ListenTcp6(b, kAllowedTcpPort) : testing::ListenTcp(b, kAllowedTcpPort);
-    f.denied_listener = f.v6 ? ListenTcp6(b, kUnlistedTcpPort) : testing::ListenTcp(b, kUnlistedTcpPort);
-    f.denied_udp = f.v6 ? BindUdp6(b, kUnlistedUdpPort) : testing::BindUdp(b, kUnlistedUdpPort);
-    f.udp_client = f.v6 ? BindUdp6(a, 0) : testing::BindUdp(a, 0);
+    int family = f.v6 ? AF_INET6 : AF_INET;
+    f.listener = testing::ListenTcp(b, kAllowedTcpPort, family);
+    f.denied_listener = testing::ListenTcp(b, kUnlistedTcpPort, family);
+    f.denied_udp = testing::BindUdp(b, kUnlistedUdpPort, family);
+    f.udp_client = testing::BindUdp(a, 0, family);
     ASSERT_TRUE(f.listener.ok() && f.denied_listener.ok() && f.denied_udp.ok() && f.udp_client.ok())
         << (f.v6 ? "IPv6" : "IPv4") << " sockets";
     f.echo = std::make_unique<EchoServer>(*std::move(f.listener));
@@ -910,10 +795,9 @@ TEST_F(PolicyEndToEndTest, RestartsUnderTrafficNeverBreakAllowedOrPassDeniedTraf
       RestartTraffic& t = family->traffic;
       for (int i = 0; i < 100000 && !stop; ++i) {
         ++t.denied_attempts;
-        (void)(f.v6 ? SendUdp6(*f.udp_client, f.b_ip, kUnlistedUdpPort, "no")
-                    : testing::SendUdp(*f.udp_client, f.b_ip, kUnlistedUdpPort, "no"));
+        (void)testing::SendUdp(*f.udp_client, f.b_ip, kUnlistedUdpPort, "no");
         if (i % 10 == 0 && connect(f, kUnlistedTcpPort, 100ms).ok()) ++t.denied_delivered;
-        while (f.v6 ? ReceiveUdp6(*f.denied_udp, 0ms).ok() : testing::ReceiveUdp(*f.denied_udp, 0ms).ok()) {
+        while (testing::ReceiveUdp(*f.denied_udp, 0ms).ok()) {
           ++t.denied_delivered;
         }
         std::this_thread::sleep_for(10ms);

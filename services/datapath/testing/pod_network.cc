@@ -49,12 +49,42 @@ auto InNetns(const std::string& netns_path, Body body) -> decltype(body()) {
   return result;
 }
 
-sockaddr_in Ipv4(const std::string& ip, uint16_t port) {
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  inet_pton(AF_INET, ip.c_str(), &address.sin_addr);
-  return address;
+// A socket address of either family: IPv6 when `ip` has a colon.
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+
+  SocketAddress(const std::string& ip, uint16_t port) {
+    if (ip.find(':') != std::string::npos) {
+      auto* v6 = reinterpret_cast<sockaddr_in6*>(&storage);
+      v6->sin6_family = AF_INET6;
+      v6->sin6_port = htons(port);
+      inet_pton(AF_INET6, ip.c_str(), &v6->sin6_addr);
+      length = sizeof(sockaddr_in6);
+    } else {
+      auto* v4 = reinterpret_cast<sockaddr_in*>(&storage);
+      v4->sin_family = AF_INET;
+      v4->sin_port = htons(port);
+      inet_pton(AF_INET, ip.c_str(), &v4->sin_addr);
+      length = sizeof(sockaddr_in);
+    }
+  }
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+  int family() const { return storage.ss_family; }
+  // "ip:port" or "[ip]:port", for messages.
+  static std::string Describe(const std::string& ip, uint16_t port) {
+    return ip.find(':') != std::string::npos ? absl::StrCat("[", ip, "]:", port)
+                                             : absl::StrCat(ip, ":", port);
+  }
+};
+
+std::string WildcardOf(int family) { return family == AF_INET6 ? "::" : "0.0.0.0"; }
+
+// IPv6 sockets carry IPv6 only: a test that asks for one family must not
+// pass on the other's traffic.
+void SetV6Only(const NetnsSocket& socket, int family) {
+  int one = 1;
+  if (family == AF_INET6) setsockopt(socket.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 }
 
 bool WaitReadable(int fd, std::chrono::milliseconds timeout, short events = POLLIN) {
@@ -165,55 +195,59 @@ NetnsSocket::~NetnsSocket() {
   if (fd_ >= 0) close(fd_);
 }
 
-absl::StatusOr<NetnsSocket> SocketIn(const std::string& netns_path, int type) {
+absl::StatusOr<NetnsSocket> SocketIn(const std::string& netns_path, int type, int family) {
   return InNetns(netns_path, [&]() -> absl::StatusOr<NetnsSocket> {
-    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+    int fd = socket(family, type | SOCK_CLOEXEC, 0);
     if (fd < 0) return ErrnoStatus("socket");
     return NetnsSocket(fd);
   });
 }
 
-absl::StatusOr<NetnsSocket> ListenTcp(const std::string& netns_path, uint16_t port) {
-  absl::StatusOr<NetnsSocket> socket = SocketIn(netns_path, SOCK_STREAM);
+absl::StatusOr<NetnsSocket> ListenTcp(const std::string& netns_path, uint16_t port, int family) {
+  absl::StatusOr<NetnsSocket> socket = SocketIn(netns_path, SOCK_STREAM, family);
   if (!socket.ok()) return socket.status();
   int one = 1;
   setsockopt(socket->fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in address = Ipv4("0.0.0.0", port);
-  if (bind(socket->fd(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      listen(socket->fd(), 64) != 0) {
-    return ErrnoStatus(absl::StrCat("listening on port ", port));
+  SetV6Only(*socket, family);
+  SocketAddress address(WildcardOf(family), port);
+  if (bind(socket->fd(), address.get(), address.length) != 0 || listen(socket->fd(), 64) != 0) {
+    return ErrnoStatus(
+        absl::StrCat("listening on ", SocketAddress::Describe(WildcardOf(family), port)));
   }
   return socket;
 }
 
-absl::StatusOr<NetnsSocket> BindUdp(const std::string& netns_path, uint16_t port) {
-  absl::StatusOr<NetnsSocket> socket = SocketIn(netns_path, SOCK_DGRAM);
+absl::StatusOr<NetnsSocket> BindUdp(const std::string& netns_path, uint16_t port, int family) {
+  absl::StatusOr<NetnsSocket> socket = SocketIn(netns_path, SOCK_DGRAM, family);
   if (!socket.ok()) return socket.status();
-  sockaddr_in address = Ipv4("0.0.0.0", port);
-  if (bind(socket->fd(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    return ErrnoStatus(absl::StrCat("binding UDP port ", port));
+  SetV6Only(*socket, family);
+  SocketAddress address(WildcardOf(family), port);
+  if (bind(socket->fd(), address.get(), address.length) != 0) {
+    return ErrnoStatus(
+        absl::StrCat("binding UDP ", SocketAddress::Describe(WildcardOf(family), port)));
   }
   return socket;
 }
 
 absl::StatusOr<NetnsSocket> ConnectTcp(const std::string& netns_path, const std::string& ip,
                                        uint16_t port, std::chrono::milliseconds timeout) {
-  absl::StatusOr<NetnsSocket> socket = SocketIn(netns_path, SOCK_STREAM | SOCK_NONBLOCK);
+  SocketAddress address(ip, port);
+  const std::string target = SocketAddress::Describe(ip, port);
+  absl::StatusOr<NetnsSocket> socket =
+      SocketIn(netns_path, SOCK_STREAM | SOCK_NONBLOCK, address.family());
   if (!socket.ok()) return socket.status();
-  sockaddr_in address = Ipv4(ip, port);
-  if (connect(socket->fd(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 &&
-      errno != EINPROGRESS) {
-    return ErrnoStatus(absl::StrCat("connecting to ", ip, ":", port));
+  if (connect(socket->fd(), address.get(), address.length) != 0 && errno != EINPROGRESS) {
+    return ErrnoStatus(absl::StrCat("connecting to ", target));
   }
   if (!WaitReadable(socket->fd(), timeout, POLLOUT)) {
-    return absl::DeadlineExceededError(absl::StrCat("no answer from ", ip, ":", port));
+    return absl::DeadlineExceededError(absl::StrCat("no answer from ", target));
   }
   int error = 0;
   socklen_t length = sizeof(error);
   getsockopt(socket->fd(), SOL_SOCKET, SO_ERROR, &error, &length);
   if (error != 0) {
-    return absl::UnavailableError(absl::StrCat("connecting to ", ip, ":", port, ": ",
-                                               std::strerror(error)));
+    return absl::UnavailableError(
+        absl::StrCat("connecting to ", target, ": ", std::strerror(error)));
   }
   // Back to blocking; reads use poll with their own timeouts.
   fcntl(socket->fd(), F_SETFL, fcntl(socket->fd(), F_GETFL) & ~O_NONBLOCK);
@@ -267,10 +301,10 @@ absl::StatusOr<std::string> ReceiveExactly(const NetnsSocket& socket, size_t siz
 
 absl::Status SendUdp(const NetnsSocket& socket, const std::string& ip, uint16_t port,
                      const std::string& data) {
-  sockaddr_in address = Ipv4(ip, port);
-  if (sendto(socket.fd(), data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&address),
-             sizeof(address)) != static_cast<ssize_t>(data.size())) {
-    return ErrnoStatus(absl::StrCat("sending UDP to ", ip, ":", port));
+  SocketAddress address(ip, port);
+  if (sendto(socket.fd(), data.data(), data.size(), 0, address.get(), address.length) !=
+      static_cast<ssize_t>(data.size())) {
+    return ErrnoStatus(absl::StrCat("sending UDP to ", SocketAddress::Describe(ip, port)));
   }
   return absl::OkStatus();
 }
@@ -281,12 +315,15 @@ absl::StatusOr<std::pair<std::string, uint16_t>> ReceiveUdp(const NetnsSocket& s
     return absl::DeadlineExceededError("no datagram in time");
   }
   char buffer[2048];
-  sockaddr_in from{};
+  sockaddr_storage from{};
   socklen_t length = sizeof(from);
   ssize_t n = recvfrom(socket.fd(), buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from),
                        &length);
   if (n < 0) return ErrnoStatus("recvfrom");
-  return std::make_pair(std::string(buffer, static_cast<size_t>(n)), ntohs(from.sin_port));
+  uint16_t port = from.ss_family == AF_INET6
+                      ? reinterpret_cast<const sockaddr_in6*>(&from)->sin6_port
+                      : reinterpret_cast<const sockaddr_in*>(&from)->sin_port;
+  return std::make_pair(std::string(buffer, static_cast<size_t>(n)), ntohs(port));
 }
 
 }  // namespace ebpfcni::datapath::testing

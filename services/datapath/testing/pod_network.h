@@ -6,6 +6,7 @@
 // binary running in it, and socket helpers that work inside the pods.
 // Everything is named with the per-process test tag and removed in the
 // destructors, also when a test fails.
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -79,11 +80,17 @@ class NetnsSocket {
   int fd_ = -1;
 };
 
-absl::StatusOr<NetnsSocket> SocketIn(const std::string& netns_path, int type);
-// TCP listener on 0.0.0.0:port in the namespace.
-absl::StatusOr<NetnsSocket> ListenTcp(const std::string& netns_path, uint16_t port);
-// UDP socket bound to 0.0.0.0:port (0: any port) in the namespace.
-absl::StatusOr<NetnsSocket> BindUdp(const std::string& netns_path, uint16_t port);
+// Sockets of either family: `family` is AF_INET (default) or AF_INET6; the
+// functions that take an address use its family. AF_INET6 sockets are
+// IPv6-only (no v4-mapped traffic on them).
+absl::StatusOr<NetnsSocket> SocketIn(const std::string& netns_path, int type,
+                                     int family = AF_INET);
+// TCP listener on the family's wildcard address (0.0.0.0 or ::), `port`.
+absl::StatusOr<NetnsSocket> ListenTcp(const std::string& netns_path, uint16_t port,
+                                      int family = AF_INET);
+// UDP socket bound to the family's wildcard address, `port` (0: any port).
+absl::StatusOr<NetnsSocket> BindUdp(const std::string& netns_path, uint16_t port,
+                                    int family = AF_INET);
 // Connects from the namespace; DEADLINE_EXCEEDED when nothing answers.
 absl::StatusOr<NetnsSocket> ConnectTcp(const std::string& netns_path, const std::string& ip,
                                        uint16_t port, std::chrono::milliseconds timeout);

@@ -108,7 +108,8 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 					 enum ebpfcni_direction direction)
 {
 	bool trace = is_trace_run(skb);
-	struct ebpfcni_endpoint_info *endpoint;
+	struct ebpfcni_endpoint_info ep = {};
+	const struct ebpfcni_endpoint_info *endpoint = &ep;
 	struct packet pkt = {};
 	struct verdict v = {};
 	__u32 endpoint_identity;
@@ -122,8 +123,7 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 		return EBPFCNI_TC_PASS;
 
 	/* Interfaces we do not know are not ours to judge. */
-	endpoint = lookup_endpoint(skb->ifindex);
-	if (!endpoint) {
+	if (!lookup_endpoint(skb->ifindex, &ep)) {
 		if (trace) {
 			verdict_allow(&v, EBPFCNI_VERDICT_NOT_AN_ENDPOINT, 0);
 			trace_report(skb, &v, 0);

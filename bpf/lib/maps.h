@@ -18,6 +18,18 @@ struct {
 	__type(value, struct ebpfcni_endpoint_info);
 } endpoint_ifidx SEC(".maps");
 
+/* Host ifindex below EBPFCNI_ENDPOINT_ARRAY_ENTRIES -> endpoint: the
+ * programs' copy of endpoint_ifidx for those interfaces (see the ABI). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	/* The service reads it through mmap at start to check it against the
+	 * hash: 4 MiB in one memcmp instead of a 262144-element batch read. */
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, EBPFCNI_ENDPOINT_ARRAY_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct ebpfcni_endpoint_info);
+} endpoint_array SEC(".maps");
+
 /* Endpoint id -> traffic counters. Per-CPU so the fast path never contends;
  * the service sums the CPUs when it reports. An array (ids are 16 bits):
  * its lookup is inlined, and a slot always exists, so the first packet of

@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -159,6 +160,10 @@ absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const BpfLoadOption
         "loading BPF programs failed: ", std::strerror(-err),
         " (the libbpf messages above have the verifier log; needs root/CAP_BPF)"));
   }
+  // Before any program of this load is attached: they read the array, and
+  // an earlier version (or a crash between the two writes) may have left it
+  // behind the hash.
+  if (absl::Status status = objects->SyncEndpointArray(); !status.ok()) return status;
   objects->program_ids_.from_container = ProgramId(skeleton->progs.from_container);
   objects->program_ids_.to_container = ProgramId(skeleton->progs.to_container);
 
@@ -201,6 +206,7 @@ int BpfObjects::from_container_fd() const {
 }
 int BpfObjects::to_container_fd() const { return bpf_program__fd(skeleton_->progs.to_container); }
 int BpfObjects::ifindex_map_fd() const { return bpf_map__fd(skeleton_->maps.endpoint_ifidx); }
+int BpfObjects::endpoint_array_fd() const { return bpf_map__fd(skeleton_->maps.endpoint_array); }
 int BpfObjects::counters_map_fd() const { return bpf_map__fd(skeleton_->maps.endpoint_stats); }
 int BpfObjects::policy_maps_fd() const { return bpf_map__fd(skeleton_->maps.policy_maps); }
 int BpfObjects::policy_stats_fd() const { return bpf_map__fd(skeleton_->maps.policy_stats); }
@@ -238,6 +244,7 @@ absl::Status BpfObjects::SetEndpointForIfindex(uint32_t ifindex, uint32_t endpoi
   if (bpf_map_update_elem(ifindex_map_fd(), &ifindex, &info, BPF_ANY) != 0) {
     return BpfErrno(absl::StrCat("writing ifindex ", ifindex, " -> endpoint ", endpoint_id), errno);
   }
+  if (absl::Status status = MirrorToEndpointArray(ifindex, info); !status.ok()) return status;
   if (previous->has_value() && **previous != endpoint_id) {
     // The interface changed hands without RemoveIfindex: the previous
     // endpoint's flows (keyed by interface) must not pass the new one's
@@ -272,6 +279,12 @@ absl::Status BpfObjects::RemoveIfindex(uint32_t ifindex, uint32_t endpoint_id) {
   absl::StatusOr<std::optional<uint32_t>> current = EndpointForIfindex(ifindex);
   if (!current.ok()) return current.status();
   if (!current->has_value() || **current != endpoint_id) return absl::OkStatus();
+  // The programs' copy first: once it is gone no packet finds the endpoint,
+  // whatever happens to the hash delete.
+  if (absl::Status status = MirrorToEndpointArray(ifindex, ebpfcni_endpoint_info{});
+      !status.ok()) {
+    return status;
+  }
   if (bpf_map_delete_elem(ifindex_map_fd(), &ifindex) != 0 && errno != ENOENT) {
     return BpfErrno(absl::StrCat("deleting ifindex ", ifindex), errno);
   }
@@ -280,6 +293,52 @@ absl::Status BpfObjects::RemoveIfindex(uint32_t ifindex, uint32_t endpoint_id) {
   if (*flushed > 0) {
     spdlog::info("ifindex {}: flushed {} conntrack entries of endpoint {}", ifindex, *flushed,
                  endpoint_id);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BpfObjects::MirrorToEndpointArray(uint32_t ifindex,
+                                               const ebpfcni_endpoint_info& info) {
+  if (ifindex >= EBPFCNI_ENDPOINT_ARRAY_ENTRIES) return absl::OkStatus();  // the hash serves it
+  if (bpf_map_update_elem(endpoint_array_fd(), &ifindex, &info, BPF_ANY) != 0) {
+    return BpfErrno(absl::StrCat("writing slot ", ifindex, " of the endpoint array"), errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BpfObjects::SyncEndpointArray() {
+  // What the array must hold: the hash's entries below its bound.
+  std::vector<ebpfcni_endpoint_info> wanted(EBPFCNI_ENDPOINT_ARRAY_ENTRIES);
+  absl::Status status = ForEachMapKey<uint32_t>(
+      ifindex_map_fd(), EBPFCNI_MAX_ENDPOINTS, "the ifindex map",
+      [&](uint32_t ifindex) -> absl::Status {
+        if (ifindex >= EBPFCNI_ENDPOINT_ARRAY_ENTRIES) return absl::OkStatus();
+        if (bpf_map_lookup_elem(ifindex_map_fd(), &ifindex, &wanted[ifindex]) != 0 &&
+            errno != ENOENT) {
+          return BpfErrno(absl::StrCat("reading ifindex ", ifindex), errno);
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  // The array is mmapable: read it in place, then write each slot that
+  // differs (after a plain restart, none).
+  constexpr size_t kArrayBytes = sizeof(ebpfcni_endpoint_info) * EBPFCNI_ENDPOINT_ARRAY_ENTRIES;
+  void* mapped = mmap(nullptr, kArrayBytes, PROT_READ, MAP_SHARED, endpoint_array_fd(), 0);
+  if (mapped == MAP_FAILED) return BpfErrno("mapping the endpoint array", errno);
+  const auto* current = static_cast<const ebpfcni_endpoint_info*>(mapped);
+  size_t written = 0;
+  absl::Status write;
+  for (uint32_t ifindex = 0; ifindex < EBPFCNI_ENDPOINT_ARRAY_ENTRIES && write.ok(); ++ifindex) {
+    if (std::memcmp(&current[ifindex], &wanted[ifindex], sizeof(ebpfcni_endpoint_info)) == 0) {
+      continue;
+    }
+    write = MirrorToEndpointArray(ifindex, wanted[ifindex]);
+    ++written;
+  }
+  munmap(mapped, kArrayBytes);
+  if (!write.ok()) return write;
+  if (written > 0) {
+    spdlog::info("endpoint array: {} slots brought in line with the ifindex map", written);
   }
   return absl::OkStatus();
 }

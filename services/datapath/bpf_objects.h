@@ -17,6 +17,7 @@
 #include <absl/status/statusor.h>
 
 struct endpoint_bpf;
+struct ebpfcni_endpoint_info;
 
 namespace ebpfcni::datapath {
 
@@ -107,6 +108,7 @@ class BpfObjects {
 
   // Descriptors for tests and tools.
   int ifindex_map_fd() const;
+  int endpoint_array_fd() const;  // the programs' copy of the ifindex map (low indexes)
   int counters_map_fd() const;
   int policy_maps_fd() const;
   int policy_stats_fd() const;
@@ -120,6 +122,11 @@ class BpfObjects {
  private:
   explicit BpfObjects(endpoint_bpf* skeleton) : skeleton_(skeleton) {}
   absl::Status PinPrograms(const std::string& pin_dir);
+  // Writes `info` (zeros: empty) to the endpoint array's slot for ifindex
+  // when the array covers it; the ifindex map is the caller's business.
+  absl::Status MirrorToEndpointArray(uint32_t ifindex, const ebpfcni_endpoint_info& info);
+  // Makes the endpoint array exactly the ifindex map's low entries.
+  absl::Status SyncEndpointArray();
 
   endpoint_bpf* skeleton_;
   ProgramIds program_ids_;

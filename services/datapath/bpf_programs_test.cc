@@ -5,9 +5,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include "ebpfcni/datapath_abi.h"
 #include "services/datapath/bpf_objects.h"
 #include "services/datapath/program_runner.h"
 #include "services/datapath/testing/kernel_fixtures.h"
@@ -24,16 +26,29 @@ constexpr uint32_t kIdentity = 1000;
 // is <= 1, so packets "arrive" on ifindex 1.
 constexpr uint32_t kTestIfindex = 1;
 
-// Runs `prog_fd` once on `frame` with skb->ifindex = kTestIfindex.
-int RunOnce(int prog_fd, const std::vector<uint8_t>& frame) {
+// Runs `prog_fd` once on `frame` with skb->ifindex = `ifindex` (an
+// interface of that index must exist, except for 1).
+int RunOn(int prog_fd, uint32_t ifindex, const std::vector<uint8_t>& frame) {
   __sk_buff context{};
-  context.ifindex = kTestIfindex;
+  context.ifindex = ifindex;
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
               .data_size_in = static_cast<uint32_t>(frame.size()), .ctx_in = &context,
               .ctx_size_in = sizeof(context), .repeat = 1);
   int err = bpf_prog_test_run_opts(prog_fd, &opts);
   EXPECT_EQ(err, 0) << "BPF_PROG_TEST_RUN: " << std::strerror(-err);
   return static_cast<int>(opts.retval);
+}
+
+int RunOnce(int prog_fd, const std::vector<uint8_t>& frame) {
+  return RunOn(prog_fd, kTestIfindex, frame);
+}
+
+// The programs' copy of the ifindex map at `ifindex` (zeros: empty).
+ebpfcni_endpoint_info ArraySlot(const BpfObjects& objects, uint32_t ifindex) {
+  ebpfcni_endpoint_info slot{};
+  EXPECT_EQ(bpf_map_lookup_elem(objects.endpoint_array_fd(), &ifindex, &slot), 0)
+      << std::strerror(errno);
+  return slot;
 }
 
 class BpfProgramsTest : public ::testing::Test {
@@ -109,6 +124,77 @@ TEST_F(BpfProgramsTest, RemoveIfindexLeavesAnotherEndpointsEntry) {
   absl::StatusOr<std::optional<uint32_t>> owner = objects_->EndpointForIfindex(kTestIfindex);
   ASSERT_TRUE(owner.ok()) << owner.status();
   EXPECT_EQ(*owner, std::optional<uint32_t>(5));
+}
+
+TEST_F(BpfProgramsTest, EndpointArrayMirrorsTheIfindexMap) {
+  ASSERT_TRUE(objects_->SetEndpointForIfindex(kTestIfindex, 12, kIdentity).ok());
+  ebpfcni_endpoint_info slot = ArraySlot(*objects_, kTestIfindex);
+  EXPECT_EQ(slot.endpoint_id, 12u);
+  EXPECT_EQ(slot.identity, kIdentity);
+
+  ASSERT_TRUE(objects_->RemoveIfindex(kTestIfindex, 12).ok());
+  EXPECT_EQ(ArraySlot(*objects_, kTestIfindex).endpoint_id, EBPFCNI_ENDPOINT_ID_NONE);
+  // Gone for the programs too: passes, not counted.
+  ASSERT_TRUE(objects_->DeleteCounters(12).ok());
+  EXPECT_EQ(RunOnce(objects_->from_container_fd(), frame_), kTcActOk);
+  absl::StatusOr<std::vector<uint32_t>> counted = objects_->CountedEndpointIds();
+  ASSERT_TRUE(counted.ok()) << counted.status();
+  EXPECT_TRUE(counted->empty());
+}
+
+// The kernel hands out interface indexes cyclically up to INT_MAX, so a
+// node with churn has veths above the array's bound: their endpoints are
+// judged through the hash exactly like the others.
+TEST_F(BpfProgramsTest, InterfaceAboveTheArrayIsJudgedThroughTheHash) {
+  uint32_t high_ifindex = EBPFCNI_ENDPOINT_ARRAY_ENTRIES + 1000 + getpid() % 100000;
+  testing::ScopedVethPair veth("hi", "10.251.9.2/24", high_ifindex);
+  ASSERT_TRUE(veth.ok());
+  ASSERT_EQ(veth.host_ifindex(), high_ifindex);
+
+  // Identity unknown: the endpoint's packets are dropped and counted. Were
+  // the interface not found, they would pass uncounted.
+  ASSERT_TRUE(objects_->SetEndpointForIfindex(high_ifindex, 21).ok());
+  EXPECT_EQ(RunOn(objects_->from_container_fd(), high_ifindex, frame_), kTcActShot);
+  absl::StatusOr<EndpointCounters> counters = objects_->ReadCounters(21);
+  ASSERT_TRUE(counters.ok()) << counters.status();
+  EXPECT_EQ(counters->from_pod_packets, 1u);
+
+  ASSERT_TRUE(objects_->SetEndpointForIfindex(high_ifindex, 21, kIdentity).ok());
+  EXPECT_EQ(RunOn(objects_->from_container_fd(), high_ifindex, frame_), kTcActOk);
+
+  ASSERT_TRUE(objects_->RemoveIfindex(high_ifindex, 21).ok());
+  EXPECT_EQ(RunOn(objects_->from_container_fd(), high_ifindex, frame_), kTcActOk);
+  counters = objects_->ReadCounters(21);
+  ASSERT_TRUE(counters.ok()) << counters.status();
+  EXPECT_EQ(counters->from_pod_packets, 2u);
+}
+
+// An earlier version kept only the hash, and a crash can fall between the
+// two writes: loading makes the array the hash's copy again before any
+// program of the load can run.
+TEST(BpfObjectsLoadTest, LoadBringsTheEndpointArrayInLineWithTheIfindexMap) {
+  testing::ScopedBpfDir pins("endpoint-array");
+  const std::vector<uint8_t> frame =
+      BuildUdpFrame(kOtherHostMac, "10.251.0.2", "10.251.0.1", 100);
+  {
+    absl::StatusOr<std::unique_ptr<BpfObjects>> first = BpfObjects::Load(pins.path());
+    ASSERT_TRUE(first.ok()) << first.status();
+    // Only in the hash: endpoint 3 on ifindex 1, identity not known yet.
+    uint32_t ifindex = kTestIfindex;
+    ebpfcni_endpoint_info info{};
+    info.endpoint_id = 3;
+    ASSERT_EQ(bpf_map_update_elem((*first)->ifindex_map_fd(), &ifindex, &info, BPF_ANY), 0);
+    // Only in the array: endpoint 8 on ifindex 5, which the hash lost.
+    uint32_t stale_ifindex = 5;
+    info.endpoint_id = 8;
+    ASSERT_EQ(bpf_map_update_elem((*first)->endpoint_array_fd(), &stale_ifindex, &info, BPF_ANY),
+              0);
+  }
+  absl::StatusOr<std::unique_ptr<BpfObjects>> second = BpfObjects::Load(pins.path());
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(ArraySlot(**second, kTestIfindex).endpoint_id, 3u);
+  EXPECT_EQ(ArraySlot(**second, 5).endpoint_id, EBPFCNI_ENDPOINT_ID_NONE);
+  EXPECT_EQ(RunOnce((*second)->from_container_fd(), frame), kTcActShot);  // init identity
 }
 
 }  // namespace

@@ -100,7 +100,8 @@ ScopedTempDir::~ScopedTempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-ScopedVethPair::ScopedVethPair(const std::string& suffix, const std::string& peer_cidr)
+ScopedVethPair::ScopedVethPair(const std::string& suffix, const std::string& peer_cidr,
+                               uint32_t host_ifindex)
     : host_name_(absl::StrCat(TestTag(), suffix, "h")),
       peer_name_(absl::StrCat(TestTag(), suffix, "p")),
       netns_(absl::StrCat(TestTag(), "-", suffix)) {
@@ -108,8 +109,9 @@ ScopedVethPair::ScopedVethPair(const std::string& suffix, const std::string& pee
   RunCommand(absl::StrCat("ip link del ", host_name_, " 2>/dev/null"));
   RunCommand(absl::StrCat("ip netns del ", netns_, " 2>/dev/null"));
   ok_ = RunCommand(absl::StrCat("ip netns add ", netns_)) == 0 &&
-        RunCommand(absl::StrCat("ip link add ", host_name_, " type veth peer name ", peer_name_,
-                                " netns ", netns_)) == 0 &&
+        RunCommand(absl::StrCat("ip link add ", host_name_,
+                                host_ifindex != 0 ? absl::StrCat(" index ", host_ifindex) : "",
+                                " type veth peer name ", peer_name_, " netns ", netns_)) == 0 &&
         // No IPv6 link-local address: keeps the host from sending
         // neighbour discovery noise that would blur the counters.
         RunCommand(absl::StrCat("ip link set dev ", host_name_, " addrgenmode none")) == 0 &&

@@ -50,10 +50,12 @@ class ScopedTempDir {
 
 // A veth pair: host side "<tag><suffix>h" in our namespace, peer
 // "<tag><suffix>p" in a new namespace "<tag>-<suffix>" with address
-// `peer_cidr`. Both ends are up.
+// `peer_cidr`. Both ends are up. A non-zero `host_ifindex` asks the kernel
+// for that interface index on the host side (it must be free).
 class ScopedVethPair {
  public:
-  ScopedVethPair(const std::string& suffix, const std::string& peer_cidr);
+  ScopedVethPair(const std::string& suffix, const std::string& peer_cidr,
+                 uint32_t host_ifindex = 0);
   ~ScopedVethPair();
   bool ok() const { return ok_; }
   const std::string& host_name() const { return host_name_; }

@@ -72,7 +72,7 @@ static __always_inline void decide(struct __sk_buff *skb,
 	v->peer_identity = ipcache_lookup(pkt->family, from_pod ? pkt->daddr : pkt->saddr);
 	policy = policy_map_of(endpoint_id);
 	v->policy_flags = policy_flags(policy);
-	if (policy_decide(policy, v->policy_flags, endpoint_id, policy_direction,
+	if (policy_decide(policy, v->policy_flags, policy_direction,
 			  v->peer_identity, pkt->protocol, pkt->policy_port,
 			  skb->len, trace, v) &&
 	    !trace)

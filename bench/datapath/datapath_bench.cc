@@ -84,6 +84,9 @@ void Check(const absl::Status& status) {
 
 std::unique_ptr<BpfObjects> LoadObjects(bool every_packet_is_new) {
   BpfLoadOptions options;
+  // Every entry of the biggest policy (100 000) counted, as a node sized
+  // for it would be.
+  options.policy_counter_slots = 1u << 17;
   if (every_packet_is_new) {
     options.conntrack.tcp_syn_ns = 0;
     options.conntrack.tcp_established_ns = 0;
@@ -118,7 +121,7 @@ void Populate(BpfObjects& bpf, uint32_t entries, uint32_t prefixes) {
                                       static_cast<uint16_t>(1 + i % 60000), PolicyAction::kAllow,
                                       1 + i});
   }
-  PolicyMap policy_map(bpf.policy_maps_fd(), bpf.policy_stats_fd());
+  PolicyMap policy_map(bpf);
   Check(policy_map.Replace(kEndpointId, policy));
 }
 
@@ -245,7 +248,7 @@ int main(int argc, char** argv) {
     rows.push_back({"denied (default deny)", size, Hot(to_pod, kIfindex, denied, repeat),
                     Rotating(to_pod, kIfindex, DeniedFromManyPeers(runs, size))});
     // No policy at all: established flows of an endpoint nobody isolates.
-    Check(PolicyMap(tracked->policy_maps_fd(), tracked->policy_stats_fd()).Clear(kEndpointId));
+    Check(PolicyMap(*tracked).Clear(kEndpointId));
     rows.push_back({"no policy, conntrack hit", size, Hot(to_pod, kIfindex, allowed, repeat),
                     Rotating(to_pod, kIfindex, acks)});
 

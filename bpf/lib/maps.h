@@ -88,14 +88,14 @@ struct {
 	__array(values, struct policy_inner_map);
 } policy_maps SEC(".maps");
 
-/* (endpoint id, rule key) -> packets/bytes that hit the rule. */
+/* Counter slot (the policy value's counter_slot) -> packets/bytes that hit
+ * the rule entry. max_entries is set by the service at load. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, EBPFCNI_POLICY_STATS_MAX_ENTRIES);
-	__type(key, struct ebpfcni_policy_stats_key);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EBPFCNI_POLICY_COUNTER_SLOTS_DEFAULT);
+	__type(key, __u32);
 	__type(value, struct ebpfcni_packet_counter);
-} policy_stats SEC(".maps");
+} policy_counters SEC(".maps");
 
 /* Connection tracking, one table per family (the IPv4 key is less than
  * half the IPv6 one, and key length is what a lookup pays for); LRU so a

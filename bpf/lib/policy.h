@@ -38,26 +38,21 @@ static __always_inline __u32 policy_flags(void *policy)
 	return value ? value->rule_id_or_flags : 0;
 }
 
-static __always_inline void policy_count_hit(__u32 endpoint_id,
-					     const struct ebpfcni_policy_key *key,
+/* Counts a hit on a rule entry in its own slot of the per-CPU array: the
+ * lookup is inlined and the slot is this CPU's, so plain adds suffice. */
+static __always_inline void policy_count_hit(const struct ebpfcni_policy_value *hit,
 					     __u32 bytes)
 {
-	struct ebpfcni_policy_stats_key stats_key = {};
+	__u32 slot = hit->counter_slot;
 	struct ebpfcni_packet_counter *counter;
 
-	stats_key.endpoint_id = endpoint_id;
-	stats_key.rule = *key;
-	counter = bpf_map_lookup_elem(&policy_stats, &stats_key);
+	if (slot == EBPFCNI_POLICY_COUNTER_NONE)
+		return;
+	counter = bpf_map_lookup_elem(&policy_counters, &slot);
 	if (counter) {
 		counter->packets += 1;
 		counter->bytes += bytes;
-		return;
 	}
-	/* First hit on this CPU's view: create it. Another CPU creating it
-	 * at the same moment can cost one count, never corrupt one. */
-	struct ebpfcni_packet_counter first = { .packets = 1, .bytes = bytes };
-
-	bpf_map_update_elem(&policy_stats, &stats_key, &first, BPF_NOEXIST);
 }
 
 /* Looks up one key shape (level) unless the policy has no key of that
@@ -116,8 +111,7 @@ policy_try_range(void *policy, __u32 flags, int level, __u32 lengths,
 /* Decides a new flow in `direction` (EBPFCNI_POLICY_INGRESS/EGRESS) against
  * `peer`. Fills the verdict; returns true when the packet may pass.
  * Counts the hit entry unless `trace`. */
-static __always_inline bool policy_decide(void *policy, __u32 flags,
-					  __u32 endpoint_id, __u8 direction,
+static __always_inline bool policy_decide(void *policy, __u32 flags, __u8 direction,
 					  __u32 peer, __u8 protocol, __be16 port,
 					  __u32 bytes, bool trace,
 					  struct verdict *v)
@@ -164,7 +158,7 @@ static __always_inline bool policy_decide(void *policy, __u32 flags,
 		return false;
 	}
 	if (!trace)
-		policy_count_hit(endpoint_id, &key, bytes);
+		policy_count_hit(hit, bytes);
 	if (hit->action == EBPFCNI_ACTION_ALLOW) {
 		verdict_allow(v, EBPFCNI_VERDICT_ALLOWED_POLICY, hit->rule_id_or_flags);
 		return true;

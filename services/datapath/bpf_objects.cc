@@ -19,6 +19,7 @@
 #include "endpoint_bpf.skel.h"
 #include "services/datapath/bpf_map_util.h"
 #include "services/datapath/conntrack_map.h"
+#include "services/datapath/policy_map.h"
 
 namespace ebpfcni::datapath {
 namespace {
@@ -105,7 +106,28 @@ absl::Status PrepareMapPin(bpf_map* map, const std::string& pin_dir) {
 // keyed by interface. Their pins go once the new programs are loaded; the
 // old programs still attached keep the old maps alive until their filters
 // are swapped.
-constexpr const char* kRetiredMapPins[] = {"conntrack"};
+// `policy_stats` (a per-CPU hash by endpoint and rule key) became the
+// policy_counters array, indexed by a slot in each policy entry; its counts
+// are carried over first (PolicyMap::AdoptCounterSlots).
+constexpr const char* kRetiredMapPins[] = {"conntrack", "policy_stats"};
+
+// The pinned policy_stats map of an earlier version, if there is one with
+// the layout that version had; -1 otherwise.
+int OpenLegacyPolicyStats(const std::string& pin_dir) {
+  std::string path = absl::StrCat(pin_dir, "/policy_stats");
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) return -1;
+  bpf_map_info info{};
+  uint32_t length = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &length) != 0 ||
+      info.type != BPF_MAP_TYPE_PERCPU_HASH ||
+      info.key_size != sizeof(ebpfcni_policy_stats_key) ||
+      info.value_size != sizeof(ebpfcni_packet_counter)) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
 
 void RemoveRetiredPins(const std::string& pin_dir) {
   for (const char* name : kRetiredMapPins) {
@@ -129,6 +151,12 @@ absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const std::string& 
 
 absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const BpfLoadOptions& options) {
   const std::string& pin_dir = options.pin_dir;
+  if (options.policy_counter_slots < 2 ||
+      options.policy_counter_slots > EBPFCNI_POLICY_COUNTER_SLOTS_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "policy counter slots must be between 2 and ", EBPFCNI_POLICY_COUNTER_SLOTS_MAX,
+        " (slot 0 means 'not counted'), not ", options.policy_counter_slots));
+  }
   libbpf_set_print(LibbpfPrint);
   endpoint_bpf* skeleton = endpoint_bpf__open();
   if (skeleton == nullptr) {
@@ -139,6 +167,13 @@ absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const BpfLoadOption
   skeleton->rodata->ct_lifetime_tcp_syn_ns = options.conntrack.tcp_syn_ns;
   skeleton->rodata->ct_lifetime_tcp_closing_ns = options.conntrack.tcp_closing_ns;
   skeleton->rodata->ct_lifetime_other_ns = options.conntrack.other_ns;
+  if (int err = bpf_map__set_max_entries(skeleton->maps.policy_counters,
+                                         options.policy_counter_slots);
+      err != 0) {
+    return BpfErrno("sizing the policy counters", -err);
+  }
+  objects->policy_counter_slots_ =
+      std::make_unique<PolicyCounterSlots>(options.policy_counter_slots);
 
   std::string progs_dir = absl::StrCat(pin_dir, "/progs");
   if (!pin_dir.empty()) {
@@ -168,6 +203,13 @@ absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const BpfLoadOption
   objects->program_ids_.to_container = ProgramId(skeleton->progs.to_container);
 
   if (!pin_dir.empty()) {
+    // Reused policy maps hold counter slots: claim them before anyone hands
+    // out new ones, and give slots to entries of earlier versions.
+    ScopedFd legacy_stats(OpenLegacyPolicyStats(pin_dir));
+    if (absl::Status status = PolicyMap(*objects).AdoptCounterSlots(legacy_stats.get());
+        !status.ok()) {
+      return status;
+    }
     if (absl::Status status = objects->PinPrograms(progs_dir); !status.ok()) return status;
     RemoveRetiredPins(pin_dir);
   }
@@ -209,7 +251,9 @@ int BpfObjects::ifindex_map_fd() const { return bpf_map__fd(skeleton_->maps.endp
 int BpfObjects::endpoint_array_fd() const { return bpf_map__fd(skeleton_->maps.endpoint_array); }
 int BpfObjects::counters_map_fd() const { return bpf_map__fd(skeleton_->maps.endpoint_stats); }
 int BpfObjects::policy_maps_fd() const { return bpf_map__fd(skeleton_->maps.policy_maps); }
-int BpfObjects::policy_stats_fd() const { return bpf_map__fd(skeleton_->maps.policy_stats); }
+int BpfObjects::policy_counters_fd() const {
+  return bpf_map__fd(skeleton_->maps.policy_counters);
+}
 int BpfObjects::ipcache_fd() const { return bpf_map__fd(skeleton_->maps.ipcache); }
 int BpfObjects::ipcache_exact_fd() const { return bpf_map__fd(skeleton_->maps.ipcache_exact); }
 int BpfObjects::conntrack4_fd() const { return bpf_map__fd(skeleton_->maps.conntrack4); }

@@ -16,8 +16,10 @@
 #include <absl/status/status.h>
 #include <absl/status/statusor.h>
 
+#include "ebpfcni/datapath_abi.h"
+#include "services/datapath/policy_counter_slots.h"
+
 struct endpoint_bpf;
-struct ebpfcni_endpoint_info;
 
 namespace ebpfcni::datapath {
 
@@ -42,6 +44,10 @@ struct BpfLoadOptions {
   // Empty: nothing is pinned or reused (private maps, for tests).
   std::string pin_dir;
   ConntrackLifetimes conntrack;
+  // Slots of the per-rule-entry counters array (policy_counters), 2 ..
+  // EBPFCNI_POLICY_COUNTER_SLOTS_MAX; each costs 16 bytes per possible CPU.
+  // Changing it recreates the array: counts restart from zero.
+  uint32_t policy_counter_slots = EBPFCNI_POLICY_COUNTER_SLOTS_DEFAULT;
 };
 
 // What the endpoint map holds for one host-side interface.
@@ -111,7 +117,9 @@ class BpfObjects {
   int endpoint_array_fd() const;  // the programs' copy of the ifindex map (low indexes)
   int counters_map_fd() const;
   int policy_maps_fd() const;
-  int policy_stats_fd() const;
+  int policy_counters_fd() const;
+  // Who holds which slot of policy_counters (PolicyMap hands them out).
+  PolicyCounterSlots& policy_counter_slots() const { return *policy_counter_slots_; }
   int ipcache_fd() const;        // the LPM trie (prefixes shorter than an address)
   int ipcache_exact_fd() const;  // whole addresses, looked up first
   int conntrack4_fd() const;
@@ -129,6 +137,7 @@ class BpfObjects {
   absl::Status SyncEndpointArray();
 
   endpoint_bpf* skeleton_;
+  std::unique_ptr<PolicyCounterSlots> policy_counter_slots_;
   ProgramIds program_ids_;
   ProgramIds previous_program_ids_;
 };

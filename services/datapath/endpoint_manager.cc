@@ -53,6 +53,7 @@ absl::StatusOr<std::unique_ptr<EndpointManager>> EndpointManager::Start(
   BpfLoadOptions load_options;
   load_options.pin_dir = options.bpf_dir;
   load_options.conntrack = options.conntrack;
+  load_options.policy_counter_slots = options.policy_counter_slots;
   absl::StatusOr<std::unique_ptr<BpfObjects>> bpf = BpfObjects::Load(load_options);
   if (!bpf.ok()) return bpf.status();
   absl::StatusOr<std::unique_ptr<TcAttacher>> clsact =
@@ -171,7 +172,7 @@ void EndpointManager::FillSpares(int count) {
     }
     // The grace period without the lock: ADDs go on meanwhile, and none can
     // take this id (reserved).
-    absl::Status status = PolicyMap(bpf_->policy_maps_fd(), bpf_->policy_stats_fd())
+    absl::Status status = PolicyMap(*bpf_)
                               .InstallSpare(candidate);
     absl::MutexLock lock(&mutex_);
     spare_reserved_.erase(candidate);

@@ -72,6 +72,8 @@ struct EndpointManagerOptions {
   // Endpoints and policy copies live in <state_dir>/datapath/state.db.
   std::string state_dir;
   ConntrackLifetimes conntrack;
+  // Slots of the per-rule-entry counters (BpfLoadOptions).
+  uint32_t policy_counter_slots = EBPFCNI_POLICY_COUNTER_SLOTS_DEFAULT;
   // Map this host's own addresses to the reserved host identity (1) in the
   // ipcache, at start and whenever they change (netlink address monitor).
   bool map_host_addresses = true;
@@ -178,7 +180,7 @@ class EndpointManager {
         default_attach_mode_(default_attach_mode),
         store_(std::move(store)),
         registry_(std::move(registry)),
-        policy_(bpf_->policy_maps_fd(), bpf_->policy_stats_fd()),
+        policy_(*bpf_),
         ipcache_(*bpf_) {}
 
   // Installs (or removes) the policy in the kernel and keeps the stored

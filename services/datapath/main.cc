@@ -13,6 +13,7 @@
 #include "common/log/logging.h"
 #include "common/service/server_runner.h"
 #include "common/service/service_flags.h"
+#include "ebpfcni/datapath_abi.h"
 #include "services/datapath/datapath_service.h"
 #include "services/datapath/endpoint_manager.h"
 #include "services/datapath/event_stream.h"
@@ -33,6 +34,12 @@ ABSL_FLAG(uint32_t, default_identity, 0,
           "Security identity for endpoints created without one. 0 (the default): such "
           "endpoints are 'init' and all their traffic is dropped until SetEndpointIdentity; "
           "a non-zero value is a transition aid for CNI clients that do not send identities yet");
+
+ABSL_FLAG(uint32_t, policy_counter_slots, EBPFCNI_POLICY_COUNTER_SLOTS_DEFAULT,
+          "Policy rule entries on this node that get packet/byte counters (all entries of all "
+          "endpoints' policies together; each slot costs 16 bytes per possible CPU). Entries "
+          "beyond it are enforced but not counted, with a warning. Changing it restarts the "
+          "counts from zero");
 
 ABSL_FLAG(uint32_t, watch_queue_capacity,
           ebpfcni::datapath::DatapathServiceImpl::kDefaultWatchQueueCapacity,
@@ -64,6 +71,7 @@ int main(int argc, char** argv) {
   options.bpf_dir = absl::GetFlag(FLAGS_bpf_dir);
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.default_identity = absl::GetFlag(FLAGS_default_identity);
+  options.policy_counter_slots = absl::GetFlag(FLAGS_policy_counter_slots);
   absl::StatusOr<ebpfcni::datapath::TcAttachMode> attach_mode =
       ebpfcni::datapath::ParseTcAttachMode(absl::GetFlag(FLAGS_tc_attach));
   if (!attach_mode.ok()) {

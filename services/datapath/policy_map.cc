@@ -14,12 +14,14 @@
 #include <map>
 #include <set>
 #include <tuple>
+#include <unordered_map>
 
 #include <absl/strings/str_cat.h>
 #include <spdlog/spdlog.h>
 
 #include "ebpfcni/datapath_abi.h"
 #include "services/datapath/bpf_map_util.h"
+#include "services/datapath/bpf_objects.h"
 
 namespace ebpfcni::datapath {
 namespace {
@@ -241,7 +243,240 @@ absl::Status EmptyMap(int map_fd, uint32_t max_entries) {
   return absl::OkStatus();
 }
 
+// A per-CPU map's value is one element per possible CPU.
+absl::StatusOr<size_t> PossibleCpus() {
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return BpfErrno("counting possible CPUs", -cpus);
+  return static_cast<size_t>(cpus);
+}
+
+// Configuration entries are not rules: no counters.
+bool IsRuleKey(const ebpfcni_policy_key& key) { return key.direction != EBPFCNI_POLICY_CONFIG; }
+
+// Packed key -> counter slot of every rule entry of a policy map that holds
+// a slot.
+absl::StatusOr<std::unordered_map<uint64_t, uint32_t>> SlotsOf(int map_fd) {
+  std::unordered_map<uint64_t, uint32_t> slots;
+  absl::Status status = ForEachMapKey<ebpfcni_policy_key>(
+      map_fd, EBPFCNI_POLICY_MAX_ENTRIES, "a policy map",
+      [&](const ebpfcni_policy_key& key) -> absl::Status {
+        ebpfcni_policy_value value{};
+        if (!IsRuleKey(key) || bpf_map_lookup_elem(map_fd, &key, &value) != 0) {
+          return absl::OkStatus();
+        }
+        if (value.counter_slot != EBPFCNI_POLICY_COUNTER_NONE) {
+          slots[PackedKey(key)] = value.counter_slot;
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  return slots;
+}
+
+// Sets a slot's per-CPU counters (`per_cpu` has one element per possible CPU).
+absl::Status WriteSlot(int counters_fd, uint32_t slot,
+                       const std::vector<ebpfcni_packet_counter>& per_cpu) {
+  if (bpf_map_update_elem(counters_fd, &slot, per_cpu.data(), BPF_ANY) != 0) {
+    return BpfErrno(absl::StrCat("writing policy counter slot ", slot), errno);
+  }
+  return absl::OkStatus();
+}
+
+// What installing one policy does to counter slots.
+struct SlotChange {
+  // Handed out for this install: given back if it fails.
+  std::vector<uint32_t> fresh;
+  // Held by entries of the previous map that the new one lacks: given back
+  // once the new map is in (no program can read the old one then).
+  std::vector<uint32_t> dropped;
+};
+
+// Gives every rule entry of `entries` a counter slot: the one its key holds
+// in the endpoint's current map (`current_fd`, -1 for none), so its counts
+// carry on, otherwise a freshly zeroed one. With every slot held, an entry
+// is enforced but not counted (slot 0), and that is logged.
+absl::StatusOr<SlotChange> AssignSlots(int counters_fd, PolicyCounterSlots& slots,
+                                       uint32_t endpoint_id, int current_fd,
+                                       std::vector<MapEntry>& entries) {
+  std::unordered_map<uint64_t, uint32_t> current;
+  if (current_fd >= 0) {
+    absl::StatusOr<std::unordered_map<uint64_t, uint32_t>> read = SlotsOf(current_fd);
+    if (!read.ok()) return read.status();
+    current = *std::move(read);
+  }
+  absl::StatusOr<size_t> cpus = PossibleCpus();
+  if (!cpus.ok()) return cpus.status();
+  const std::vector<ebpfcni_packet_counter> zeros(*cpus);
+  SlotChange change;
+  size_t uncounted = 0;
+  for (MapEntry& entry : entries) {
+    if (!IsRuleKey(entry.key)) continue;
+    if (auto it = current.find(PackedKey(entry.key)); it != current.end()) {
+      entry.value.counter_slot = it->second;
+      current.erase(it);
+      continue;
+    }
+    uint32_t slot = slots.Allocate();
+    entry.value.counter_slot = slot;
+    if (slot == EBPFCNI_POLICY_COUNTER_NONE) {
+      ++uncounted;
+      continue;
+    }
+    change.fresh.push_back(slot);
+    if (absl::Status status = WriteSlot(counters_fd, slot, zeros); !status.ok()) {
+      for (uint32_t fresh : change.fresh) slots.Release(fresh);
+      return status;
+    }
+  }
+  for (const auto& [key, slot] : current) change.dropped.push_back(slot);
+  if (uncounted > 0) {
+    spdlog::warn(
+        "endpoint {}: {} policy entries are enforced but not counted: all {} counter slots "
+        "are held (raise --policy_counter_slots)",
+        endpoint_id, uncounted, slots.capacity() - 1);
+  }
+  return change;
+}
+
+// Every counter slot the rule entries of a policy map hold.
+std::vector<uint32_t> HeldSlots(int map_fd) {
+  std::vector<uint32_t> held;
+  if (map_fd < 0) return held;
+  absl::StatusOr<std::unordered_map<uint64_t, uint32_t>> slots = SlotsOf(map_fd);
+  if (!slots.ok()) {
+    spdlog::warn("reading the counter slots of a policy map: {}", slots.status().ToString());
+    return held;
+  }
+  for (const auto& [key, slot] : *slots) held.push_back(slot);
+  return held;
+}
+
+// Writes `entries` (counter slots assigned) as the endpoint's policy: into
+// the map now in its slot (`current_fd`) when `write` allows and it is big
+// enough, else into a new map swapped into the slot.
+absl::Status InstallEntries(int outer_fd, uint32_t endpoint_id, int current_fd,
+                            const std::vector<MapEntry>& entries, PolicyMap::Write write) {
+  if (write == PolicyMap::Write::kInPlaceWhileUnused) {
+    uint32_t capacity = current_fd >= 0 ? MaxEntriesOf(current_fd) : 0;
+    if (capacity >= entries.size()) {
+      if (absl::Status status = EmptyMap(current_fd, capacity); !status.ok()) return status;
+      // Rules first, the configuration entry (isolation) last.
+      for (size_t i = entries.size(); i-- > 0;) {
+        const MapEntry& entry = entries[i];
+        if (bpf_map_update_elem(current_fd, &entry.key, &entry.value, BPF_NOEXIST) != 0) {
+          return BpfErrno(absl::StrCat("writing the policy of endpoint ", endpoint_id), errno);
+        }
+      }
+      return absl::OkStatus();
+    }
+  }
+  absl::StatusOr<int> built = BuildInnerMap(entries, endpoint_id);
+  if (!built.ok()) return built.status();
+  ScopedFd inner(*built);
+  // The swap: one update of the outer slot.
+  int inner_fd = inner.get();
+  if (bpf_map_update_elem(outer_fd, &endpoint_id, &inner_fd, BPF_ANY) != 0) {
+    return BpfErrno(absl::StrCat("installing the policy of endpoint ", endpoint_id), errno);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+PolicyMap::PolicyMap(const BpfObjects& bpf)
+    : PolicyMap(bpf.policy_maps_fd(), bpf.policy_counters_fd(), &bpf.policy_counter_slots()) {}
+
+absl::Status PolicyMap::AdoptCounterSlots(int legacy_stats_fd) {
+  absl::StatusOr<size_t> cpus = PossibleCpus();
+  if (!cpus.ok()) return cpus.status();
+  // First every slot the maps hold, so that handing out new ones below
+  // cannot give away a slot a later map holds.
+  struct Orphan {
+    uint32_t endpoint_id;
+    ebpfcni_policy_key key;
+    ebpfcni_policy_value value;
+  };
+  std::vector<Orphan> orphans;
+  size_t claimed = 0;
+  for (uint32_t endpoint_id = 0; endpoint_id <= EBPFCNI_MAX_ENDPOINT_ID; ++endpoint_id) {
+    ScopedFd inner(OpenInner(outer_fd_, endpoint_id));
+    if (inner.get() < 0) continue;
+    absl::Status status = ForEachMapKey<ebpfcni_policy_key>(
+        inner.get(), EBPFCNI_POLICY_MAX_ENTRIES, "a policy map",
+        [&](const ebpfcni_policy_key& key) -> absl::Status {
+          ebpfcni_policy_value value{};
+          if (!IsRuleKey(key) || bpf_map_lookup_elem(inner.get(), &key, &value) != 0) {
+            return absl::OkStatus();
+          }
+          if (slots_->Claim(value.counter_slot)) {
+            ++claimed;
+          } else {
+            orphans.push_back({endpoint_id, key, value});
+          }
+          return absl::OkStatus();
+        });
+    if (!status.ok()) return status;
+  }
+  size_t carried = 0;
+  size_t uncounted = 0;
+  std::vector<ebpfcni_packet_counter> per_cpu(*cpus);
+  for (Orphan& orphan : orphans) {
+    uint32_t slot = slots_->Allocate();
+    if (slot == EBPFCNI_POLICY_COUNTER_NONE) {
+      ++uncounted;
+      continue;
+    }
+    std::fill(per_cpu.begin(), per_cpu.end(), ebpfcni_packet_counter{});
+    ebpfcni_policy_stats_key legacy_key{};
+    legacy_key.endpoint_id = orphan.endpoint_id;
+    legacy_key.rule = orphan.key;
+    if (legacy_stats_fd >= 0 &&
+        bpf_map_lookup_elem(legacy_stats_fd, &legacy_key, per_cpu.data()) == 0) {
+      ++carried;
+    }
+    if (absl::Status status = WriteSlot(counters_fd_, slot, per_cpu); !status.ok()) return status;
+    orphan.value.counter_slot = slot;
+    ScopedFd inner(OpenInner(outer_fd_, orphan.endpoint_id));
+    // Replaces the value in one step: a program sees the old or the new.
+    if (inner.get() < 0 ||
+        bpf_map_update_elem(inner.get(), &orphan.key, &orphan.value, BPF_EXIST) != 0) {
+      return BpfErrno(absl::StrCat("giving a counter slot to a policy entry of endpoint ",
+                                   orphan.endpoint_id),
+                      errno);
+    }
+  }
+  if (!orphans.empty() || claimed > 0) {
+    spdlog::info(
+        "policy counters: {} entries hold their slot, {} got a new one ({} with their count "
+        "carried over from policy_stats), {} uncounted; {} of {} slots free",
+        claimed, orphans.size() - uncounted, carried, uncounted, slots_->available(),
+        slots_->capacity() - 1);
+  }
+  if (uncounted > 0) {
+    spdlog::warn("{} policy entries are enforced but not counted: all counter slots are held "
+                 "(raise --policy_counter_slots)",
+                 uncounted);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::pair<uint64_t, uint64_t>> PolicyMap::SlotCount(uint32_t slot) const {
+  if (slot == EBPFCNI_POLICY_COUNTER_NONE) return std::pair<uint64_t, uint64_t>{0, 0};
+  absl::StatusOr<size_t> cpus = PossibleCpus();
+  if (!cpus.ok()) return cpus.status();
+  std::vector<ebpfcni_packet_counter> per_cpu(*cpus);
+  if (bpf_map_lookup_elem(counters_fd_, &slot, per_cpu.data()) != 0) {
+    // A slot beyond the array (it shrank) has no counters.
+    if (errno == ENOENT) return std::pair<uint64_t, uint64_t>{0, 0};
+    return BpfErrno(absl::StrCat("reading policy counter slot ", slot), errno);
+  }
+  uint64_t packets = 0, bytes = 0;
+  for (const ebpfcni_packet_counter& c : per_cpu) {
+    packets += c.packets;
+    bytes += c.bytes;
+  }
+  return std::pair{packets, bytes};
+}
 
 bool PolicyMap::HasMap(uint32_t endpoint_id) const {
   uint32_t inner_id = 0;
@@ -273,31 +508,15 @@ absl::Status PolicyMap::Replace(uint32_t endpoint_id, const EndpointPolicy& poli
                                 Write write) {
   absl::StatusOr<std::vector<MapEntry>> checked = CheckedEntriesOf(policy);
   if (!checked.ok()) return checked.status();
-  const std::vector<MapEntry>& entries = *checked;
-  if (write == Write::kInPlaceWhileUnused) {
-    ScopedFd current(OpenInner(outer_fd_, endpoint_id));
-    uint32_t capacity = current.get() >= 0 ? MaxEntriesOf(current.get()) : 0;
-    if (capacity >= entries.size()) {
-      if (absl::Status status = EmptyMap(current.get(), capacity); !status.ok()) return status;
-      // Rules first, the configuration entry (isolation) last.
-      for (size_t i = entries.size(); i-- > 0;) {
-        const MapEntry& entry = entries[i];
-        if (bpf_map_update_elem(current.get(), &entry.key, &entry.value, BPF_NOEXIST) != 0) {
-          return BpfErrno(absl::StrCat("writing the policy of endpoint ", endpoint_id), errno);
-        }
-      }
-      return DeleteCountersExcept(endpoint_id, &policy);
-    }
-  }
-  absl::StatusOr<int> built = BuildInnerMap(entries, endpoint_id);
-  if (!built.ok()) return built.status();
-  ScopedFd inner(*built);
-  // The swap: one update of the outer slot.
-  int inner_fd = inner.get();
-  if (bpf_map_update_elem(outer_fd_, &endpoint_id, &inner_fd, BPF_ANY) != 0) {
-    return BpfErrno(absl::StrCat("installing the policy of endpoint ", endpoint_id), errno);
-  }
-  return DeleteCountersExcept(endpoint_id, &policy);
+  std::vector<MapEntry> entries = *std::move(checked);
+  ScopedFd current(OpenInner(outer_fd_, endpoint_id));
+  absl::StatusOr<SlotChange> change =
+      AssignSlots(counters_fd_, *slots_, endpoint_id, current.get(), entries);
+  if (!change.ok()) return change.status();
+  absl::Status status = InstallEntries(outer_fd_, endpoint_id, current.get(), entries, write);
+  // In: the dropped entries' slots are free. Not in: the fresh ones are.
+  for (uint32_t slot : status.ok() ? change->dropped : change->fresh) slots_->Release(slot);
+  return status;
 }
 
 std::vector<absl::Status> PolicyMap::ReplaceMany(const std::vector<Update>& updates) {
@@ -307,6 +526,7 @@ std::vector<absl::Status> PolicyMap::ReplaceMany(const std::vector<Update>& upda
   std::vector<uint32_t> slots;
   std::vector<int> slot_maps;
   std::vector<size_t> slot_items;  // index into `updates` per slot
+  std::vector<SlotChange> changes(updates.size());
   for (size_t i = 0; i < updates.size(); ++i) {
     std::vector<MapEntry> entries;  // none: an empty map means "no policy"
     if (updates[i].policy.has_value()) {
@@ -317,9 +537,19 @@ std::vector<absl::Status> PolicyMap::ReplaceMany(const std::vector<Update>& upda
       }
       entries = *std::move(checked);
     }
+    ScopedFd current(OpenInner(outer_fd_, updates[i].endpoint_id));
+    absl::StatusOr<SlotChange> change =
+        AssignSlots(counters_fd_, *slots_, updates[i].endpoint_id, current.get(), entries);
+    if (!change.ok()) {
+      results[i] = change.status();
+      continue;
+    }
+    changes[i] = *std::move(change);
     absl::StatusOr<int> built = BuildInnerMap(entries, updates[i].endpoint_id);
     if (!built.ok()) {
       results[i] = built.status();
+      for (uint32_t slot : changes[i].fresh) slots_->Release(slot);
+      changes[i] = {};
       continue;
     }
     inner_maps[i] = std::make_unique<ScopedFd>(*built);
@@ -358,35 +588,33 @@ std::vector<absl::Status> PolicyMap::ReplaceMany(const std::vector<Update>& upda
     }
   }
 
-  // Counters of entries a new policy no longer has, in one walk.
-  std::map<uint32_t, const EndpointPolicy*> keep;
+  // Swapped: the dropped entries' slots are free. Not swapped: the fresh ones.
   for (size_t item : slot_items) {
-    if (!results[item].ok()) continue;
-    const std::optional<EndpointPolicy>& policy = updates[item].policy;
-    keep[updates[item].endpoint_id] = policy.has_value() ? &*policy : nullptr;
-  }
-  if (absl::Status status = DeleteCountersExcept(keep); !status.ok()) {
-    // The policies are in; stale counters only show up in dumps until the
-    // next change. Say so without failing the swap.
-    spdlog::warn("deleting stale policy counters: {}", status.ToString());
+    const SlotChange& change = changes[item];
+    for (uint32_t slot : results[item].ok() ? change.dropped : change.fresh) {
+      slots_->Release(slot);
+    }
   }
   return results;
 }
 
 absl::Status PolicyMap::Clear(uint32_t endpoint_id, Write write) {
+  ScopedFd current(OpenInner(outer_fd_, endpoint_id));
+  if (current.get() < 0) return absl::OkStatus();  // nothing there
+  std::vector<uint32_t> held = HeldSlots(current.get());
   if (write == Write::kInPlaceWhileUnused) {
-    ScopedFd current(OpenInner(outer_fd_, endpoint_id));
-    if (current.get() < 0) return DeleteCountersExcept(endpoint_id, nullptr);  // nothing there
     if (uint32_t capacity = MaxEntriesOf(current.get()); capacity <= kSpareMaxEntries) {
       if (absl::Status status = EmptyMap(current.get(), capacity); !status.ok()) return status;
-      return DeleteCountersExcept(endpoint_id, nullptr);
+      for (uint32_t slot : held) slots_->Release(slot);
+      return absl::OkStatus();
     }
   }
   // Array-of-maps slots are emptied by delete.
   if (bpf_map_delete_elem(outer_fd_, &endpoint_id) != 0 && errno != ENOENT) {
     return BpfErrno(absl::StrCat("removing the policy of endpoint ", endpoint_id), errno);
   }
-  return DeleteCountersExcept(endpoint_id, nullptr);
+  for (uint32_t slot : held) slots_->Release(slot);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<PolicyMap::Installed>> PolicyMap::ReadInstalled(
@@ -402,7 +630,7 @@ absl::StatusOr<std::optional<PolicyMap::Installed>> PolicyMap::ReadInstalled(
   struct Block {
     uint16_t first;
     uint32_t last;
-    ebpfcni_policy_key key;
+    uint32_t slot;
   };
   std::map<std::tuple<uint8_t, uint32_t, uint8_t, uint8_t, uint32_t>, std::vector<Block>> blocks;
   absl::Status status = ForEachMapKey<ebpfcni_policy_key>(
@@ -426,9 +654,9 @@ absl::StatusOr<std::optional<PolicyMap::Installed>> PolicyMap::ReadInstalled(
           uint8_t prefix_length = EBPFCNI_POLICY_RANGE_PLEN_OF(key.direction);
           if (prefix_length > EBPFCNI_POLICY_PORT_BITS) return absl::OkStatus();
           PortBlock block{ntohs(key.dport), prefix_length};
-          blocks[{direction, key.peer_identity, key.protocol, value.action,
+          blocks[{direction, key.peer_identity, key.protocol, static_cast<uint8_t>(value.action),
                   value.rule_id_or_flags}]
-              .push_back(Block{block.first, block.last(), key});
+              .push_back(Block{block.first, block.last(), value.counter_slot});
           return absl::OkStatus();
         }
         PolicyRule rule;
@@ -439,7 +667,7 @@ absl::StatusOr<std::optional<PolicyMap::Installed>> PolicyMap::ReadInstalled(
         rule.action = static_cast<PolicyAction>(value.action);
         rule.rule_id = value.rule_id_or_flags;
         installed.policy.rules.push_back(rule);
-        installed.keys.push_back({key});
+        installed.slots.push_back({value.counter_slot});
         return absl::OkStatus();
       });
   if (!status.ok()) return status;
@@ -458,14 +686,14 @@ absl::StatusOr<std::optional<PolicyMap::Installed>> PolicyMap::ReadInstalled(
       rule.rule_id = rule_id;
       rule.port = list[i].first;
       uint32_t last = list[i].last;
-      std::vector<ebpfcni_policy_key> keys = {list[i].key};
+      std::vector<uint32_t> slots = {list[i].slot};
       for (++i; i < list.size() && list[i].first == last + 1; ++i) {
         last = list[i].last;
-        keys.push_back(list[i].key);
+        slots.push_back(list[i].slot);
       }
       rule.end_port = static_cast<uint16_t>(last);
       installed.policy.rules.push_back(rule);
-      installed.keys.push_back(std::move(keys));
+      installed.slots.push_back(std::move(slots));
     }
   }
   // Hash order is arbitrary; a stable order makes dumps comparable.
@@ -483,7 +711,7 @@ absl::StatusOr<std::optional<PolicyMap::Installed>> PolicyMap::ReadInstalled(
   sorted.policy.rules.clear();
   for (size_t i : order) {
     sorted.policy.rules.push_back(installed.policy.rules[i]);
-    sorted.keys.push_back(std::move(installed.keys[i]));
+    sorted.slots.push_back(std::move(installed.slots[i]));
   }
   return sorted;
 }
@@ -501,25 +729,15 @@ absl::StatusOr<std::vector<PolicyEntryCounters>> PolicyMap::ReadCounters(
   if (!installed.ok()) return installed.status();
   std::vector<PolicyEntryCounters> entries;
   if (!installed->has_value()) return entries;
-  int cpus = libbpf_num_possible_cpus();
-  if (cpus <= 0) return BpfErrno("counting possible CPUs", -cpus);
-  std::vector<ebpfcni_packet_counter> per_cpu(cpus);
   const Installed& policy = **installed;
   for (size_t i = 0; i < policy.policy.rules.size(); ++i) {
     PolicyEntryCounters entry;
     entry.rule = policy.policy.rules[i];
-    for (const ebpfcni_policy_key& rule_key : policy.keys[i]) {
-      ebpfcni_policy_stats_key key{};
-      key.endpoint_id = endpoint_id;
-      key.rule = rule_key;
-      if (bpf_map_lookup_elem(stats_fd_, &key, per_cpu.data()) == 0) {
-        for (const ebpfcni_packet_counter& c : per_cpu) {
-          entry.packets += c.packets;
-          entry.bytes += c.bytes;
-        }
-      } else if (errno != ENOENT) {
-        return BpfErrno("reading policy counters", errno);
-      }
+    for (uint32_t slot : policy.slots[i]) {
+      absl::StatusOr<std::pair<uint64_t, uint64_t>> count = SlotCount(slot);
+      if (!count.ok()) return count.status();
+      entry.packets += count->first;
+      entry.bytes += count->second;
     }
     entries.push_back(entry);
   }
@@ -528,62 +746,28 @@ absl::StatusOr<std::vector<PolicyEntryCounters>> PolicyMap::ReadCounters(
 
 absl::StatusOr<std::pair<uint64_t, uint64_t>> PolicyMap::RuleHits(
     uint32_t endpoint_id, const EndpointPolicy& policy) const {
-  int cpus = libbpf_num_possible_cpus();
-  if (cpus <= 0) return BpfErrno("counting possible CPUs", -cpus);
-  std::vector<ebpfcni_packet_counter> per_cpu(cpus);
+  ScopedFd inner(OpenInner(outer_fd_, endpoint_id));
+  if (inner.get() < 0) {
+    if (errno == ENOENT) return std::pair<uint64_t, uint64_t>{0, 0};
+    return BpfErrno(absl::StrCat("opening the policy map of endpoint ", endpoint_id), errno);
+  }
   std::set<uint64_t> counted;  // blocks shared by ranges count once
   uint64_t packets = 0, bytes = 0;
   for (const PolicyRule& rule : policy.rules) {
-    for (const ebpfcni_policy_key& rule_key : KeysOf(rule)) {
-      if (!counted.insert(PackedKey(rule_key)).second) continue;
-      ebpfcni_policy_stats_key key{};
-      key.endpoint_id = endpoint_id;
-      key.rule = rule_key;
-      if (bpf_map_lookup_elem(stats_fd_, &key, per_cpu.data()) == 0) {
-        for (const ebpfcni_packet_counter& c : per_cpu) {
-          packets += c.packets;
-          bytes += c.bytes;
-        }
-      } else if (errno != ENOENT) {
-        return BpfErrno("reading policy counters", errno);
+    for (const ebpfcni_policy_key& key : KeysOf(rule)) {
+      if (!counted.insert(PackedKey(key)).second) continue;
+      ebpfcni_policy_value value{};
+      if (bpf_map_lookup_elem(inner.get(), &key, &value) != 0) {
+        if (errno == ENOENT) continue;
+        return BpfErrno("reading a policy entry", errno);
       }
+      absl::StatusOr<std::pair<uint64_t, uint64_t>> count = SlotCount(value.counter_slot);
+      if (!count.ok()) return count.status();
+      packets += count->first;
+      bytes += count->second;
     }
   }
   return std::pair{packets, bytes};
-}
-
-absl::Status PolicyMap::DeleteCountersExcept(uint32_t endpoint_id, const EndpointPolicy* keep) {
-  return DeleteCountersExcept(std::map<uint32_t, const EndpointPolicy*>{{endpoint_id, keep}});
-}
-
-absl::Status PolicyMap::DeleteCountersExcept(
-    const std::map<uint32_t, const EndpointPolicy*>& keep) {
-  if (keep.empty()) return absl::OkStatus();
-  std::set<std::pair<uint32_t, uint64_t>> kept;  // (endpoint id, packed key)
-  for (const auto& [endpoint_id, policy] : keep) {
-    if (policy == nullptr) continue;
-    for (const PolicyRule& rule : policy->rules) {
-      for (const ebpfcni_policy_key& key : KeysOf(rule)) {
-        kept.insert({endpoint_id, PackedKey(key)});
-      }
-    }
-  }
-  std::vector<ebpfcni_policy_stats_key> stale;
-  absl::Status status = ForEachMapKey<ebpfcni_policy_stats_key>(
-      stats_fd_, EBPFCNI_POLICY_STATS_MAX_ENTRIES, "the policy counters",
-      [&](const ebpfcni_policy_stats_key& key) -> absl::Status {
-        if (!keep.contains(key.endpoint_id)) return absl::OkStatus();
-        if (kept.contains({key.endpoint_id, PackedKey(key.rule)})) return absl::OkStatus();
-        stale.push_back(key);
-        return absl::OkStatus();
-      });
-  if (!status.ok()) return status;
-  for (const ebpfcni_policy_stats_key& key : stale) {
-    if (bpf_map_delete_elem(stats_fd_, &key) != 0 && errno != ENOENT) {
-      return BpfErrno("deleting stale policy counters", errno);
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace ebpfcni::datapath

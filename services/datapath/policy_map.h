@@ -7,6 +7,12 @@
 // slot with one map update: the programs see the old policy or the new one,
 // never a mix. The old inner map is freed by the kernel once no program
 // holds it any more.
+//
+// Each rule entry carries the slot of its counters in policy_counters (a
+// per-CPU array; see policy_counter_slots.h). An entry whose key the
+// endpoint's previous policy also had keeps that slot, so its counts carry
+// on across a replace; a new key gets a zeroed slot; slots of keys the new
+// policy drops are given back once the new map is in.
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -18,8 +24,11 @@
 
 #include "ebpfcni/datapath_abi.h"
 #include "services/datapath/endpoint_policy.h"
+#include "services/datapath/policy_counter_slots.h"
 
 namespace ebpfcni::datapath {
+
+class BpfObjects;
 
 struct PolicyEntryCounters {
   PolicyRule rule;
@@ -29,8 +38,19 @@ struct PolicyEntryCounters {
 
 class PolicyMap {
  public:
-  // Descriptors of the outer map and the per-entry counters map; not owned.
-  PolicyMap(int outer_fd, int stats_fd) : outer_fd_(outer_fd), stats_fd_(stats_fd) {}
+  // Descriptors of the outer map and the per-entry counters array, and the
+  // allocator of that array's slots; none owned.
+  PolicyMap(int outer_fd, int counters_fd, PolicyCounterSlots* slots)
+      : outer_fd_(outer_fd), counters_fd_(counters_fd), slots_(slots) {}
+  explicit PolicyMap(const BpfObjects& bpf);
+
+  // At start, before any other use: reads every endpoint's policy map and
+  // claims the counter slots its entries hold. Entries without a usable
+  // slot (written by a version that counted in the policy_stats hash, or
+  // holding a slot beyond a smaller array) get a new one in place (one
+  // atomic value update each), starting from their count in that hash
+  // (`legacy_stats_fd`, -1 if there is none).
+  absl::Status AdoptCounterSlots(int legacy_stats_fd);
 
   // How a policy may reach the kernel.
   enum class Write {
@@ -44,8 +64,8 @@ class PolicyMap {
     kInPlaceWhileUnused,
   };
 
-  // Validates and installs `policy`; drops counters of entries the new
-  // policy no longer has.
+  // Validates and installs `policy`; the counters of entries the new
+  // policy no longer has go.
   absl::Status Replace(uint32_t endpoint_id, const EndpointPolicy& policy,
                        Write write = Write::kAtomicSwap);
   // One endpoint's part of ReplaceMany(): its new policy, or nullopt for
@@ -95,20 +115,19 @@ class PolicyMap {
   absl::StatusOr<std::vector<PolicyEntryCounters>> ReadCounters(uint32_t endpoint_id) const;
 
  private:
-  // The installed policy and, per rule, its map keys (a range has several).
+  // The installed policy and, per rule, the counter slots of its map
+  // entries (a range has one entry per block).
   struct Installed {
     EndpointPolicy policy;
-    std::vector<std::vector<ebpfcni_policy_key>> keys;
+    std::vector<std::vector<uint32_t>> slots;
   };
   absl::StatusOr<std::optional<Installed>> ReadInstalled(uint32_t endpoint_id) const;
-
-  absl::Status DeleteCountersExcept(uint32_t endpoint_id, const EndpointPolicy* keep);
-  // The same for many endpoints in one walk of the counters map (nullptr:
-  // keep none of that endpoint's counters).
-  absl::Status DeleteCountersExcept(const std::map<uint32_t, const EndpointPolicy*>& keep);
+  // Packets and bytes of one slot, summed over CPUs (zeros for slot 0).
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> SlotCount(uint32_t slot) const;
 
   int outer_fd_;
-  int stats_fd_;
+  int counters_fd_;
+  PolicyCounterSlots* slots_;
 };
 
 }  // namespace ebpfcni::datapath

@@ -66,7 +66,7 @@ class PolicyProgramsTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<BpfObjects>> loaded = BpfObjects::Load(options);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     bpf_ = *std::move(loaded);
-    policy_ = std::make_unique<PolicyMap>(bpf_->policy_maps_fd(), bpf_->policy_stats_fd());
+    policy_ = std::make_unique<PolicyMap>(*bpf_);
     ipcache_ = std::make_unique<IpCacheMap>(*bpf_);
     ASSERT_TRUE(bpf_->SetEndpointForIfindex(kIfindex, kEndpointId, kPodIdentity).ok());
     for (const auto& [address, identity] :

@@ -42,7 +42,18 @@ struct {
 	__type(value, struct ebpfcni_endpoint_counters);
 } endpoint_stats SEC(".maps");
 
-/* Whole address (/32, /128) -> security identity: looked up first. */
+/* Whole IPv4 address (4 bytes, network order) -> security identity:
+ * looked up first for IPv4 peers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, EBPFCNI_IPCACHE_MAX_ENTRIES);
+	__type(key, __u32);
+	__type(value, struct ebpfcni_ipcache_value);
+} ipcache4 SEC(".maps");
+
+/* Whole IPv6 address (/128) -> security identity: looked up first for IPv6
+ * peers. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

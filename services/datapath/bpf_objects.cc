@@ -19,6 +19,7 @@
 #include "endpoint_bpf.skel.h"
 #include "services/datapath/bpf_map_util.h"
 #include "services/datapath/conntrack_map.h"
+#include "services/datapath/ipcache_map.h"
 #include "services/datapath/policy_map.h"
 
 namespace ebpfcni::datapath {
@@ -210,6 +211,12 @@ absl::StatusOr<std::unique_ptr<BpfObjects>> BpfObjects::Load(const BpfLoadOption
         !status.ok()) {
       return status;
     }
+    absl::StatusOr<size_t> adopted = IpCacheMap(*objects).AdoptEarlierIpv4Entries();
+    if (!adopted.ok()) return adopted.status();
+    if (*adopted > 0) {
+      spdlog::info("ipcache: {} whole IPv4 addresses of an earlier version copied to ipcache4",
+                   *adopted);
+    }
     if (absl::Status status = objects->PinPrograms(progs_dir); !status.ok()) return status;
     RemoveRetiredPins(pin_dir);
   }
@@ -255,6 +262,7 @@ int BpfObjects::policy_counters_fd() const {
   return bpf_map__fd(skeleton_->maps.policy_counters);
 }
 int BpfObjects::ipcache_fd() const { return bpf_map__fd(skeleton_->maps.ipcache); }
+int BpfObjects::ipcache4_fd() const { return bpf_map__fd(skeleton_->maps.ipcache4); }
 int BpfObjects::ipcache_exact_fd() const { return bpf_map__fd(skeleton_->maps.ipcache_exact); }
 int BpfObjects::conntrack4_fd() const { return bpf_map__fd(skeleton_->maps.conntrack4); }
 int BpfObjects::conntrack6_fd() const { return bpf_map__fd(skeleton_->maps.conntrack6); }

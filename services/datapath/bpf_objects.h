@@ -121,7 +121,8 @@ class BpfObjects {
   // Who holds which slot of policy_counters (PolicyMap hands them out).
   PolicyCounterSlots& policy_counter_slots() const { return *policy_counter_slots_; }
   int ipcache_fd() const;        // the LPM trie (prefixes shorter than an address)
-  int ipcache_exact_fd() const;  // whole addresses, looked up first
+  int ipcache4_fd() const;       // whole IPv4 addresses, looked up first
+  int ipcache_exact_fd() const;  // whole IPv6 addresses (and earlier versions' IPv4)
   int conntrack4_fd() const;
   int conntrack6_fd() const;
   int events_fd() const;

@@ -847,6 +847,60 @@ TEST_F(PolicyProgramsTest, WholeAddressLeftInTheTrieByAnEarlierVersionIsKeptCurr
   EXPECT_EQ(*ipcache_->Lookup(Ip("fd0a::1")), uint32_t{EBPFCNI_IDENTITY_WORLD_IPV6});
 }
 
+TEST_F(PolicyProgramsTest, WholeIpv4AddressesLiveInTheirOwnMap) {
+  const IpAddress address = Ip("10.9.2.7");
+  ASSERT_TRUE(ipcache_->Upsert(IpPrefix(address, 32), 4800).ok());
+  uint32_t key4;
+  std::memcpy(&key4, address.data(), 4);
+  ebpfcni_ipcache_value value{};
+  ASSERT_EQ(bpf_map_lookup_elem(bpf_->ipcache4_fd(), &key4, &value), 0);
+  EXPECT_EQ(value.identity, 4800u);
+  // Not in the 20-byte-key map (that one is IPv6's now).
+  ebpfcni_ipcache_exact_key exact{};
+  exact.family = EBPFCNI_FAMILY_IPV4;
+  std::memcpy(exact.addr, address.data(), 4);
+  EXPECT_NE(bpf_map_lookup_elem(bpf_->ipcache_exact_fd(), &exact, &value), 0);
+  SetPolicy(Isolated());
+  EXPECT_EQ(TraceToPod(PacketBuilder::Tcp(address, kPod4, 1, 80)).peer_identity, 4800u);
+}
+
+// The version before kept whole IPv4 addresses in ipcache_exact. A start
+// over its maps copies them to ipcache4 before the new programs can run;
+// the copies it leaves (its programs still run until swapped) are kept
+// current and go with the address.
+TEST(IpCacheUpgradeTest, Ipv4AddressesOfTheVersionBeforeAreCopiedKeptCurrentAndDeleted) {
+  testing::ScopedBpfDir pins("ipcache4");
+  const IpAddress address = Ip("10.9.3.7");
+  ebpfcni_ipcache_exact_key exact{};
+  exact.family = EBPFCNI_FAMILY_IPV4;
+  std::memcpy(exact.addr, address.data(), 4);
+  ebpfcni_ipcache_value value{};
+  {
+    absl::StatusOr<std::unique_ptr<BpfObjects>> earlier = BpfObjects::Load(pins.path());
+    ASSERT_TRUE(earlier.ok()) << earlier.status();
+    value.identity = 4900;
+    ASSERT_EQ(bpf_map_update_elem((*earlier)->ipcache_exact_fd(), &exact, &value, BPF_ANY), 0);
+  }
+  absl::StatusOr<std::unique_ptr<BpfObjects>> loaded = BpfObjects::Load(pins.path());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  BpfObjects& bpf = **loaded;
+  IpCacheMap ipcache(bpf);
+  uint32_t key4;
+  std::memcpy(&key4, address.data(), 4);
+  ASSERT_EQ(bpf_map_lookup_elem(bpf.ipcache4_fd(), &key4, &value), 0);
+  EXPECT_EQ(value.identity, 4900u);
+  EXPECT_EQ(*ipcache.Lookup(address), 4900u);
+
+  ASSERT_TRUE(ipcache.Upsert(IpPrefix(address, 32), 5000).ok());
+  ASSERT_EQ(bpf_map_lookup_elem(bpf.ipcache_exact_fd(), &exact, &value), 0);
+  EXPECT_EQ(value.identity, 5000u) << "the earlier programs' copy follows";
+
+  ASSERT_TRUE(*ipcache.Delete(IpPrefix(address, 32)));
+  EXPECT_NE(bpf_map_lookup_elem(bpf.ipcache_exact_fd(), &exact, &value), 0) << "copy left";
+  EXPECT_NE(bpf_map_lookup_elem(bpf.ipcache4_fd(), &key4, &value), 0);
+  EXPECT_EQ(*ipcache.Lookup(address), uint32_t{EBPFCNI_IDENTITY_WORLD_IPV4});
+}
+
 TEST_F(PolicyProgramsTest, UnknownInterfacePassesUnjudged) {
   ASSERT_TRUE(bpf_->RemoveIfindex(kIfindex, kEndpointId).ok());
   SetPolicy(Isolated());

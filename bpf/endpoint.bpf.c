@@ -8,6 +8,8 @@
  *                 judged by the pod's ingress policy.
  *
  * Order of decisions (docs/datapath.md has the full table):
+ *   (a later fragment first takes the ports its datagram's first fragment
+ *   passed with, lib/fragments.h)
  *   a packet of a flow this interface already allowed (conntrack; not
  *   a pure SYN, which opens a new one) -> pass, counted on the entry's
  *   endpoint, without the endpoint lookup;
@@ -24,6 +26,7 @@
 #include "lib/drop_reasons.h"
 #include "lib/policy.h"
 #include "lib/conntrack.h"
+#include "lib/fragments.h"
 #include "lib/metrics.h"
 #include "lib/events.h"
 #include "lib/trace.h"
@@ -108,6 +111,8 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 					 enum ebpfcni_direction direction)
 {
 	bool trace = is_trace_run(skb);
+	__u8 own_scope = direction == EBPFCNI_FROM_POD ? EBPFCNI_CT_SCOPE_EGRESS :
+							 EBPFCNI_CT_SCOPE_INGRESS;
 	struct ebpfcni_endpoint_info ep = {};
 	const struct ebpfcni_endpoint_info *endpoint = &ep;
 	struct packet pkt = {};
@@ -118,9 +123,16 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 	/* Most packets are plain TCP/UDP: a short parse for them, the full
 	 * one for everything else (same result either way). */
 	parse_reason = parse_simple(skb, &pkt) ? EBPFCNI_DROP_NONE : parse_packet(skb, &pkt);
+	/* A later fragment takes its datagram's ports, when the first
+	 * fragment passed here (only the full parser sets the flag). */
+	if (pkt.flags & PACKET_F_LATER_FRAGMENT)
+		fragment_resolve(&pkt, skb->ifindex, own_scope);
 	/* Traces take the slow path, which reports identities. */
-	if (!trace && pass_tracked(skb, direction, &pkt, parse_reason))
+	if (!trace && pass_tracked(skb, direction, &pkt, parse_reason)) {
+		if (pkt.flags & PACKET_F_FIRST_FRAGMENT)
+			fragment_record(&pkt, skb->ifindex, own_scope);
 		return EBPFCNI_TC_PASS;
+	}
 
 	/* Interfaces we do not know are not ours to judge. */
 	if (!lookup_endpoint(skb->ifindex, &ep)) {
@@ -156,6 +168,8 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 	    (v.policy_flags & EBPFCNI_POLICY_F_VERDICT_EVENTS))
 		event_emit(skb, EBPFCNI_EVENT_POLICY_VERDICT, direction,
 			   endpoint->endpoint_id, endpoint_identity, &pkt, &v);
+	if (pkt.flags & PACKET_F_FIRST_FRAGMENT)
+		fragment_record(&pkt, skb->ifindex, own_scope);
 	return EBPFCNI_TC_PASS;
 }
 

@@ -126,6 +126,14 @@ struct {
 	__type(value, struct ebpfcni_ct_value);
 } conntrack6 SEC(".maps");
 
+/* Datagram -> ports of its first fragment, for the later ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, EBPFCNI_FRAGMENTS_MAX_ENTRIES);
+	__type(key, struct ebpfcni_fragment_key);
+	__type(value, struct ebpfcni_fragment_value);
+} fragments SEC(".maps");
+
 /* Drop and policy-verdict notifications for the service's event stream. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -46,13 +46,18 @@
  * (ICMPv6 133..137) and multicast listener discovery from a link-scoped
  * source (icmp6_is_link_mld). */
 #define PACKET_F_NEIGHBOUR (1u << 1)
-/* A fragment other than the first: it carries no L4 header, so its ports
- * are 0 ("unknown") and only any-port rules can allow it. */
+/* A fragment other than the first: it carries no L4 header. Its ports are
+ * those the datagram's first fragment recorded (lib/fragments.h), 0
+ * ("unknown") when that is not known, and then only any-port rules can
+ * allow it. */
 #define PACKET_F_LATER_FRAGMENT (1u << 2)
 /* An ICMP error (destination unreachable, packet too big, time exceeded,
  * parameter problem) whose quoted packet was parsed into related_*: it may
  * pass as part of the flow it reports on. */
 #define PACKET_F_ICMP_ERROR (1u << 3)
+/* The first fragment of a datagram that has more: it carries the L4
+ * header, and when it passes, its ports are recorded for the later ones. */
+#define PACKET_F_FIRST_FRAGMENT (1u << 4)
 
 struct packet {
 	__u8 family; /* EBPFCNI_FAMILY_*, 0 for ARP */
@@ -66,6 +71,8 @@ struct packet {
 	 * ICMP, 0 when unknown (later fragments, other protocols). */
 	__be16 policy_port;
 	__u16 pad;
+	/* Fragments: the datagram's identification (IPv4: 16 bits). */
+	__u32 fragment_id;
 	__u8 saddr[16];
 	__u8 daddr[16];
 	/* ICMP errors: the quoted packet's tuple, as that packet had it. */
@@ -285,10 +292,15 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *pkt)
 	__builtin_memcpy(pkt->saddr, &ip->saddr, 4);
 	__builtin_memcpy(pkt->daddr, &ip->daddr, 4);
 
-	if (bpf_ntohs(ip->frag_off) & 0x1fff) {
-		/* Fragment offset > 0: the L4 header is in the first one. */
-		pkt->flags |= PACKET_F_LATER_FRAGMENT;
-		return EBPFCNI_DROP_NONE;
+	if (bpf_ntohs(ip->frag_off) & 0x3fff) {
+		/* More fragments (0x2000) or an offset: part of a datagram. */
+		pkt->fragment_id = bpf_ntohs(ip->id);
+		if (bpf_ntohs(ip->frag_off) & 0x1fff) {
+			/* Offset > 0: the L4 header is in the first one. */
+			pkt->flags |= PACKET_F_LATER_FRAGMENT;
+			return EBPFCNI_DROP_NONE;
+		}
+		pkt->flags |= PACKET_F_FIRST_FRAGMENT;
 	}
 	/* IP options (IHL > 5) are skipped, not interpreted: the L4 header
 	 * starts after them. */
@@ -351,11 +363,17 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 			next = ext[0];
 			offset += 8;
 			fragment_offset = ((__u16)ext[2] << 8 | ext[3]) & 0xfff8;
+			pkt->fragment_id = (__u32)ext[4] << 24 | (__u32)ext[5] << 16 |
+					   (__u32)ext[6] << 8 | ext[7];
 			if (fragment_offset) {
 				pkt->protocol = next;
 				pkt->flags |= PACKET_F_LATER_FRAGMENT;
 				return EBPFCNI_DROP_NONE;
 			}
+			/* Offset 0 with the M flag: a first fragment. Without
+			 * it, an "atomic fragment" (RFC 6946): whole already. */
+			if (ext[3] & 1)
+				pkt->flags |= PACKET_F_FIRST_FRAGMENT;
 			break;
 		}
 		default:
@@ -366,8 +384,8 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 	return EBPFCNI_DROP_IPV6_EXTENSION_LIMIT;
 }
 
-/* The common shape in a handful of loads: IPv4 without options or a
- * fragment offset, or IPv6 without extension headers, carrying TCP or UDP,
+/* The common shape in a handful of loads: IPv4 without options and not a
+ * fragment, or IPv6 without extension headers, carrying TCP or UDP,
  * all headers in the linear data. Applies the same checks as the full
  * parser and, on success, fills `pkt` exactly as parse_packet() would (only
  * then: a false return leaves `pkt` untouched for parse_packet()). Returns
@@ -388,8 +406,9 @@ static __always_inline bool parse_simple(struct __sk_buff *skb, struct packet *p
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		__u32 total_length;
 
+		/* Fragments (an offset or more to come) take the full parse. */
 		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl != 5 ||
-		    (bpf_ntohs(ip->frag_off) & 0x1fff))
+		    (bpf_ntohs(ip->frag_off) & 0x3fff))
 			return false;
 		total_length = bpf_ntohs(ip->tot_len);
 		if (total_length < sizeof(*ip) || skb->len < ETH_HLEN + total_length)

@@ -88,8 +88,9 @@ PacketBuilder& PacketBuilder::Ipv6Extension(uint8_t type) {
   return *this;
 }
 
-PacketBuilder& PacketBuilder::Fragment(uint16_t offset_units, bool more_fragments) {
+PacketBuilder& PacketBuilder::Fragment(uint16_t offset_units, bool more_fragments, uint32_t id) {
   fragment_ = true;
+  fragment_id_ = id;
   fragment_offset_ = offset_units;
   more_fragments_ = more_fragments;
   return *this;
@@ -156,7 +157,7 @@ std::vector<uint8_t> PacketBuilder::Build() const {
     frame.push_back(static_cast<uint8_t>(0x40 | (header_length / 4)));
     frame.push_back(0);
     Put16(frame, static_cast<uint16_t>(header_length + l4.size()));
-    Put16(frame, 0x1234);  // identification
+    Put16(frame, static_cast<uint16_t>(fragment_id_));  // identification
     uint16_t fragment = 0;
     if (fragment_) fragment = static_cast<uint16_t>((fragment_offset_ & 0x1fff) |
                                                     (more_fragments_ ? 0x2000 : 0));
@@ -182,7 +183,7 @@ std::vector<uint8_t> PacketBuilder::Build() const {
         extensions.push_back(next);
         extensions.push_back(0);
         Put16(extensions, static_cast<uint16_t>((fragment_offset_ << 3) | (more_fragments_ ? 1 : 0)));
-        Put32(extensions, 0x1234);
+        Put32(extensions, fragment_id_);
       } else if (chain[i] == kIpv6Auth) {
         extensions.push_back(next);
         extensions.push_back(2);  // (2 + 2) * 4 = 16 bytes

@@ -52,9 +52,10 @@ class PacketBuilder {
   PacketBuilder& Ipv4Options(size_t bytes);
   // Appends an IPv6 extension header (8 bytes; AH 16) before the L4 header.
   PacketBuilder& Ipv6Extension(uint8_t type);
-  // Makes the packet a fragment: offset in 8-byte units; a non-zero offset
-  // leaves the L4 header out (it is in the first fragment).
-  PacketBuilder& Fragment(uint16_t offset_units, bool more_fragments);
+  // Makes the packet a fragment of datagram `id` (IPv4 uses the low 16
+  // bits): offset in 8-byte units; a non-zero offset leaves the L4 header
+  // out (it is in the first fragment).
+  PacketBuilder& Fragment(uint16_t offset_units, bool more_fragments, uint32_t id = 0x1234);
   // ICMP errors: quote `frame`'s IP packet (without its Ethernet header),
   // cut to its IP header plus `bytes_after_ip_header` (RFC 792 quotes 8).
   PacketBuilder& Quote(const std::vector<uint8_t>& frame, size_t bytes_after_ip_header = 8);
@@ -82,6 +83,7 @@ class PacketBuilder {
   bool fragment_ = false;
   uint16_t fragment_offset_ = 0;
   bool more_fragments_ = false;
+  uint32_t fragment_id_ = 0x1234;
   std::vector<uint8_t> quoted_;
 };
 

@@ -514,6 +514,40 @@ TEST_F(PolicyEndToEndTest, Ipv6AllowsAndDeniesTcpUdpAndIcmpv6RepliesPassAndDrops
   EXPECT_EQ(traced.hops(1).rule_id(), 66u);
 }
 
+// A datagram bigger than the veth's MTU leaves the sender in fragments, and
+// only the first carries the UDP ports. B allows A on one UDP port only:
+// the whole datagram must arrive there (and the answer, as big, back
+// through conntrack), and nothing of one sent to another port. Both
+// families (IPv6 fragments at the sender only, with a fragment header).
+TEST_F(PolicyEndToEndTest, FragmentedUdpDatagramsPassWhereTheirFirstFragmentDoes) {
+  CreateBothPods();
+  const std::string& a = node_.a().netns_path;
+  const std::string& b = node_.b().netns_path;
+  const std::string question(4000, 'q'), answer(5000, 'a');
+  for (int family : {AF_INET, AF_INET6}) {
+    SCOPED_TRACE(family == AF_INET ? "IPv4" : "IPv6");
+    const std::string b_ip = family == AF_INET ? node_.b().ip : kPodB6;
+    const std::string a_ip = family == AF_INET ? node_.a().ip : kPodA6;
+    absl::StatusOr<NetnsSocket> server = testing::BindUdp(b, kAllowedUdpPort, family);
+    absl::StatusOr<NetnsSocket> silent = testing::BindUdp(b, kUnlistedUdpPort, family);
+    absl::StatusOr<NetnsSocket> client = testing::BindUdp(a, 0, family);
+    ASSERT_TRUE(server.ok() && silent.ok() && client.ok());
+
+    ASSERT_TRUE(testing::SendUdp(*client, b_ip, kAllowedUdpPort, question).ok());
+    absl::StatusOr<std::pair<std::string, uint16_t>> request = testing::ReceiveUdp(*server, 3s);
+    ASSERT_TRUE(request.ok()) << "the fragmented datagram must arrive whole: "
+                              << request.status();
+    EXPECT_EQ(request->first, question);
+    ASSERT_TRUE(testing::SendUdp(*server, a_ip, request->second, answer).ok());
+    absl::StatusOr<std::pair<std::string, uint16_t>> reply = testing::ReceiveUdp(*client, 3s);
+    ASSERT_TRUE(reply.ok()) << "the fragmented reply must pass A's ingress: " << reply.status();
+    EXPECT_EQ(reply->first, answer);
+
+    ASSERT_TRUE(testing::SendUdp(*client, b_ip, kUnlistedUdpPort, question).ok());
+    EXPECT_FALSE(testing::ReceiveUdp(*silent, 500ms).ok());
+  }
+}
+
 TEST_F(PolicyEndToEndTest, EventStreamsCanBeNarrowedToOneEndpoint) {
   CreateBothPods();
   grpc::ClientContext context;

@@ -575,10 +575,10 @@ TEST_F(PolicyProgramsTest, Ipv6ExtensionHeadersAreWalked) {
   EXPECT_EQ(trace.reason, EBPFCNI_DROP_IPV6_EXTENSION_LIMIT);
 }
 
-TEST_F(PolicyProgramsTest, LaterFragmentsOnlyMatchAnyPortRules) {
+TEST_F(PolicyProgramsTest, LaterFragmentsWithoutTheirFirstOnlyMatchAnyPortRules) {
   SetPolicy(Isolated({Rule(kIngress, kPeerIdentity, kProtoUdp, 53, kAllow, 1)}));
   for (auto [peer, pod] : {std::pair{kPeer4, kPod4}, std::pair{kPeer6, kPod6}}) {
-    // The first fragment has the ports.
+    // The first fragment has the ports (a trace records nothing).
     EXPECT_EQ(TraceToPod(PacketBuilder::Udp(peer, pod, 1, 53).Fragment(0, true)).rule_id, 1u);
     // Later ones do not: port "unknown" does not match a port rule.
     TraceResult later = TraceToPod(PacketBuilder::Udp(peer, pod, 1, 53).Payload(16).Fragment(185, false));
@@ -591,6 +591,39 @@ TEST_F(PolicyProgramsTest, LaterFragmentsOnlyMatchAnyPortRules) {
   EXPECT_EQ(TraceToPod(PacketBuilder::Udp(kPeer6, kPod6, 1, 53).Payload(16).Fragment(185, false))
                 .rule_id,
             2u);
+}
+
+TEST_F(PolicyProgramsTest, LaterFragmentsFollowTheirFirstFragment) {
+  SetPolicy(Isolated({Rule(kIngress, kPeerIdentity, kProtoUdp, 53, kAllow, 1),
+                      Rule(kEgress, kPeerIdentity, kProtoUdp, 53, kAllow, 2)}));
+  uint32_t id = 0x100;  // IPv4 keeps 16 bits of it
+  for (auto [peer, pod] : {std::pair{kPeer4, kPod4}, std::pair{kPeer6, kPod6}}) {
+    SCOPED_TRACE(pod.ToString());
+    ++id;
+    auto fragment = [&](uint16_t dport, uint16_t offset, bool more, uint32_t datagram) {
+      return PacketBuilder::Udp(peer, pod, 4000, dport).Payload(64).Fragment(offset, more,
+                                                                              datagram);
+    };
+    // The first fragment is allowed by rule 1 and records the ports.
+    ASSERT_EQ(ToPod(fragment(53, 0, true, id)), kTcActOk);
+    EXPECT_EQ(ToPod(fragment(53, 9, true, id)), kTcActOk);
+    EXPECT_EQ(ToPod(fragment(53, 18, false, id)), kTcActOk);
+    TraceResult later = TraceToPod(fragment(53, 18, false, id));
+    EXPECT_EQ(later.verdict, EBPFCNI_VERDICT_ALLOWED_CONNTRACK);
+    // Another datagram whose first fragment never came: no ports.
+    EXPECT_EQ(ToPod(fragment(53, 18, false, id + 0x10)), kTcActShot);
+    // A datagram whose first fragment was denied: its later ones too.
+    ASSERT_EQ(ToPod(fragment(54, 0, true, id + 0x20)), kTcActShot);
+    EXPECT_EQ(ToPod(fragment(54, 9, false, id + 0x20)), kTcActShot);
+    // The record belongs to this side of this interface: the pod's own
+    // egress program does not take it for a datagram with the same
+    // identity going out.
+    EXPECT_EQ(FromPod(PacketBuilder::Udp(pod, peer, 53, 4000).Payload(64).Fragment(9, false, id)),
+              kTcActShot);
+  }
+  // IPv4 identifies a datagram by 16 bits: the record is keyed by them.
+  ASSERT_EQ(ToPod(PacketBuilder::Udp(kPeer4, kPod4, 4001, 53).Fragment(0, true, 0x7777)), kTcActOk);
+  EXPECT_EQ(ToPod(PacketBuilder::Udp(kPeer4, kPod4, 4001, 53).Fragment(9, false, 0x7777)), kTcActOk);
 }
 
 TEST_F(PolicyProgramsTest, MalformedAndTruncatedPacketsAreDroppedWithTheirReason) {

@@ -43,6 +43,7 @@
 #define EBPFCNI_POLICY_MAX_ENTRIES (1u << 20)
 #define EBPFCNI_IPCACHE_MAX_ENTRIES 262144
 #define EBPFCNI_CT_MAX_ENTRIES 131072
+#define EBPFCNI_FRAGMENTS_MAX_ENTRIES 8192
 #define EBPFCNI_EVENTS_RINGBUF_BYTES (1 << 20)
 
 /* ---- endpoint map: host-side veth ifindex (__u32) -> endpoint ---------- */
@@ -298,6 +299,30 @@ enum ebpfcni_verdict {
 #define EBPFCNI_METRIC_EVENTS_RATE_LIMITED EBPFCNI_METRIC_DROP(EBPFCNI_DROP_REASON_MAX)
 #define EBPFCNI_METRIC_EVENTS_RING_FULL (EBPFCNI_METRIC_EVENTS_RATE_LIMITED + 1)
 #define EBPFCNI_METRIC_MAX (EBPFCNI_METRIC_EVENTS_RING_FULL + 1)
+
+/* ---- fragments: LRU hash, datagram -> the ports of its first fragment --- */
+/* Only a datagram's first fragment carries the L4 header. When it passes,
+ * its ports are recorded under the datagram's identity on that interface
+ * and side (as conntrack scopes them), so the later fragments are judged
+ * with those ports: by the conntrack entry the first one made or matched.
+ * Datagrams are short-lived and rare; the LRU drops what is left. */
+struct ebpfcni_fragment_key {
+	__u8 family; /* EBPFCNI_FAMILY_* */
+	__u8 protocol;
+	__u8 scope; /* EBPFCNI_CT_SCOPE_* */
+	__u8 pad;
+	__u32 id;      /* IPv4: the 16-bit identification; IPv6: 32 bits */
+	__u32 ifindex; /* host-side interface */
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct ebpfcni_fragment_value {
+	__be16 sport;
+	__be16 dport;
+	__be16 policy_port;
+	__u16 pad;
+};
 
 /* ---- events: ring buffer records --------------------------------------- */
 #define EBPFCNI_EVENT_DROP 1

@@ -314,7 +314,7 @@ absl::StatusOr<std::pair<std::string, uint16_t>> ReceiveUdp(const NetnsSocket& s
   if (!WaitReadable(socket.fd(), timeout)) {
     return absl::DeadlineExceededError("no datagram in time");
   }
-  char buffer[2048];
+  char buffer[65536];  // a whole datagram, fragmented or not
   sockaddr_storage from{};
   socklen_t length = sizeof(from);
   ssize_t n = recvfrom(socket.fd(), buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from),

@@ -104,8 +104,12 @@ rt_expect "$c1 pings $c2 over IPv6" \
 rt_expect "$c1 fetches $c2's page over HTTP" \
   timeout 15 bash -c "podman_ exec '$c1' wget -q -O - 'http://$ip2:8080/index.html' | grep -q 'hello from $RT_TAG'"
 
-# nc in the other direction: $c1 listens, $c2 sends one line.
-podman_ exec -d "$c1" sh -c 'nc -l -p 9000 > /tmp/received' >/dev/null
+# nc in the other direction: $c1 listens, $c2 sends one line. busybox nc
+# exits at end of input on either side, and a detached exec's stdin is at
+# end already: the listener would quit right after accept() whenever the
+# line came a moment after the connection (it did, under CI load). A pipe
+# from sleep keeps its stdin open.
+podman_ exec -d "$c1" sh -c 'sleep 30 | nc -l -p 9000 > /tmp/received' >/dev/null
 rt_wait_until 5 podman_ exec "$c1" sh -c 'cat /proc/net/tcp /proc/net/tcp6 | grep -q ":2328 "' ||
   rt_fail "nc did not start listening in $c1"
 podman_ exec "$c2" sh -c "echo 'nc-$RT_TAG' | nc -w 3 $ip1 9000"

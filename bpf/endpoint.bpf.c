@@ -8,8 +8,8 @@
  *                 judged by the pod's ingress policy.
  *
  * Order of decisions (docs/datapath.md has the full table):
- *   (a later fragment first takes the ports its datagram's first fragment
- *   passed with, lib/fragments.h)
+ *   (a later fragment is looked up with the ports its datagram's first
+ *   fragment passed with, lib/fragments.h)
  *   a packet of a flow this interface already allowed (conntrack; not
  *   a pure SYN, which opens a new one) -> pass, counted on the entry's
  *   endpoint, without the endpoint lookup;
@@ -66,7 +66,7 @@ static __always_inline void decide(struct __sk_buff *skb,
 	 * now, without side effects. ICMP errors about tracked flows skip the
 	 * policy too. */
 	if ((trace && !ct_opens_connection(pkt) &&
-	     ct_lookup(pkt, ifindex, own_scope, true, &ct_endpoint) != CT_NEW) ||
+	     ct_lookup_packet(pkt, ifindex, own_scope, true, &ct_endpoint) != CT_NEW) ||
 	    ct_related(pkt, ifindex, own_scope)) {
 		verdict_allow(v, EBPFCNI_VERDICT_ALLOWED_CONNTRACK, 0);
 		return;
@@ -99,7 +99,7 @@ static __always_inline bool pass_tracked(struct __sk_buff *skb,
 	    (pkt->flags & (PACKET_F_ARP | PACKET_F_NEIGHBOUR)) ||
 	    ct_opens_connection(pkt))
 		return false;
-	if (ct_lookup(pkt, skb->ifindex, own_scope, false, &endpoint_id) == CT_NEW)
+	if (ct_lookup_packet(pkt, skb->ifindex, own_scope, false, &endpoint_id) == CT_NEW)
 		return false;
 	bytes = skb->len;
 	count_packet(endpoint_id, direction, bytes);
@@ -123,16 +123,15 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 	/* Most packets are plain TCP/UDP: a short parse for them, the full
 	 * one for everything else (same result either way). */
 	parse_reason = parse_simple(skb, &pkt) ? EBPFCNI_DROP_NONE : parse_packet(skb, &pkt);
-	/* A later fragment takes its datagram's ports, when the first
-	 * fragment passed here (only the full parser sets the flag). */
-	if (pkt.flags & PACKET_F_LATER_FRAGMENT)
-		fragment_resolve(&pkt, skb->ifindex, own_scope);
+	/* A first fragment's ports, for its later fragments (a global
+	 * function: see fragments.h). Recorded whatever its verdict: a later
+	 * fragment passes only through the conntrack entry a passing first
+	 * fragment made or matched. */
+	if (pkt.more_fragments)
+		fragment_record(&pkt, skb->ifindex, own_scope, trace);
 	/* Traces take the slow path, which reports identities. */
-	if (!trace && pass_tracked(skb, direction, &pkt, parse_reason)) {
-		if (pkt.flags & PACKET_F_FIRST_FRAGMENT)
-			fragment_record(&pkt, skb->ifindex, own_scope);
+	if (!trace && pass_tracked(skb, direction, &pkt, parse_reason))
 		return EBPFCNI_TC_PASS;
-	}
 
 	/* Interfaces we do not know are not ours to judge. */
 	if (!lookup_endpoint(skb->ifindex, &ep)) {
@@ -168,8 +167,6 @@ static __always_inline int handle_packet(struct __sk_buff *skb,
 	    (v.policy_flags & EBPFCNI_POLICY_F_VERDICT_EVENTS))
 		event_emit(skb, EBPFCNI_EVENT_POLICY_VERDICT, direction,
 			   endpoint->endpoint_id, endpoint_identity, &pkt, &v);
-	if (pkt.flags & PACKET_F_FIRST_FRAGMENT)
-		fragment_record(&pkt, skb->ifindex, own_scope);
 	return EBPFCNI_TC_PASS;
 }
 

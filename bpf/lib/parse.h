@@ -46,18 +46,15 @@
  * (ICMPv6 133..137) and multicast listener discovery from a link-scoped
  * source (icmp6_is_link_mld). */
 #define PACKET_F_NEIGHBOUR (1u << 1)
-/* A fragment other than the first: it carries no L4 header. Its ports are
- * those the datagram's first fragment recorded (lib/fragments.h), 0
- * ("unknown") when that is not known, and then only any-port rules can
- * allow it. */
+/* A fragment other than the first: it carries no L4 header, so its ports
+ * are 0 ("unknown"). Its conntrack lookup uses the ports its datagram's
+ * first fragment recorded (lib/fragments.h); policy sees port 0, which only
+ * any-port rules match. */
 #define PACKET_F_LATER_FRAGMENT (1u << 2)
 /* An ICMP error (destination unreachable, packet too big, time exceeded,
  * parameter problem) whose quoted packet was parsed into related_*: it may
  * pass as part of the flow it reports on. */
 #define PACKET_F_ICMP_ERROR (1u << 3)
-/* The first fragment of a datagram that has more: it carries the L4
- * header, and when it passes, its ports are recorded for the later ones. */
-#define PACKET_F_FIRST_FRAGMENT (1u << 4)
 
 struct packet {
 	__u8 family; /* EBPFCNI_FAMILY_*, 0 for ARP */
@@ -70,7 +67,14 @@ struct packet {
 	/* What policy matches on: the destination port, the ICMP type for
 	 * ICMP, 0 when unknown (later fragments, other protocols). */
 	__be16 policy_port;
-	__u16 pad;
+	/* 1 for the first fragment of a datagram that has more: it carries
+	 * the L4 header, and when it passes its ports are recorded for the
+	 * later ones (lib/fragments.h). Computed without a branch and kept
+	 * out of `flags` on purpose: the verifier then sees one state for
+	 * whole packets and first fragments (an unknown 0 or 1 here) instead
+	 * of exploring everything after the parser twice. */
+	__u8 more_fragments;
+	__u8 pad;
 	/* Fragments: the datagram's identification (IPv4: 16 bits). */
 	__u32 fragment_id;
 	__u8 saddr[16];
@@ -292,16 +296,13 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *pkt)
 	__builtin_memcpy(pkt->saddr, &ip->saddr, 4);
 	__builtin_memcpy(pkt->daddr, &ip->daddr, 4);
 
-	if (bpf_ntohs(ip->frag_off) & 0x3fff) {
-		/* More fragments (0x2000) or an offset: part of a datagram. */
-		pkt->fragment_id = bpf_ntohs(ip->id);
-		if (bpf_ntohs(ip->frag_off) & 0x1fff) {
-			/* Offset > 0: the L4 header is in the first one. */
-			pkt->flags |= PACKET_F_LATER_FRAGMENT;
-			return EBPFCNI_DROP_NONE;
-		}
-		pkt->flags |= PACKET_F_FIRST_FRAGMENT;
+	pkt->fragment_id = bpf_ntohs(ip->id);
+	if (bpf_ntohs(ip->frag_off) & 0x1fff) {
+		/* Fragment offset > 0: the L4 header is in the first one. */
+		pkt->flags |= PACKET_F_LATER_FRAGMENT;
+		return EBPFCNI_DROP_NONE;
 	}
+	pkt->more_fragments = (bpf_ntohs(ip->frag_off) >> 13) & 1; /* MF */
 	/* IP options (IHL > 5) are skipped, not interpreted: the L4 header
 	 * starts after them. */
 	return parse_l4(skb, ETH_HLEN + header_length, pkt);
@@ -372,8 +373,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *pkt)
 			}
 			/* Offset 0 with the M flag: a first fragment. Without
 			 * it, an "atomic fragment" (RFC 6946): whole already. */
-			if (ext[3] & 1)
-				pkt->flags |= PACKET_F_FIRST_FRAGMENT;
+			pkt->more_fragments = ext[3] & 1;
 			break;
 		}
 		default:

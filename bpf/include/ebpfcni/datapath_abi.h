@@ -303,8 +303,8 @@ enum ebpfcni_verdict {
 /* ---- fragments: LRU hash, datagram -> the ports of its first fragment --- */
 /* Only a datagram's first fragment carries the L4 header. When it passes,
  * its ports are recorded under the datagram's identity on that interface
- * and side (as conntrack scopes them), so the later fragments are judged
- * with those ports: by the conntrack entry the first one made or matched.
+ * and side (as conntrack scopes them), so the later fragments find the
+ * conntrack entry the first one made or matched.
  * Datagrams are short-lived and rare; the LRU drops what is left. */
 struct ebpfcni_fragment_key {
 	__u8 family; /* EBPFCNI_FAMILY_* */
@@ -320,8 +320,6 @@ struct ebpfcni_fragment_key {
 struct ebpfcni_fragment_value {
 	__be16 sport;
 	__be16 dport;
-	__be16 policy_port;
-	__u16 pad;
 };
 
 /* ---- events: ring buffer records --------------------------------------- */
